@@ -32,6 +32,7 @@ class LayerInfo:
     activation_bytes: int
     rf: RF
     leaf: bool
+    done: int = 0  # completion order: a container completes after its children
 
     def as_dict(self) -> dict:
         return {
@@ -73,8 +74,8 @@ class Analysis:
     def feature_rf(self) -> RF:
         """Field of the last feature map before the network turns global
         (global pooling, flatten of a map, or the classifier)."""
-        local = [l.rf for l in self.leaves if not l.rf.global_]
-        return local[-1] if local else RF()
+        local = [l for l in self.layers if not l.rf.global_]
+        return max(local, key=lambda l: l.done).rf if local else RF()
 
     def layer(self, name: str) -> LayerInfo:
         for l in self.layers:
@@ -155,6 +156,7 @@ class _Tracer:
     def __init__(self, input_hw):
         self.rows: list[LayerInfo] = []
         self.input_hw = input_hw
+        self.count = 0
 
     def visit(self, node: n.Node, path: str, shape, rf: RF, depth: int):
         start = len(self.rows)
@@ -169,6 +171,7 @@ class _Tracer:
             row.buffers = sum(k.buffers for k in kids)
             row.macs = sum(k.macs for k in kids)
             row.activation_bytes = sum(k.activation_bytes for k in kids)
+            row.done = self._tick()
             return out, out_rf
         try:
             out = leaf_output_shape(node, shape)
@@ -177,8 +180,13 @@ class _Tracer:
         params, buffers, macs = leaf_counts(node, shape, out)
         out_rf = _leaf_rf(node, rf, shape, out, self.input_hw)
         self.rows.append(LayerInfo(path, node.type, depth, tuple(shape), tuple(out), params, buffers,
-                                   macs, math.prod(out) * BYTES_PER_VALUE, out_rf, True))
+                                   macs, math.prod(out) * BYTES_PER_VALUE, out_rf, True,
+                                   self._tick()))
         return out, out_rf
+
+    def _tick(self) -> int:
+        self.count += 1
+        return self.count
 
     def _seq(self, children, path, shape, rf, depth):
         for name, child in children:

@@ -38,10 +38,9 @@ def _window(shape, node, kind: str, ceil=False):
         o = conv_out(size, k, s, p, dd, ceil)
         if o < 1:
             eff = dd * (k - 1) + 1
-            raise ShapeError(
-                f"{kind} kernel {eff} (with dilation) does not fit input {axis}={size} "
-                f"with padding {p}"
-            )
+            dil = f" (dilation {dd})" if dd > 1 else ""
+            raise ShapeError(f"{kind} kernel {eff}{dil} does not fit input {axis}={size} "
+                             f"with padding {p}")
         outs.append(o)
     return outs
 

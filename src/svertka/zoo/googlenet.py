@@ -77,4 +77,19 @@ register("googlenet_2014", googlenet_2014, family="googlenet", input_shape=(3, 2
          description="GoogLeNet as in the paper: true 5x5 branch, biases, LRN, no BN",
          reference=Reference("Szegedy et al. 2014, Going deeper with convolutions; MobileNet "
                              "paper Table 8: 1550M mult-adds, 6.8M params, 69.8% top-1",
-                             params=6_998_552, macs=1_582_671_872, top1=69.8))
+                             params=6_998_552, macs=1_582_671_872, top1=69.8,
+                             paper_params=6.8e6, paper_macs=1550e6))
+
+
+def aux_heads(num_classes=1000) -> dict:
+    """torchvision's two training-time auxiliary classifiers (aux1 after 4a,
+    aux2 after 4d), as (spec, input shape) pairs. They are side outputs, so
+    they are not part of the main network's spec."""
+    def head():
+        return Sequential.named(
+            avgpool=AdaptiveAvgPool2d(4),
+            conv=Sequential.named(conv=Conv2d(128, 1, bias=False), bn=BatchNorm2d(eps=1e-3),
+                                  relu=ReLU()),
+            flatten=Flatten(), fc1=Linear(1024), relu=ReLU(), dropout=Dropout(0.7),
+            fc2=Linear(num_classes))
+    return {"aux1": (head(), (512, 14, 14)), "aux2": (head(), (528, 14, 14))}

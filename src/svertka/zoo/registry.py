@@ -24,6 +24,9 @@ class Reference:
     dataset: str = "ImageNet-1k"
     notes: str = ""
     exact: bool = True  # False: the paper's rounded figure (e.g. 4.2M)
+    # the MobileNet paper's Table 8 figures, where they differ from the exact ones
+    paper_params: float | None = None
+    paper_macs: float | None = None
 
     def as_dict(self) -> dict:
         return {k: v for k, v in self.__dict__.items() if v not in (None, "")}

@@ -44,6 +44,8 @@ for _d, (_p, _pbn, _macs, _top, _topbn) in _FIGURES.items():
                  description=f"VGG-{_d}{' with BatchNorm' if _bn else ''}",
                  reference=Reference("torchvision.models (IMAGENET1K_V1 weights metadata)",
                                      params=_params, macs=_macs, top1=_t,
+                                     paper_params=138e6 if (_d, _bn) == (16, False) else None,
+                                     paper_macs=15300e6 if (_d, _bn) == (16, False) else None,
                                      notes="lecture / MobileNet paper: VGG-16 138M params, "
                                            "15,300M mult-adds" if _d == 16 else ""),
                  depth=_d, batch_norm=_bn)

@@ -1,0 +1,91 @@
+"""The `svertka` command: output, JSON layout and one-line errors."""
+import json
+import subprocess
+import sys
+
+import pytest
+
+from svertka.cli import main, parse_shape
+from svertka.errors import UsageError
+
+
+def run(capsys, *argv):
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_models_json(capsys):
+    code, out, _ = run(capsys, "models", "--json")
+    assert code == 0
+    rows = {r["name"]: r for r in json.loads(out)}
+    assert rows["vgg16"]["params"] == 138_357_544 and rows["vgg16"]["macs"] == 15_470_264_320
+    assert rows["vgg16"]["rf"] == {"size": 212, "stride": 32, "padding": 90}
+    assert rows["mobilenet_v2"]["input"] == [3, 224, 224]
+    assert rows["alexnet"]["reference"]["source"].startswith("torchvision")
+    assert isinstance(rows["lenet5"]["params"], int)
+
+
+def test_models_pattern(capsys):
+    code, out, _ = run(capsys, "models", "vgg1[13]*")
+    assert code == 0 and "vgg11_bn" in out and "vgg16" not in out and "FLOPs = 2 x MACs" in out
+
+
+def test_summary_json(capsys):
+    code, out, _ = run(capsys, "summary", "lenet5", "--input", "1x32x32", "--json")
+    d = json.loads(out)
+    assert d["input"] == [1, 32, 32]
+    assert d["layers"][0]["output_shape"] == [6, 32, 32]
+    assert d["total"]["params"] == sum(l["params"] for l in d["layers"])
+
+
+def test_summary_text(capsys):
+    code, out, _ = run(capsys, "summary", "resnet18")
+    assert code == 0 and "layer4.1.conv2" in out and "Total params: 11,689,512" in out
+
+
+def test_rf_and_params(capsys):
+    _, out, _ = run(capsys, "rf")
+    assert "n = 50" in out
+    _, out, _ = run(capsys, "params", "conv", "--in", "32", "--out", "64", "-k", "3")
+    assert "3*3*32*64 + 64 = 18,496" in out
+    _, out, _ = run(capsys, "rf", "vgg16", "--layer", "features.30")
+    assert "212 px" in out and "stride 32" in out and "padding 90" in out
+
+
+def test_compare_table8(capsys):
+    _, out, _ = run(capsys, "compare")
+    lines = {l.split()[0]: l.split() for l in out.splitlines() if l[:1].isalpha()}
+    assert lines["mobilenet_v1"][2] == "569" and lines["googlenet_2014"][3] == "1,550"
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["summary", "nosuchnet"], "unknown model 'nosuchnet'"),
+    (["summary", "alexnet", "--input", "3x32x32"], "smallest input this model takes is 3x63x63"),
+    (["summary", "alexnet", "--input", "3by224"], "malformed --input"),
+    (["summary", "alexnet", "--input", "0x5x5"], "zero size"),
+    (["models", "zzz*"], "no model matches"),
+    (["params", "conv", "--in", "3", "--out", "4", "--groups", "2"], "not divisible"),
+    (["summary", "resnet18", "--num-classes", "-3"], "positive integer"),
+    (["frobnicate"], "invalid choice"),
+    (["rf", "vgg16", "--layer", "features.99"], "has no layer"),
+    (["summary", "missing.json"], "does not exist"),
+])
+def test_errors_are_one_line(capsys, argv, needle):
+    code, out, err = run(capsys, *argv)
+    assert code == 2
+    assert needle in err and err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_parse_shape():
+    assert parse_shape("3x224x224") == (3, 224, 224)
+    assert parse_shape("28x28") == (3, 28, 28)
+    assert parse_shape("1x28x28") == (1, 28, 28)
+    with pytest.raises(UsageError):
+        parse_shape("a")
+
+
+def test_console_script_runs():
+    out = subprocess.run([sys.executable, "-m", "svertka.cli", "summary", "efficientnet_b7"],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and "Total params: 66,347,960" in out.stdout
