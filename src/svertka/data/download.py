@@ -1,0 +1,169 @@
+"""Downloading and checking dataset files.
+
+A download goes to a temporary file in the target folder, is checked, and only
+then renamed into place (``os.replace`` is atomic on one file system). Any
+failure - network error, short read, checksum mismatch, Ctrl-C - removes the
+temporary file, so a half-written dataset file never exists under its real name.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+import tarfile
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from svertka.errors import DataError
+from svertka.data.formats import read_bytes
+
+__all__ = ["Checksum", "digest", "verify_file", "fetch", "extract_members"]
+
+
+@dataclass(frozen=True)
+class Checksum:
+    """Expected digests of one file. ``raw_*`` are over the DECOMPRESSED bytes
+    (what the user's copy must match however it was compressed); ``archive_md5``
+    is over the file exactly as the official mirror serves it."""
+
+    raw_sha256: str | None = None
+    raw_md5: str | None = None
+    archive_md5: str | None = None
+    raw_size: int | None = None
+
+
+def digest(data: bytes, algo: str) -> str:
+    return hashlib.new(algo, data).hexdigest()
+
+
+def verify_file(path: Path, check: Checksum, archive: bool = False) -> None:
+    """Raise DataError unless ``path`` matches ``check``.
+
+    ``archive=True`` also checks the md5 of the file as stored (only meaningful
+    right after a download: Debian and users may recompress .gz files).
+    """
+    if archive and check.archive_md5:
+        got = digest(Path(path).read_bytes(), "md5")
+        if got != check.archive_md5:
+            raise DataError(f"{path}: md5 {got} does not match the official {check.archive_md5}; the download is corrupt, try again")
+    if not (check.raw_sha256 or check.raw_md5 or check.raw_size):
+        return
+    raw = read_bytes(path)
+    if check.raw_size is not None and len(raw) != check.raw_size:
+        raise DataError(f"{path}: {len(raw)} bytes after decompression, expected {check.raw_size}; delete it and download again")
+    for algo, want in (("sha256", check.raw_sha256), ("md5", check.raw_md5)):
+        if want and digest(raw, algo) != want:
+            raise DataError(f"{path}: {algo} of the decompressed data does not match {want}; delete it and download again")
+
+
+class _Progress:
+    """A one-line progress bar on stderr, redrawn at most 10 times a second."""
+
+    def __init__(self, label: str, total: int | None, stream=None):
+        self.label, self.total, self.done = label, total, 0
+        self.stream = stream or sys.stderr
+        self._last = 0.0
+
+    def update(self, n: int) -> None:
+        self.done += n
+        now = time.monotonic()
+        if now - self._last >= 0.1:
+            self._last = now
+            self._draw()
+
+    def _draw(self, end: str = "") -> None:
+        mb = self.done / 1e6
+        if self.total:
+            frac = min(self.done / self.total, 1.0)
+            bar = "#" * int(frac * 30)
+            text = f"\r{self.label} [{bar:<30}] {mb:7.1f}/{self.total / 1e6:.1f} MB"
+        else:
+            text = f"\r{self.label} {mb:7.1f} MB"
+        self.stream.write(text + end)
+        self.stream.flush()
+
+    def close(self) -> None:
+        self._draw("\n")
+
+
+def fetch(urls, dest: Path, check: Checksum | None = None, timeout: float = 30.0, quiet: bool = False) -> Path:
+    """Download the first URL in ``urls`` that works into ``dest``, verified; return ``dest``.
+
+    Raises DataError naming every URL tried when none gives a file that passes ``check``.
+    """
+    if isinstance(urls, str):
+        urls = [urls]
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    errors = []
+    for url in urls:
+        try:
+            _fetch_one(url, dest, check, timeout, quiet)
+            return dest
+        except DataError as exc:
+            errors.append(f"{url}: {exc}")
+        except (urllib.error.URLError, OSError, ValueError) as exc:  # network / HTTP / bad URL
+            errors.append(f"{url}: {getattr(exc, 'reason', None) or exc}")
+    raise DataError(f"could not download {dest.name} ({'; '.join(errors)})")
+
+
+def _fetch_one(url: str, dest: Path, check: Checksum | None, timeout: float, quiet: bool) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
+    try:
+        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as resp:
+            length = resp.headers.get("Content-Length")
+            total = int(length) if length and length.isdigit() else None
+            bar = None if quiet else _Progress(dest.name, total)
+            got = 0
+            while chunk := resp.read(1 << 16):
+                out.write(chunk)
+                got += len(chunk)
+                if bar:
+                    bar.update(len(chunk))
+            if bar:
+                bar.close()
+            if total is not None and got != total:
+                raise DataError(f"connection closed after {got} of {total} bytes")
+        if check is not None:
+            verify_file(Path(tmp), check, archive=True)
+        os.replace(tmp, dest)
+    except BaseException:
+        # http.client raises IncompleteRead for short bodies; all paths end here.
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def extract_members(archive: Path, members: dict[str, Path]) -> None:
+    """Extract the named regular-file members of a tar archive, and nothing else.
+
+    ``members`` maps a member name to its destination. No path from the archive
+    is ever used as a destination, so a malicious archive cannot write outside
+    the target folder. Each file is written atomically.
+    """
+    try:
+        with tarfile.open(archive, "r:*") as tar:
+            for name, dest in members.items():
+                try:
+                    info = tar.getmember(name)
+                except KeyError:
+                    raise DataError(f"{archive}: member {name} missing; the archive is not the official one") from None
+                if not info.isfile():
+                    raise DataError(f"{archive}: member {name} is not a regular file; refusing to extract")
+                src = tar.extractfile(info)
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
+                try:
+                    with os.fdopen(fd, "wb") as out:
+                        while chunk := src.read(1 << 20):
+                            out.write(chunk)
+                    os.replace(tmp, dest)
+                except BaseException:
+                    Path(tmp).unlink(missing_ok=True)
+                    raise
+    except (tarfile.TarError, EOFError, OSError) as exc:
+        raise DataError(f"{archive}: cannot read the archive ({exc}); delete it and download again") from None
