@@ -1,0 +1,312 @@
+"""Convolution as the lecture teaches it: im2col -> GEMM -> col2im.
+
+A conv layer is "de jure a linear layer with loads of zeros, de facto im2col":
+every output pixel is a dot product of the weights with one k x k patch of
+every input channel. Lay the patches out as the columns of a matrix and the
+whole layer is ONE matrix product.
+
+    forward:   pad x  ->  cols = im2col(x_pad)      (C*kh*kw, N*Ho*Wo)
+                          out  = W  @ cols          W is (O, C*kh*kw)
+    backward:  dW    = dout @ cols.T
+               dcols = W.T @ dout
+               dx    = col2im(dcols)                adds each patch back where it came from
+
+Where each conv parameter enters (see ``window_view``):
+
+- **padding**: zeros around x, once, before anything else (``_pad``);
+- **stride**:  the step between two output positions: the output axes of the
+  strided view step ``stride * row`` / ``stride`` elements;
+- **dilation**: the step between two kernel taps: the kernel axes of the view
+  step ``dilation * row`` / ``dilation`` elements;
+- **groups**:  channels split into ``groups`` independent convs: the weight
+  reshapes to (groups, O/groups, C/groups*kh*kw) and the GEMM is batched over
+  groups. Depthwise (groups = C) has 1 channel per group, so a GEMM has
+  nothing to multiply; a shift-and-add loop over the k*k taps is faster there.
+
+Two tricks keep the copies cheap (the GEMM itself is as fast as torch's):
+
+- im2col is ONE ``as_strided`` view of the padded input; only the copy of that
+  view into a contiguous matrix touches memory. With stride 1 along W the view
+  covers whole padded rows ("wide" output, Wv = Wp columns, the last
+  Wp - Wo of them garbage that is cropped): every column of cols is then one
+  contiguous run of memory and the copy streams.
+- the batch is processed in chunks so one chunk of cols stays in cache, and
+  cols is never stored: backward rebuilds it from the padded input.
+"""
+from __future__ import annotations
+
+import numpy as np
+from numpy.lib.stride_tricks import as_strided
+
+from ...errors import ShapeError, SvertkaError
+from .tensor import Tensor
+
+__all__ = ["conv2d", "conv_output_size", "im2col", "col2im", "window_view"]
+
+# bytes of one im2col chunk: a few MB stays in L2/L3 between the copy and the GEMM
+CHUNK_BYTES = 8 << 20
+
+
+def _pair(v, what, where) -> tuple[int, int]:
+    if isinstance(v, (int, np.integer)) and not isinstance(v, bool):
+        return int(v), int(v)
+    try:
+        a, b = v
+        return int(a), int(b)
+    except (TypeError, ValueError):
+        raise SvertkaError(f"{where}: {what} must be an int or a pair of ints, got {v!r}") from None
+
+
+def conv_output_size(size: int, k: int, s: int, p: int, d: int = 1, ceil_mode: bool = False) -> int:
+    """torch's output length of a sliding window (conv or pool)."""
+    span = size + 2 * p - d * (k - 1) - 1
+    out = (-(-span // s) if ceil_mode else span // s) + 1
+    # torch: with ceil_mode the last window must start inside the input or the left padding
+    if ceil_mode and (out - 1) * s >= size + p:
+        out -= 1
+    return out
+
+
+# --------------------------------------------------------------------- the layout
+
+
+class _Geometry:
+    """Sizes of one conv call, and the padded input as a flat buffer."""
+
+    def __init__(self, x_shape, kernel, stride, padding, dilation, ceil_mode=False):
+        self.N, self.C, self.H, self.W = x_shape
+        self.kh, self.kw = kernel
+        (self.sh, self.sw), (self.ph, self.pw), (self.dh, self.dw) = stride, padding, dilation
+        self.Ho = conv_output_size(self.H, self.kh, self.sh, self.ph, self.dh, ceil_mode)
+        self.Wo = conv_output_size(self.W, self.kw, self.sw, self.pw, self.dw, ceil_mode)
+        # ceil_mode (pools): the last window may hang over the bottom/right edge
+        self.Hp = max(self.H + 2 * self.ph, (self.Ho - 1) * self.sh + self.dh * (self.kh - 1) + 1)
+        self.Wp = max(self.W + 2 * self.pw, (self.Wo - 1) * self.sw + self.dw * (self.kw - 1) + 1)
+        # "wide" output: with stride 1 along W compute whole padded rows, crop later
+        self.Wv = self.Wp if self.sw == 1 else self.Wo
+        self.plane = self.Hp * self.Wp
+        # the last wide window runs (kw-1)*dw elements past the buffer's end
+        self.slack = (self.kw - 1) * self.dw if self.sw == 1 else 0
+
+    def chunk(self, rows: int, itemsize: int) -> int:
+        """Examples per chunk, so one chunk of cols is about CHUNK_BYTES."""
+        per_example = rows * self.Ho * self.Wv * itemsize
+        return max(1, min(self.N, CHUNK_BYTES // max(per_example, 1)))
+
+
+def _pad(x: np.ndarray, g: _Geometry, fill: float = 0.0) -> np.ndarray:
+    """Padding: ``fill`` around each plane, in a flat buffer with some slack at the end."""
+    if g.Hp == g.H and g.Wp == g.W and g.slack == 0 and x.flags.c_contiguous:
+        return x.reshape(-1)
+    if fill == 0.0:
+        flat = np.zeros(g.N * g.C * g.plane + g.slack, x.dtype)
+    else:
+        flat = np.full(g.N * g.C * g.plane + g.slack, fill, x.dtype)
+    xp = flat[: g.N * g.C * g.plane].reshape(g.N, g.C, g.Hp, g.Wp)
+    xp[:, :, g.ph:g.ph + g.H, g.pw:g.pw + g.W] = x
+    return flat
+
+
+def window_view(flat: np.ndarray, g: _Geometry, n: int, i: int, j: int) -> np.ndarray:
+    """The input pixels kernel tap (i, j) meets, for every output position:
+    view[n, c, ho, wo] = x_pad[n, c, ho*sh + i*dh, wo*sw + j*dw], shape (n, C, Ho, Wv)."""
+    e = flat.itemsize
+    start = i * g.dh * g.Wp + j * g.dw  # dilation: how far apart the taps are
+    return as_strided(flat[start:], (n, g.C, g.Ho, g.Wv),
+                      (g.C * g.plane * e, g.plane * e, g.sh * g.Wp * e, g.sw * e))  # stride
+
+
+def im2col(flat: np.ndarray, g: _Geometry, n: int) -> np.ndarray:
+    """ONE strided view of the padded input, copied once into the matrix
+    cols[(c, i, j), (n, ho, wo)] = x_pad[n, c, ho*sh + i*dh, wo*sw + j*dw]."""
+    e = flat.itemsize
+    view = as_strided(
+        flat,
+        (g.C, g.kh, g.kw, n, g.Ho, g.Wv),
+        (g.plane * e,                       # next input channel
+         g.dh * g.Wp * e, g.dw * e,         # next kernel tap: dilation
+         g.C * g.plane * e,                 # next example
+         g.sh * g.Wp * e, g.sw * e),        # next output position: stride
+    )
+    return np.ascontiguousarray(view).reshape(g.C * g.kh * g.kw, n * g.Ho * g.Wv)
+
+
+def col2im(dcols: np.ndarray, dflat: np.ndarray, g: _Geometry, n: int) -> None:
+    """The adjoint of im2col: add every column back onto the pixels it was
+    copied from. One strided add per kernel tap (k*k of them), no scatter."""
+    d = dcols.reshape(g.C, g.kh, g.kw, n, g.Ho, g.Wv)
+    for i in range(g.kh):
+        for j in range(g.kw):
+            window_view(dflat, g, n, i, j)[...] += d[:, i, j].transpose(1, 0, 2, 3)
+
+
+# -------------------------------------------------------------------- the op
+
+
+def conv2d(x: Tensor, weight: Tensor, bias: Tensor | None = None, stride=1, padding=0,
+           dilation=1, groups: int = 1, where: str = "conv2d") -> Tensor:
+    """torch.nn.functional.conv2d: x (N, C, H, W), weight (O, C/groups, kh, kw)."""
+    stride = _pair(stride, "stride", where)
+    padding = _pair(padding, "padding", where)
+    dilation = _pair(dilation, "dilation", where)
+    _check(x, weight, bias, stride, padding, dilation, groups, where)
+    g = _Geometry(x.shape, weight.shape[2:], stride, padding, dilation)
+    g.O, g.Cg = weight.shape[:2]
+    if groups == g.C and g.Cg == 1 and g.O == g.C and groups > 1:
+        return _depthwise(x, weight, bias, g, where)
+
+    G, Og, K = groups, g.O // groups, g.Cg * g.kh * g.kw
+    xd = x.data
+    flat = _pad(xd, g)
+    wmat = weight.data.reshape(G, Og, K)
+    out = np.empty((g.N, g.O, g.Ho, g.Wo), x.dtype)
+    nb = g.chunk(g.C * g.kh * g.kw, x.data.itemsize)
+    for n0 in range(0, g.N, nb):
+        n = min(nb, g.N - n0)
+        cols = im2col(flat[n0 * g.C * g.plane:], g, n)                  # im2col
+        res = np.matmul(wmat, cols.reshape(G, K, -1))                    # GEMM, per group
+        res = res.reshape(g.O, n, g.Ho, g.Wv)[..., :g.Wo].transpose(1, 0, 2, 3)
+        if bias is not None:  # added during the copy back to (N, O, Ho, Wo)
+            np.add(res, bias.data.reshape(1, -1, 1, 1), out=out[n0:n0 + n])
+        else:
+            out[n0:n0 + n] = res
+
+    del flat  # backward pads x again: saving x alone keeps memory at torch's level
+    need_x, need_w, w_shape = x.requires_grad, weight.requires_grad, weight.shape
+    has_b, need_b = bias is not None, bias is not None and bias.requires_grad
+
+    def backward(dout):
+        dx = dw = db = None
+        if need_b:
+            db = dout.sum(axis=(0, 2, 3))
+        flat = _pad(xd, g) if need_w else None
+        if need_w:
+            dw = np.zeros((G, Og, K), wmat.dtype)
+        dflat = np.zeros(g.N * g.C * g.plane + g.slack, dout.dtype) if need_x else None
+        for n0 in range(0, g.N, nb):
+            n = min(nb, g.N - n0)
+            # dout in the wide (O, n, Ho, Wv) layout; the garbage columns get zero gradient
+            dmat = np.zeros((g.O, n, g.Ho, g.Wv), dout.dtype)
+            dmat[..., :g.Wo] = dout[n0:n0 + n].transpose(1, 0, 2, 3)
+            dmat = dmat.reshape(G, Og, -1)
+            if dw is not None:
+                cols = im2col(flat[n0 * g.C * g.plane:], g, n).reshape(G, K, -1)
+                dw += np.matmul(dmat, cols.transpose(0, 2, 1))           # dW = dout @ cols.T
+            if dflat is not None:
+                dcols = np.matmul(wmat.transpose(0, 2, 1), dmat)          # dcols = W.T @ dout
+                col2im(dcols, dflat[n0 * g.C * g.plane:], g, n)          # col2im
+        if dflat is not None:
+            dx = _unpad(dflat, g)
+        if dw is not None:
+            dw = dw.reshape(w_shape)
+        return (dx, dw, db) if has_b else (dx, dw)
+
+    parents = (x, weight, bias) if bias is not None else (x, weight)
+    return Tensor._make(out, parents, backward, "conv2d")
+
+
+def _unpad(dflat: np.ndarray, g: _Geometry) -> np.ndarray:
+    dxp = dflat[: g.N * g.C * g.plane].reshape(g.N, g.C, g.Hp, g.Wp)
+    return np.ascontiguousarray(dxp[:, :, g.ph:g.ph + g.H, g.pw:g.pw + g.W])
+
+
+def _depthwise(x: Tensor, weight: Tensor, bias: Tensor | None, g: _Geometry, where: str) -> Tensor:
+    """groups = C: each channel convolved with its own k x k filter.
+
+    Shift-and-add: out = sum over taps (i, j) of w[:, i, j] * window(i, j).
+    k*k broadcast multiply-adds, chunked over the batch so they run in cache."""
+    flat = _pad(x.data, g)
+    w = weight.data.reshape(g.C, g.kh * g.kw)
+    taps = [(i, j) for i in range(g.kh) for j in range(g.kw)]
+    nb = g.chunk(3 * g.C, x.data.itemsize)  # ~3 planes per channel live at once
+    out = np.empty((g.N, g.C, g.Ho, g.Wo), x.dtype)
+    for n0 in range(0, g.N, nb):
+        n = min(nb, g.N - n0)
+        sub = flat[n0 * g.C * g.plane:]
+        acc = np.zeros((n, g.C, g.Ho, g.Wv), x.dtype)
+        tmp = np.empty_like(acc)
+        for t, (i, j) in enumerate(taps):
+            np.multiply(window_view(sub, g, n, i, j), w[:, t].reshape(1, -1, 1, 1), out=tmp)
+            acc += tmp
+        acc = acc[..., :g.Wo]
+        if bias is not None:
+            np.add(acc, bias.data.reshape(1, -1, 1, 1), out=out[n0:n0 + n])
+        else:
+            out[n0:n0 + n] = acc
+
+    xd = x.data
+    del flat  # backward pads x again
+    need_x, need_w, w_shape = x.requires_grad, weight.requires_grad, weight.shape
+    has_b, need_b = bias is not None, bias is not None and bias.requires_grad
+
+    def backward(dout):
+        dx = dw = db = None
+        if need_b:
+            db = dout.sum(axis=(0, 2, 3))
+        flat = _pad(xd, g) if need_w else None
+        if need_w:
+            dw = np.zeros((g.C, len(taps)), w.dtype)
+        dflat = np.zeros(g.N * g.C * g.plane + g.slack, dout.dtype) if need_x else None
+        for n0 in range(0, g.N, nb):
+            n = min(nb, g.N - n0)
+            sub = flat[n0 * g.C * g.plane:] if need_w else None
+            dwide = np.zeros((n, g.C, g.Ho, g.Wv), dout.dtype)
+            dwide[..., :g.Wo] = dout[n0:n0 + n]
+            tmp = np.empty_like(dwide)
+            for t, (i, j) in enumerate(taps):
+                if dw is not None:  # dw[c, tap] = sum over (n, ho, wo) of dout * window
+                    np.multiply(dwide, window_view(sub, g, n, i, j), out=tmp)
+                    dw[:, t] += tmp.sum(axis=(0, 2, 3))
+                if dflat is not None:  # dx: add dout * w back where each tap read
+                    np.multiply(dwide, w[:, t].reshape(1, -1, 1, 1), out=tmp)
+                    window_view(dflat[n0 * g.C * g.plane:], g, n, i, j)[...] += tmp
+        if dflat is not None:
+            dx = _unpad(dflat, g)
+        if dw is not None:
+            dw = dw.reshape(w_shape)
+        return (dx, dw, db) if has_b else (dx, dw)
+
+    parents = (x, weight, bias) if bias is not None else (x, weight)
+    return Tensor._make(out, parents, backward, "conv2d_depthwise")
+
+
+# -------------------------------------------------------------------- checks
+
+
+def _fmt(shape) -> str:
+    return "x".join(str(v) for v in shape)
+
+
+def _check(x, weight, bias, stride, padding, dilation, groups, where):
+    if not isinstance(x, Tensor) or not isinstance(weight, Tensor):
+        raise SvertkaError(f"{where}: expects Tensors, got {type(x).__name__} and {type(weight).__name__}")
+    if x.ndim != 4:
+        raise ShapeError(f"{where}: input must be N x C x H x W, got shape {_fmt(x.shape)}")
+    if weight.ndim != 4:
+        raise ShapeError(f"{where}: weight must be O x C/groups x kh x kw, got {_fmt(weight.shape)}")
+    if x.dtype != weight.dtype or (bias is not None and bias.dtype != x.dtype):
+        raise SvertkaError(f"{where}: dtype mismatch: input {x.dtype} {_fmt(x.shape)}, weight "
+                           f"{weight.dtype} {_fmt(weight.shape)}"
+                           + (f", bias {bias.dtype}" if bias is not None else "")
+                           + "; cast them to one dtype (float32 by default)")
+    N, C, H, W = x.shape
+    O, Cg, kh, kw = weight.shape
+    if not isinstance(groups, (int, np.integer)) or groups < 1:
+        raise SvertkaError(f"{where}: groups must be a positive int, got {groups!r}")
+    if C % groups or O % groups:
+        raise ShapeError(f"{where}: channels must divide by groups={groups}: input {_fmt(x.shape)} "
+                         f"has {C} channels, weight {_fmt(weight.shape)} has {O} filters")
+    if Cg * groups != C:
+        raise ShapeError(f"{where}: input {_fmt(x.shape)} has {C} channels but weight "
+                         f"{_fmt(weight.shape)} expects {Cg} x groups {groups} = {Cg * groups}")
+    if bias is not None and bias.shape != (O,):
+        raise ShapeError(f"{where}: bias shape {_fmt(bias.shape)} != ({O},) for weight {_fmt(weight.shape)}")
+    if min(stride) < 1 or min(dilation) < 1 or min(padding) < 0:
+        raise SvertkaError(f"{where}: stride {stride} and dilation {dilation} must be >= 1 and "
+                           f"padding {padding} >= 0")
+    for axis, size, k, s, p, d in (("H", H, kh, *[v[0] for v in (stride, padding, dilation)]),
+                                   ("W", W, kw, *[v[1] for v in (stride, padding, dilation)])):
+        if size + 2 * p < d * (k - 1) + 1:
+            raise ShapeError(f"{where}: input {_fmt(x.shape)} is smaller than the kernel: {axis}="
+                             f"{size} with padding {p} is {size + 2 * p}, kernel {k} with dilation "
+                             f"{d} spans {d * (k - 1) + 1}")
