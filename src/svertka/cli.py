@@ -141,10 +141,10 @@ def cmd_compare(args):
 
 
 def cmd_demo(args):
-    print("svertka demo: the zoo, analysed from the spec (no weights allocated)\n")
-    cmd_models(argparse.Namespace(pattern="*", json=False))
-    print()
-    cmd_rf(argparse.Namespace(model=None, pixels=100, kernel=3))
+    """Train LeNet-5 on Fashion-MNIST (full if found, else the packaged mini set)."""
+    from .train.commands import cmd_demo_train
+
+    cmd_demo_train(args)
 
 
 # --------------------------------------------------------------------------- parser
@@ -203,6 +203,9 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("compare", help="the MobileNet paper's Table 8 for any models")
     s.add_argument("models", nargs="*", default=["mobilenet_v1", "googlenet_2014", "vgg16"])
     s.set_defaults(func=cmd_compare)
+
+    from .train.commands import add_parsers as add_train_parsers
+    add_train_parsers(sub, _positive_int)  # train, eval, predict, augment
 
     s = sub.add_parser("demo", help="the main job (what `make demo` runs)")
     s.set_defaults(func=cmd_demo)

@@ -1,0 +1,103 @@
+"""Time-to-accuracy frontier on full Fashion-MNIST.
+
+    python benchmarks/time_to_accuracy.py                          # 1, 2, 5, 10, 20 min; 3 seeds
+    python benchmarks/time_to_accuracy.py --budget-minutes 1 --seeds 1   # a short version
+    python benchmarks/time_to_accuracy.py --device cuda            # the same recipes on a GPU
+
+Each point is a complete run of a recipe with the epoch count scaled to fit a
+budget (one-cycle schedules end where the budget ends, so every reported
+accuracy is a run's *final* test accuracy, never an epoch picked by looking at
+the test set). Wall time counts everything the run does: loading data,
+training, per-epoch evaluation. For each budget the frontier is the best
+median (over seeds) final test accuracy among the runs whose median wall time
+fits in it. Achieved GFLOP/s is reported against the measured fp32 and bf16
+GEMM peaks.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from machine import LoadMonitor, gemm_peak_gflops, write_results  # noqa: E402
+
+from svertka.analysis import analyze  # noqa: E402
+from svertka.train import make_config, train  # noqa: E402
+from svertka.train.nets import resolve_model  # noqa: E402
+
+BUDGETS = (1, 2, 5, 10, 20)
+# (recipe, epochs) candidates per budget in minutes, sized from measured epoch
+# times on the idle 2-core machine (vgg_fm_small ~9 s, vgg_fm ~19 s an epoch).
+PLAN = {
+    1: [("fashion-mnist-92-1min", 5)],
+    2: [("fashion-mnist-92-1min", 10), ("fashion-mnist-94", 5)],
+    5: [("fashion-mnist-94", 14)],
+    10: [("fashion-mnist-94", 28)],
+    20: [("fashion-mnist-94", 56)],
+}
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--budget-minutes", type=float, nargs="*", default=list(BUDGETS))
+    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--data", default="fashion-mnist")
+    p.add_argument("--epoch-scale", type=float, default=1.0, help="scale every plan's epochs (e.g. on a GPU)")
+    args = p.parse_args(argv)
+
+    fp32_peak, bf16_peak = gemm_peak_gflops("fp32"), gemm_peak_gflops("bf16")
+    runs = []
+    for budget in args.budget_minutes:
+        plan = PLAN.get(int(budget)) or PLAN[min(PLAN, key=lambda b: abs(b - budget))]
+        for recipe, epochs in plan:
+            epochs = max(1, round(epochs * args.epoch_scale))
+            accs, walls, ips, loads = [], [], [], []
+            for seed in range(args.seeds):
+                cfg = make_config({"data": args.data, "epochs": epochs, "seed": seed, "device": args.device,
+                                   "output": f"/tmp/svertka-tta-{recipe}-{epochs}-{seed}-{time.time_ns()}"},
+                                  recipe=recipe)
+                with LoadMonitor() as load:
+                    t0 = time.perf_counter()
+                    r = train(cfg, progress=False)
+                    wall = time.perf_counter() - t0
+                accs.append(r.history[-1]["test_acc"])
+                walls.append(wall)
+                ips.append(statistics.mean(h["images_per_s"] for h in r.history))
+                loads.append(load.other_cores)
+                print(f"  {recipe} x{epochs} seed {seed}: {100 * accs[-1]:.2f}% in {wall / 60:.2f} min, "
+                      f"{ips[-1]:,.0f} img/s, other cores {load.other_cores:.2f}"
+                      + (" CONTENDED" if load.contended else ""), flush=True)
+            macs = analyze(resolve_model(cfg.model)).macs
+            g = statistics.median(ips) * 6 * macs / 1e9
+            runs.append({"budget_min": budget, "recipe": recipe, "model": cfg.model, "epochs": epochs,
+                         "median_acc": statistics.median(accs), "median_minutes": statistics.median(walls) / 60,
+                         "accs": accs, "minutes": [w / 60 for w in walls], "gflops": round(g, 1),
+                         "fp32_peak_frac": round(g / fp32_peak, 3), "bf16_peak_frac": round(g / bf16_peak, 3),
+                         "other_cores": loads, "contended": any(l > 0.25 for l in loads)})
+    frontier = []
+    for budget in args.budget_minutes:
+        fit = [r for r in runs if r["median_minutes"] <= budget]
+        best = max(fit, key=lambda r: r["median_acc"], default=None)
+        frontier.append({"budget_min": budget, "best": best})
+    print(f"\nGEMM peaks: fp32 {fp32_peak:.0f}, bf16 {bf16_peak:.0f} GFLOP/s; median of {args.seeds} seed(s)\n")
+    print("| budget | best test acc | run | wall (median) | GFLOP/s | of fp32 / bf16 peak | contended |")
+    print("|---:|---:|---|---:|---:|---:|---|")
+    for f in frontier:
+        b = f["best"]
+        if b is None:
+            print(f"| {f['budget_min']:g} min | - | nothing fit | - | - | - | - |")
+            continue
+        print(f"| {f['budget_min']:g} min | {100 * b['median_acc']:.2f}% | {b['recipe']} x{b['epochs']} ep | "
+              f"{b['median_minutes']:.2f} min | {b['gflops']:.0f} | {100 * b['fp32_peak_frac']:.0f}% / "
+              f"{100 * b['bf16_peak_frac']:.0f}% | {'yes' if b['contended'] else 'no'} |")
+    path = write_results("time_to_accuracy", {"args": vars(args), "fp32_peak_gflops": fp32_peak,
+                                              "bf16_peak_gflops": bf16_peak, "runs": runs, "frontier": frontier})
+    print(f"\nwrote {path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,336 @@
+"""Backend adapters: the few verbs the shared training loop needs.
+
+An adapter holds the model, its optimizer and the whole dataset as uint8 on
+the backend's device. The loop asks it for batches by index, for one training
+step, for logits, and for its state as NumPy arrays (for checkpoints).
+
+    adapter.set_data(name, images_uint8_nhwc, labels)
+    x, y = adapter.batch(name, idx, aug, rng)     # float, normalised, augmented
+    loss, correct = adapter.train_step(x, y)      # backend scalars; adapter.value() reads one
+    logits = adapter.logits(name, idx)            # NumPy float32, eval mode, no autograd
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from ..errors import UsageError, WeightsError
+
+OPTIM_PREFIX = "__optim__."
+
+
+def cpu_count() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+def param_groups(named_params, weight_decay: float, no_decay_norm_bias: bool) -> list[dict]:
+    """Split parameters into a decayed group and (if asked) an undecayed one
+    holding biases and norm weights: every parameter with fewer than 2 dimensions."""
+    decay, no_decay = [], []
+    for name, p in named_params:
+        ndim = len(p.shape)
+        (no_decay if no_decay_norm_bias and ndim <= 1 else decay).append((name, p))
+    groups = [{"params": [p for _, p in decay], "names": [n for n, _ in decay], "weight_decay": weight_decay}]
+    if no_decay:
+        groups.append({"params": [p for _, p in no_decay], "names": [n for n, _ in no_decay], "weight_decay": 0.0})
+    return [g for g in groups if g["params"]]
+
+
+def split_state(obj, prefix=""):
+    """Optimizer state_dict -> (flat {key: ndarray}, JSON-able skeleton)."""
+    tensors = {}
+
+    def walk(v, key):
+        if hasattr(v, "detach"):  # torch tensor
+            tensors[key] = v.detach().cpu().numpy()
+            return {"__tensor__": key}
+        if isinstance(v, np.ndarray):
+            tensors[key] = v
+            return {"__tensor__": key}
+        if isinstance(v, dict):
+            return {"__dict__": [[walk(k, f"{key}.k{i}"), walk(x, f"{key}.{k}")] for i, (k, x) in enumerate(v.items())]}
+        if isinstance(v, (list, tuple)):
+            return {"__list__" if isinstance(v, list) else "__tuple__": [walk(x, f"{key}.{i}") for i, x in enumerate(v)]}
+        if isinstance(v, (np.integer, np.floating, np.bool_)):
+            return v.item()
+        return v
+
+    return tensors, walk(obj, prefix.rstrip("."))
+
+
+def join_state(skeleton, tensors, to_tensor=lambda a: a):
+    def walk(v):
+        if isinstance(v, dict):
+            if "__tensor__" in v:
+                return to_tensor(tensors[v["__tensor__"]])
+            if "__dict__" in v:
+                return {walk(k): walk(x) for k, x in v["__dict__"]}
+            if "__list__" in v:
+                return [walk(x) for x in v["__list__"]]
+            if "__tuple__" in v:
+                return tuple(walk(x) for x in v["__tuple__"])
+        return v
+    return walk(skeleton)
+
+
+def check_meta(net, meta, source) -> None:
+    """One-line errors for weights saved from another model or class count."""
+    meta = meta or {}
+    got, nc = meta.get("model"), meta.get("num_classes")
+    if got and net.name and got != net.name:
+        raise WeightsError(f"{source} is for model {got}, not {net.name}; pass --model {got}, "
+                           f"or weights saved from {net.name}")
+    if nc is not None and int(nc) != int(net.num_classes):
+        raise WeightsError(f"num_classes mismatch: {source} has {int(nc)} classes, the model "
+                           f"{net.num_classes}; use weights trained on this data, or matching --num-classes")
+
+
+class Adapter:
+    backend = ""
+
+    def __init__(self, net, cfg, mean, std):
+        self.net, self.cfg = net, cfg
+        self.scale = np.asarray([1 / 255 / s for s in std], np.float32)
+        self.shift = np.asarray([-m / s for m, s in zip(mean, std)], np.float32)
+        self.mean, self.std = tuple(mean), tuple(std)
+        self.data = {}
+        self.base_lrs = []
+
+    def set_lr(self, factor: float) -> None:
+        for g, base in zip(self.optimizer.param_groups, self.base_lrs):
+            g["lr"] = base * factor
+
+    @property
+    def lr(self) -> float:
+        return self.optimizer.param_groups[0]["lr"]
+
+
+# ---------------------------------------------------------------------- torch
+
+
+class TorchAdapter(Adapter):
+    backend = "torch"
+
+    def __init__(self, net, cfg, mean, std):
+        super().__init__(net, cfg, mean, std)
+        import torch
+
+        from ..backends.torch import compile as compile_torch
+
+        self.torch = torch
+        torch.set_num_threads(cfg.threads or cpu_count())
+        dev = cfg.device
+        if dev == "auto":
+            dev = "cuda" if torch.cuda.is_available() else "cpu"
+        try:
+            self.device = torch.device(dev)
+            torch.empty(1, device=self.device)
+        except (RuntimeError, AssertionError) as e:
+            raise UsageError(f"--device {cfg.device!r} is not available here ({str(e).splitlines()[0][:80]}); "
+                             f"use --device cpu or auto") from None
+        torch.manual_seed(cfg.seed)
+        self.model = compile_torch(net).to(self.device)
+        self.memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
+        if cfg.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.run_model = torch.compile(self.model) if cfg.compile else self.model
+        self.amp = torch.bfloat16 if cfg.amp == "bf16" else None
+        self._scale = torch.tensor(self.scale, device=self.device).view(1, -1, 1, 1)
+        self._shift = torch.tensor(self.shift, device=self.device).view(1, -1, 1, 1)
+        self.optimizer = None
+
+    def make_optimizer(self):
+        torch, cfg = self.torch, self.cfg
+        groups = param_groups(self.model.named_parameters(), cfg.weight_decay, cfg.no_decay_norm_bias)
+        self.group_names = [g.pop("names") for g in groups]
+        if cfg.opt in ("sgd", "nesterov"):
+            self.optimizer = torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum,
+                                             nesterov=cfg.opt == "nesterov" and cfg.momentum > 0)
+        elif cfg.opt == "adam":
+            self.optimizer = torch.optim.Adam(groups, lr=cfg.lr)
+        else:
+            self.optimizer = torch.optim.AdamW(groups, lr=cfg.lr)
+        self.base_lrs = [g["lr"] for g in self.optimizer.param_groups]
+
+    def set_data(self, name, images, labels):
+        torch = self.torch
+        x = torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2))).to(self.device)
+        y = torch.from_numpy(np.asarray(labels, np.int64)).to(self.device)
+        self.data[name] = (x, y)
+
+    def seed_epoch(self, seed: int, epoch: int) -> None:
+        self.torch.manual_seed(seed * 100_003 + epoch)
+
+    def _float(self, xu8, aug, rng):
+        x = xu8.float()
+        if aug is not None and len(aug):
+            x = aug(x.mul_(1 / 255), rng=rng)
+            x = (x * 255).mul_(self._scale).add_(self._shift)
+        else:
+            x = x.mul_(self._scale).add_(self._shift)
+        return x.contiguous(memory_format=self.memory_format)
+
+    def batch(self, name, idx, aug=None, rng=None):
+        x, y = self.data[name]
+        i = self.torch.from_numpy(np.asarray(idx, np.int64)).to(self.device)
+        return self._float(x[i], aug, rng), y[i]
+
+    def train_step(self, x, y):
+        torch, F = self.torch, self.torch.nn.functional
+        self.model.train()
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp is not None):
+            out = self.run_model(x)
+            loss = F.cross_entropy(out, y, label_smoothing=self.cfg.label_smoothing)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        correct = (out.detach().argmax(1) == y).sum()
+        return loss.detach() * len(y), correct
+
+    @staticmethod
+    def value(v) -> float:
+        return float(v)
+
+    def logits(self, name, idx, tta: str = "none"):
+        torch = self.torch
+        x, _ = self.data[name]
+        self.model.eval()
+        with torch.inference_mode(), torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp is not None):
+            xb = self._float(x[torch.from_numpy(np.asarray(idx, np.int64)).to(self.device)], None, None)
+            out = self.run_model(xb).float()
+            if tta == "flip":
+                out = (out + self.run_model(xb.flip(-1)).float()) / 2
+        return out.cpu().numpy()
+
+    def logits_of(self, x_float_nchw: np.ndarray):
+        torch = self.torch
+        self.model.eval()
+        with torch.inference_mode():
+            return self.run_model(torch.from_numpy(x_float_nchw).to(self.device)).float().cpu().numpy()
+
+    # state as NumPy arrays
+    def model_state(self) -> dict:
+        return {k: v.detach().cpu().numpy() for k, v in self.model.state_dict().items()}
+
+    def load_model_state(self, state: dict, meta: dict | None = None, source: str = "checkpoint") -> None:
+        from ..backends.torch import check_state_dict
+        torch = self.torch
+        check_meta(self.net, meta, source)
+        tensors = {k: torch.from_numpy(np.array(v)) for k, v in state.items()}
+        tensors = check_state_dict(self.model, tensors, meta or {}, source)
+        self.model.load_state_dict(tensors, strict=True)
+
+    def optim_state(self):
+        return split_state(self.optimizer.state_dict(), "optim")
+
+    def load_optim_state(self, tensors, skeleton):
+        sd = join_state(skeleton, tensors, lambda a: self.torch.from_numpy(np.array(a)))
+        sd["state"] = {int(k): v for k, v in sd["state"].items()}
+        self.optimizer.load_state_dict(sd)
+
+
+# ---------------------------------------------------------------------- numpy
+
+
+class NumpyAdapter(Adapter):
+    backend = "numpy"
+
+    def __init__(self, net, cfg, mean, std):
+        super().__init__(net, cfg, mean, std)
+        from ..backends import numpy as engine
+
+        self.engine = engine
+        engine.manual_seed(cfg.seed)
+        self.model = engine.compile(net)
+        self.optimizer = None
+        self._scale = self.scale.reshape(1, -1, 1, 1)
+        self._shift = self.shift.reshape(1, -1, 1, 1)
+
+    def make_optimizer(self):
+        optim, cfg = self.engine.optim, self.cfg
+        groups = param_groups(self.model.named_parameters(), cfg.weight_decay, cfg.no_decay_norm_bias)
+        self.group_names = [g.pop("names") for g in groups]
+        if cfg.opt in ("sgd", "nesterov"):
+            self.optimizer = optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum,
+                                       nesterov=cfg.opt == "nesterov" and cfg.momentum > 0)
+        elif cfg.opt == "adam":
+            self.optimizer = optim.Adam(groups, lr=cfg.lr, weight_decay=0.0)
+        else:
+            self.optimizer = optim.AdamW(groups, lr=cfg.lr, weight_decay=0.0)
+        self.base_lrs = [g["lr"] for g in self.optimizer.param_groups]
+
+    def set_data(self, name, images, labels):
+        self.data[name] = (np.ascontiguousarray(images.transpose(0, 3, 1, 2)), np.asarray(labels, np.int64))
+
+    def seed_epoch(self, seed: int, epoch: int) -> None:
+        self.engine.manual_seed(seed * 100_003 + epoch)
+
+    def _float(self, xu8, aug, rng):
+        x = xu8.astype(np.float32)
+        if aug is not None and len(aug):
+            x = aug(x * np.float32(1 / 255), rng=rng) * np.float32(255)
+        x *= self._scale
+        x += self._shift
+        return x
+
+    def batch(self, name, idx, aug=None, rng=None):
+        x, y = self.data[name]
+        return self._float(x[idx], aug, rng), y[idx]
+
+    def train_step(self, x, y):
+        F = self.engine.functional
+        self.model.train()
+        out = self.model(self.engine.Tensor(x))
+        loss = F.cross_entropy(out, y, label_smoothing=self.cfg.label_smoothing)
+        self.optimizer.zero_grad()
+        loss.backward()
+        self.optimizer.step()
+        return float(loss.data) * len(y), int((out.data.argmax(1) == y).sum())
+
+    @staticmethod
+    def value(v) -> float:
+        return float(v)
+
+    def logits(self, name, idx, tta: str = "none"):
+        x, _ = self.data[name]
+        return self.logits_of(self._float(x[idx], None, None), tta)
+
+    def logits_of(self, x, tta: str = "none"):
+        self.model.eval()
+        with self.engine.no_grad():
+            out = self.model(self.engine.Tensor(x)).data
+            if tta == "flip":
+                out = (out + self.model(self.engine.Tensor(np.ascontiguousarray(x[..., ::-1]))).data) / 2
+        return np.asarray(out, np.float32)
+
+    def model_state(self) -> dict:
+        return {k: np.array(v, copy=True) for k, v in self.model.state_dict().items()}
+
+    def load_model_state(self, state: dict, meta: dict | None = None, source: str = "checkpoint") -> None:
+        check_meta(self.net, meta, source)
+        try:
+            self.model.load_state_dict(state, strict=True)
+        except WeightsError as e:
+            raise WeightsError(f"{source}: {e}") from None
+
+    def optim_state(self):
+        return split_state(self.optimizer.state_dict(), "optim")
+
+    def load_optim_state(self, tensors, skeleton):
+        sd = join_state(skeleton, tensors, lambda a: np.array(a))
+        sd["state"] = {int(k): v for k, v in sd["state"].items()}
+        self.optimizer.load_state_dict(sd)
+
+
+def make_adapter(net, cfg, mean, std) -> Adapter:
+    if cfg.backend == "torch":
+        try:
+            import torch  # noqa: F401
+        except ImportError:
+            raise UsageError("--backend torch needs PyTorch: pip install 'svertka[torch]', or use --backend numpy") from None
+        return TorchAdapter(net, cfg, mean, std)
+    return NumpyAdapter(net, cfg, mean, std)

@@ -1,0 +1,100 @@
+"""Checkpoints and run files, written atomically (temp file in the same folder,
+fsync, os.replace): a crash or Ctrl-C mid-write leaves the previous file whole.
+
+- ``last.safetensors``: the weights under their own names, the optimizer's
+  tensors under ``__optim__.``; the header holds the model metadata (key
+  ``svertka``, as the torch backend writes it) and the training state as JSON
+  (key ``svertka_train``: epoch, step, history, optimizer skeleton). Nothing is
+  pickled.
+- ``best.safetensors``: weights only, loadable by any svertka tool.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import WeightsError
+from .backends import OPTIM_PREFIX
+
+META_KEY, STATE_KEY = "svertka", "svertka_train"
+
+
+def atomic_write(path, write) -> Path:
+    """Call ``write(tmp_path)`` then move the result onto ``path`` in one rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def atomic_write_text(path, text: str) -> Path:
+    return atomic_write(path, lambda tmp: Path(tmp).write_text(text))
+
+
+def save_checkpoint(path, weights: dict, meta: dict, optim_tensors: dict | None = None,
+                    state: dict | None = None) -> Path:
+    from safetensors.numpy import save_file
+
+    tensors = {k: np.ascontiguousarray(v) for k, v in weights.items()}
+    for k, v in (optim_tensors or {}).items():
+        tensors[OPTIM_PREFIX + k] = np.ascontiguousarray(v)
+    header = {META_KEY: json.dumps(meta, sort_keys=True), "format": "pt"}
+    if state is not None:
+        header[STATE_KEY] = json.dumps(state)
+    return atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=header))
+
+
+def read_checkpoint(path):
+    """(weights, meta, optim_tensors, state) from a safetensors file; state is
+    None for a weights-only file. ``.pth`` files go through the torch backend
+    (``torch.load(weights_only=True)``)."""
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"weights file {path} does not exist; check the path")
+    if path.suffix.lower() in (".pth", ".pt", ".bin", ".ckpt"):
+        from ..backends.torch import read_weights
+        state, meta = read_weights(path)
+        return {k: v.numpy() for k, v in state.items()}, meta, {}, None
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="numpy") as f:
+            header = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as e:
+        raise WeightsError(f"cannot read {path}: not a valid safetensors file "
+                           f"({str(e).splitlines()[0][:100] if str(e) else type(e).__name__}); "
+                           f"use a file written by svertka train or save_weights") from None
+    try:
+        meta = json.loads(header.get(META_KEY, "{}"))
+        state = json.loads(header[STATE_KEY]) if STATE_KEY in header else None
+    except json.JSONDecodeError:
+        raise WeightsError(f"{path}: the svertka metadata in its header is not valid JSON; re-save the file") from None
+    weights = {k: v for k, v in tensors.items() if not k.startswith(OPTIM_PREFIX)}
+    optim = {k[len(OPTIM_PREFIX):]: v for k, v in tensors.items() if k.startswith(OPTIM_PREFIX)}
+    return weights, meta if isinstance(meta, dict) else {}, optim, state
+
+
+def write_metrics(run_dir, history: list[dict]) -> None:
+    """metrics.jsonl (one JSON object per epoch) and metrics.csv, rewritten whole."""
+    run_dir = Path(run_dir)
+    atomic_write_text(run_dir / "metrics.jsonl", "".join(json.dumps(h) + "\n" for h in history))
+    keys = []
+    for h in history:
+        keys += [k for k in h if k not in keys]
+    lines = [",".join(keys)] + [",".join("" if h.get(k) is None else str(h[k]) for k in keys) for h in history]
+    atomic_write_text(run_dir / "metrics.csv", "\n".join(lines) + "\n")

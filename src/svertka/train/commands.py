@@ -1,0 +1,218 @@
+"""The `svertka train / eval / predict / augment` commands (wired into svertka.cli)."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from ..errors import UsageError
+
+# Flags whose value is copied into TrainConfig when given (default None = not given).
+_TRAIN_KEYS = ("model", "data", "root", "backend", "device", "epochs", "batch_size", "opt", "lr", "momentum",
+               "weight_decay", "sched", "warmup_epochs", "min_lr_factor", "decay_epochs", "decay_rate",
+               "label_smoothing", "aug", "amp", "seed", "val_fraction", "eval_batch_size", "tta", "output",
+               "limit_train", "limit_test", "threads")
+
+
+def _nonneg_float(text):
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not v >= 0 or v == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text!r}")
+    return v
+
+
+def add_parsers(sub, positive_int):
+    from ..data.registry import list_datasets
+    from .config import AMP, BACKENDS, OPTIMIZERS
+    from .schedule import SCHEDULES
+
+    s = sub.add_parser("train", help="train a model (torch or numpy backend); see --recipe",
+                       description="Train a model. Flags override the recipe, which overrides the defaults.")
+    s.add_argument("model_pos", nargs="?", metavar="MODEL", help="model name (same as --model)")
+    s.add_argument("--model", "-m", help="zoo name, cnn2, vgg_fm, vgg_fm_small, or a JSON network file (default lenet5)")
+    s.add_argument("--data", help=f"dataset: {', '.join(list_datasets())} (default fashion-mnist)")
+    s.add_argument("--root", help="folder with the dataset files")
+    s.add_argument("--recipe", help="named TOML recipe, e.g. fashion-mnist-94, or a .toml file")
+    s.add_argument("--backend", choices=BACKENDS)
+    s.add_argument("--device", help="auto (cuda if present), cpu, cuda, cuda:1 (torch backend)")
+    s.add_argument("--epochs", type=positive_int)
+    s.add_argument("-b", "--batch-size", type=positive_int)
+    s.add_argument("--eval-batch-size", type=positive_int)
+    s.add_argument("--opt", choices=OPTIMIZERS, help="sgd (momentum), nesterov, adam, adamw")
+    s.add_argument("--lr", type=_nonneg_float, help="peak learning rate")
+    s.add_argument("--momentum", type=_nonneg_float)
+    s.add_argument("--weight-decay", "--wd", dest="weight_decay", type=_nonneg_float)
+    s.add_argument("--no-decay-norm-bias", dest="no_decay_norm_bias", action="store_true", default=None,
+                   help="no weight decay on biases and norm weights (the default)")
+    s.add_argument("--decay-norm-bias", dest="no_decay_norm_bias", action="store_false",
+                   help="decay every parameter")
+    s.add_argument("--sched", choices=SCHEDULES)
+    s.add_argument("--warmup-epochs", type=_nonneg_float)
+    s.add_argument("--min-lr-factor", type=_nonneg_float, help="cosine end LR as a fraction of --lr")
+    s.add_argument("--decay-epochs", type=_nonneg_float, help="step schedule: epochs between decays")
+    s.add_argument("--decay-rate", type=_nonneg_float, help="step schedule: LR factor per decay")
+    s.add_argument("--label-smoothing", "--smoothing", dest="label_smoothing", type=_nonneg_float)
+    s.add_argument("--aug", help="augmentation, e.g. 'flip,crop:2,rotate:10,noise:0.05,erase:0.25'")
+    s.add_argument("--amp", choices=AMP, help="bf16 autocast (torch, CPU or GPU)")
+    s.add_argument("--channels-last", action="store_true", default=None)
+    s.add_argument("--compile", action="store_true", default=None, help="torch.compile the model")
+    s.add_argument("--tta", choices=("none", "flip"), help="flip test-time augmentation at evaluation")
+    s.add_argument("--seed", type=int)
+    s.add_argument("--val-fraction", type=_nonneg_float, help="carve a validation split from train (e.g. 0.1)")
+    s.add_argument("--output", "-o", help="run folder (default runs/MODEL-DATA-BACKEND-TIME)")
+    s.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its last checkpoint")
+    s.add_argument("--limit-train", type=positive_int, help="use only the first N training images")
+    s.add_argument("--limit-test", type=positive_int, help="use only the first N test images")
+    s.add_argument("--threads", type=positive_int, help="torch threads (default: all cores)")
+    s.add_argument("--quiet", "-q", action="store_true", help="no progress output")
+    s.add_argument("--json", action="store_true", help="print the final metrics as JSON")
+    s.set_defaults(func=cmd_train)
+
+    s = sub.add_parser("eval", help="top-1/top-5, per-class accuracy, confusion matrix of trained weights")
+    s.add_argument("path", metavar="RUN_DIR|WEIGHTS")
+    s.add_argument("--model", help="model name (default: from the file's metadata)")
+    s.add_argument("--data", help="dataset (default: the one it was trained on)")
+    s.add_argument("--root")
+    s.add_argument("--num-classes", type=positive_int)
+    s.add_argument("--backend", choices=BACKENDS, default="torch")
+    s.add_argument("--device", default="auto")
+    s.add_argument("--tta", choices=("none", "flip"), default="none")
+    s.add_argument("--limit", type=positive_int, help="evaluate on the first N test images only")
+    s.add_argument("--png", help="confusion-matrix PNG (default RUN_DIR/confusion.png, or none for a file)")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_eval)
+
+    s = sub.add_parser("predict", help="top-k classes of PNG/JPEG images")
+    s.add_argument("images", nargs="+", metavar="IMAGE")
+    s.add_argument("--weights", "-w", required=True, help="weights file or run folder")
+    s.add_argument("--model", help="model name (default: from the weights' metadata)")
+    s.add_argument("--num-classes", type=positive_int)
+    s.add_argument("--backend", choices=BACKENDS, default="torch")
+    s.add_argument("--device", default="auto")
+    s.add_argument("-k", "--top", dest="k", type=positive_int, default=5)
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_predict)
+
+    s = sub.add_parser("augment", help="a PNG grid of training images and their augmented copies")
+    s.add_argument("--data", default="fashion-mnist")
+    s.add_argument("--root")
+    s.add_argument("--aug", default="flip,crop:4,rotate:10,zoom:0.1,noise:0.05,erase:0.25")
+    s.add_argument("-n", type=positive_int, default=32)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--out", default="augment.png")
+    s.set_defaults(func=cmd_augment)
+
+
+def cmd_train(args):
+    from .config import make_config
+    from .loop import resume_config, train
+
+    if args.model_pos and args.model and args.model_pos != args.model:
+        raise UsageError(f"two models given: {args.model_pos} and --model {args.model}")
+    over = {k: getattr(args, k) for k in _TRAIN_KEYS}
+    over["model"] = args.model or args.model_pos
+    over["no_decay_norm_bias"] = args.no_decay_norm_bias
+    over["channels_last"] = args.channels_last
+    over["compile"] = args.compile
+    if args.resume:
+        given = sorted(k for k, v in over.items() if v is not None and k != "epochs")
+        if given or args.recipe:
+            raise UsageError(f"--resume continues the run's saved config; drop --{(given or ['recipe'])[0].replace('_', '-')}"
+                             f" (only --epochs may change)")
+        cfg = resume_config(args.resume, args.epochs)
+        result = train(cfg, resume=args.resume, progress=not args.quiet)
+    else:
+        cfg = make_config(over, args.recipe)
+        result = train(cfg, progress=not args.quiet)
+    last = result.history[-1] if result.history else {}
+    if args.json:
+        print(json.dumps({"run_dir": str(result.run_dir), "seconds": round(result.seconds, 2), **last}))
+    else:
+        print(f"test accuracy {100 * result.test_acc:.2f}% after {last.get('epoch', 0)} epochs "
+              f"({result.seconds:.1f} s); run saved in {result.run_dir}")
+    return result
+
+
+def cmd_eval(args):
+    from .evaluate import confusion_png, evaluate, load_trained
+
+    loaded = load_trained(args.path, args.model, args.num_classes, args.backend, args.device)
+    r = evaluate(loaded, args.data, args.root, args.tta, limit=args.limit)
+    png = args.png or (str(Path(args.path) / "confusion.png") if Path(args.path).is_dir() else None)
+    if png and png != "none":
+        confusion_png(r["confusion"], png)
+    if args.json:
+        print(json.dumps({"top1": r["top1"], "top5": r["top5"], "per_class": r["per_class"], "n": r["n"]}))
+        return
+    print(f"{loaded.net.name} on {r['data']} test ({r['n']} images{', flip TTA' if args.tta == 'flip' else ''}): "
+          f"top-1 {100 * r['top1']:.2f}%  top-5 {100 * r['top5']:.2f}%")
+    width = max(len(c) for c in r["classes"]) if r["classes"] else 5
+    print("\nper class:")
+    for name, acc in r["per_class"].items():
+        print(f"  {name:<{width}}  {'-' if acc is None else f'{100 * acc:6.2f}%'}")
+    print("\nconfusion matrix (rows true, columns predicted):")
+    conf = r["confusion"]
+    cell = max(4, len(str(max(max(row) for row in conf))) + 1)
+    print(" " * (width + 2) + "".join(f"{i:>{cell}}" for i in range(len(conf))))
+    for i, row in enumerate(conf):
+        print(f"  {r['classes'][i] if i < len(r['classes']) else i:<{width}}" + "".join(f"{v:>{cell}}" for v in row)
+              + f"   {i}")
+    if png and png != "none":
+        print(f"\nconfusion matrix PNG: {png}")
+
+
+def cmd_predict(args):
+    from .evaluate import load_trained, predict
+
+    loaded = load_trained(args.weights, args.model, args.num_classes, args.backend, args.device)
+    out = predict(loaded, args.images, args.k)
+    if args.json:
+        print(json.dumps([{"image": o["image"], "top": o["top"]} for o in out]))
+        return
+    for o in out:
+        print(o["image"] + ": " + ", ".join(f"{t['class']} {100 * t['prob']:.1f}%" for t in o["top"]))
+
+
+def cmd_augment(args):
+    from ..viz import augment_grid
+
+    path = augment_grid(args.data, args.out, pipeline=args.aug, n=args.n, seed=args.seed, root=args.root)
+    print(f"wrote {path}: rows of originals, each followed by its augmented copies ({args.aug})")
+
+
+def find_demo_data(root=None) -> tuple[str, str]:
+    """(dataset name, where) for the demo: full Fashion-MNIST if its files are
+    found locally (no download), else the packaged fashion-mnist-mini."""
+    from ..data import load_dataset
+    from ..errors import DataError
+
+    try:
+        ds = load_dataset("fashion-mnist", root=root, split="test", download=False)
+        return "fashion-mnist", ds.location
+    except DataError:
+        return "fashion-mnist-mini", "packaged with svertka"
+
+
+def cmd_demo_train(args=None, out=sys.stdout):
+    """What `make demo` runs: LeNet-5 on Fashion-MNIST (full if found, else the mini set)."""
+    from .config import make_config
+    from .loop import train
+
+    data, where = find_demo_data()
+    full = data == "fashion-mnist"
+    print(f"svertka demo: training LeNet-5 on {'the full Fashion-MNIST (60,000 train / 10,000 test)' if full else 'fashion-mnist-mini (Fashion-MNIST not found; install dataset-fashion-mnist for the full set)'}"
+          f", data from {where}", file=out, flush=True)
+    cfg = make_config({"data": data, "epochs": None if full else 15}, recipe="lenet5-demo")
+    result = train(cfg)
+    print(f"\ntest accuracy {100 * result.test_acc:.2f}% on {data} test set "
+          f"({len(result.history)} epochs, {result.seconds:.0f} s); run saved in {result.run_dir}\n"
+          f"evaluate it: svertka eval {result.run_dir}", file=out)
+    busy = [h["other_cores"] for h in result.history if h.get("other_cores") is not None]
+    if busy and sum(busy) / len(busy) > 0.25:
+        print(f"note: other processes kept {sum(busy) / len(busy):.1f} of this machine's cores busy during the run, "
+              f"so it ran slower than on an idle machine", file=out)
+    return result

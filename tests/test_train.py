@@ -1,0 +1,284 @@
+"""The training loop, checkpoints, schedules and the train/eval/predict commands.
+
+Everything runs on small slices of the packaged fashion-mnist-mini with tiny
+step counts, so the whole file stays well under a minute."""
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from svertka.cli import main
+from svertka.errors import UsageError, WeightsError
+from svertka.train import Schedule, TrainConfig, list_recipes, load_recipe, make_config, resume_config, train
+from svertka.train.backends import NumpyAdapter, TorchAdapter, param_groups
+from svertka.train.checkpoint import read_checkpoint, save_checkpoint
+from svertka.train.nets import resolve_model
+
+TINY = {"data": "fashion-mnist-mini", "limit_train": 256, "limit_test": 128, "batch_size": 64,
+        "eval_batch_size": 128, "threads": 1}
+REQUIRED = {"epoch", "train_loss", "train_acc", "test_acc", "images_per_s", "seconds"}
+
+
+def run(tmp_path, name="run", stop_after=None, **kw):
+    cfg = make_config({**TINY, "output": str(tmp_path / name), **kw})
+    return train(cfg, stop_after=stop_after, progress=False)
+
+
+def one_line_error(capsys, argv):
+    rc = main(argv)
+    err = capsys.readouterr().err.strip()
+    assert rc == 2, err
+    assert err.startswith("svertka: error:") and "\n" not in err and "Traceback" not in err
+    return err
+
+
+# ------------------------------------------------------------------ schedules
+
+
+def test_warmup_then_cosine_ends_at_min():
+    s = Schedule("cosine", total_steps=100, warmup_steps=10, min_factor=0.01)
+    c = s.curve()
+    assert c[0] == pytest.approx(0.1) and c[9] == pytest.approx(1.0)  # linear 1/10 .. 10/10
+    assert all(a < b for a, b in zip(c[:10], c[1:10]))
+    assert c[10] == pytest.approx(1.0)  # cosine starts at the peak
+    assert c[-1] == pytest.approx(0.01)  # and ends exactly at min_factor
+    assert all(a >= b for a, b in zip(c[10:], c[11:]))
+    assert c[55] == pytest.approx(0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * 45 / 89)))
+
+
+def test_onecycle_and_step_shapes():
+    c = Schedule("onecycle", total_steps=100).curve()
+    assert c[0] == pytest.approx(1 / 25) and max(c) == pytest.approx(1.0)
+    assert int(np.argmax(c)) == 29 and c[-1] == pytest.approx(1 / 25 * 1e-4)
+    st = Schedule("step", total_steps=90, decay_steps=30, decay_rate=0.1).curve()
+    assert st[0] == 1 and st[29] == 1 and st[30] == pytest.approx(0.1) and st[89] == pytest.approx(0.01)
+    assert Schedule("constant", 5, warmup_steps=2).curve() == [0.5, 1, 1, 1, 1]
+    with pytest.raises(UsageError):
+        Schedule("linear", 10)
+
+
+def test_lr_follows_schedule_in_the_loop(tmp_path):
+    r = run(tmp_path, epochs=2, sched="cosine", warmup_epochs=1, lr=0.01, min_lr_factor=0.1)
+    assert r.history[0]["lr"] == pytest.approx(0.01)  # end of warmup = peak
+    assert r.history[1]["lr"] == pytest.approx(0.001)  # cosine end value
+
+
+# ------------------------------------------------------------ optimizer groups
+
+
+@pytest.mark.parametrize("Adapter", [TorchAdapter, NumpyAdapter])
+def test_no_decay_groups(Adapter):
+    net = resolve_model("vgg_fm_small")
+    for flag, n_groups in ((True, 2), (False, 1)):
+        cfg = TrainConfig(model="vgg_fm_small", backend=Adapter.backend, weight_decay=0.1, no_decay_norm_bias=flag,
+                          threads=1)
+        a = Adapter(net, cfg, (0.5,), (0.5,))
+        a.make_optimizer()
+        groups = a.optimizer.param_groups
+        assert len(groups) == n_groups
+        assert groups[0]["weight_decay"] == 0.1
+        if flag:
+            assert groups[1]["weight_decay"] == 0.0
+            names = a.group_names[1]
+            assert "classifier.bias" in names and any(n.endswith(".weight") and "features" in n for n in names)
+            assert all(len(p.shape) >= 2 for p in groups[0]["params"])
+
+
+def test_param_groups_plain():
+    params = [("w", np.zeros((3, 3))), ("b", np.zeros(3))]
+    g = param_groups(params, 0.5, True)
+    assert [x["names"] for x in g] == [["w"], ["b"]] and [x["weight_decay"] for x in g] == [0.5, 0.0]
+
+
+# ------------------------------------------------------------------- the loop
+
+
+@pytest.mark.parametrize("backend", ["torch", "numpy"])
+def test_loop_runs_and_writes_files(tmp_path, backend):
+    r = run(tmp_path, epochs=2, backend=backend, val_fraction=0.1, aug="flip,crop:2", label_smoothing=0.1,
+            opt="nesterov", lr=0.05, sched="step", decay_epochs=1)
+    d = r.run_dir
+    lines = [json.loads(l) for l in (d / "metrics.jsonl").read_text().splitlines()]
+    assert [l["epoch"] for l in lines] == [1, 2]
+    assert all(REQUIRED | {"val_acc"} <= set(l) for l in lines)
+    assert all(0 <= l["test_acc"] <= 1 and l["images_per_s"] > 0 for l in lines)
+    csv = (d / "metrics.csv").read_text().splitlines()
+    assert len(csv) == 3 and REQUIRED <= set(csv[0].split(","))
+    cfg = json.loads((d / "config.json").read_text())
+    assert cfg["backend"] == backend and cfg["epochs"] == 2 and cfg["aug"] == "flip,crop:2"
+    assert (d / "model.json").is_file() and (d / "best.safetensors").is_file()
+    w, meta, optim, state = read_checkpoint(d / "last.safetensors")
+    assert meta["model"] == "lenet5" and meta["num_classes"] == 10 and state["epoch"] == 2 and optim
+    assert not [p for p in d.iterdir() if p.name.endswith(".tmp")]
+    assert all(math.isfinite(l["train_loss"]) for l in lines)
+
+
+@pytest.mark.parametrize("backend", ["torch", "numpy"])
+def test_resume_is_bit_identical(tmp_path, backend):
+    kw = dict(epochs=3, backend=backend, aug="flip,crop:2", model="cnn2" if backend == "torch" else "lenet5",
+              limit_train=192)
+    full = run(tmp_path, "full", **kw)
+    part = run(tmp_path, "part", stop_after=2, **kw)
+    assert len(part.history) == 2
+    resumed = train(resume_config(part.run_dir), resume=part.run_dir, progress=False)
+    wa, _, oa, sa = read_checkpoint(full.run_dir / "last.safetensors")
+    wb, _, ob, sb = read_checkpoint(resumed.run_dir / "last.safetensors")
+    assert wa.keys() == wb.keys() and oa.keys() == ob.keys()
+    for k in wa:
+        assert np.array_equal(wa[k], wb[k]), k
+    for k in oa:
+        assert np.array_equal(oa[k], ob[k]), k
+    strip = lambda h: [{k: v for k, v in e.items() if k not in ("images_per_s", "seconds", "train_seconds", "elapsed", "other_cores")} for e in h]
+    assert strip(sa["history"]) == strip(sb["history"])
+    assert len((resumed.run_dir / "metrics.jsonl").read_text().splitlines()) == 3
+
+
+def test_crash_mid_write_keeps_old_checkpoint(tmp_path, monkeypatch):
+    path = tmp_path / "last.safetensors"
+    save_checkpoint(path, {"w": np.ones(4, np.float32)}, {"model": "x"}, {"m": np.zeros(2, np.float32)}, {"epoch": 1})
+    import safetensors.numpy
+
+    def dying_save(tensors, filename, metadata=None):
+        Path(filename).write_bytes(b"\x00" * 10)  # half a file...
+        raise KeyboardInterrupt  # ...then Ctrl-C / a crash
+
+    monkeypatch.setattr(safetensors.numpy, "save_file", dying_save)
+    with pytest.raises(KeyboardInterrupt):
+        save_checkpoint(path, {"w": np.full(4, 2, np.float32)}, {"model": "x"}, {}, {"epoch": 2})
+    w, meta, optim, state = read_checkpoint(path)
+    assert state["epoch"] == 1 and np.array_equal(w["w"], np.ones(4)) and "m" in optim
+    assert [p.name for p in tmp_path.iterdir()] == ["last.safetensors"]  # no temp file left
+
+
+def test_ctrl_c_during_training_leaves_a_resumable_run(tmp_path, monkeypatch):
+    calls = {"n": 0}
+    orig = TorchAdapter.train_step
+
+    def step(self, x, y):
+        calls["n"] += 1
+        if calls["n"] == 6:  # 4 steps an epoch: dies in epoch 2
+            raise KeyboardInterrupt
+        return orig(self, x, y)
+
+    monkeypatch.setattr(TorchAdapter, "train_step", step)
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path, epochs=3)
+    d = tmp_path / "run"
+    _, _, _, state = read_checkpoint(d / "last.safetensors")
+    assert state["epoch"] == 1
+    monkeypatch.setattr(TorchAdapter, "train_step", orig)
+    r = train(resume_config(d), resume=d, progress=False)
+    assert [h["epoch"] for h in r.history] == [1, 2, 3]
+
+
+# ----------------------------------------------------------------- commands
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    d = tmp_path_factory.mktemp("trained") / "run"
+    rc = main(["train", "lenet5", "--data", "fashion-mnist-mini", "--epochs", "1", "-b", "64",
+               "--limit-train", "256", "--limit-test", "128", "--threads", "1", "--output", str(d), "-q"])
+    assert rc == 0
+    return d
+
+
+def test_train_cli_json(tmp_path, capsys):
+    rc = main(["train", "--model", "lenet5", "--data", "fashion-mnist-mini", "--epochs", "1", "-b", "64",
+               "--limit-train", "128", "--limit-test", "64", "--threads", "1", "--output", str(tmp_path / "r"),
+               "-q", "--json", "--backend", "numpy"])
+    assert rc == 0
+    out = json.loads(capsys.readouterr().out)
+    assert REQUIRED <= set(out) and out["run_dir"] == str(tmp_path / "r")
+
+
+def test_eval_json(trained, capsys):
+    assert main(["eval", str(trained), "--json", "--limit", "200"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert set(out) == {"top1", "top5", "per_class", "n"}
+    assert out["n"] == 200 and 0 <= out["top1"] <= out["top5"] <= 1
+    assert len(out["per_class"]) == 10 and "Trouser" in out["per_class"]
+    assert (trained / "confusion.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert main(["eval", str(trained / "best.safetensors"), "--tta", "flip", "--limit", "100"]) == 0
+    text = capsys.readouterr().out
+    assert "top-1" in text and "confusion matrix" in text
+
+
+def test_eval_numpy_backend_agrees(trained, capsys):
+    main(["eval", str(trained), "--json", "--limit", "200"])
+    a = json.loads(capsys.readouterr().out)
+    main(["eval", str(trained), "--json", "--limit", "200", "--backend", "numpy"])
+    b = json.loads(capsys.readouterr().out)
+    assert abs(a["top1"] - b["top1"]) <= 0.01
+
+
+def test_predict_json(trained, tmp_path, capsys):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 255, (50, 70, 3), dtype=np.uint8)).save(tmp_path / "a.png")
+    Image.fromarray(rng.integers(0, 255, (300, 200), dtype=np.uint8)).save(tmp_path / "b.jpg")
+    rc = main(["predict", "--weights", str(trained / "best.safetensors"), str(tmp_path / "a.png"),
+               str(tmp_path / "b.jpg"), "--json", "-k", "3"])
+    assert rc == 0
+    out = json.loads(capsys.readouterr().out)
+    assert len(out) == 2
+    for item in out:
+        assert len(item["top"]) == 3 and set(item["top"][0]) == {"class", "index", "prob"}
+        probs = [t["prob"] for t in item["top"]]
+        assert probs == sorted(probs, reverse=True) and 0 < sum(probs) <= 1 + 1e-6
+    rc = main(["predict", "--model", "lenet5", "--weights", str(trained / "last.safetensors"), str(tmp_path / "a.png")])
+    assert rc == 0 and "%" in capsys.readouterr().out
+
+
+# ------------------------------------------------------------------ bad input
+
+
+def test_bad_inputs_are_one_line(trained, tmp_path, capsys):
+    junk = tmp_path / "notes.png"
+    junk.write_text("this is not an image")
+    err = one_line_error(capsys, ["predict", "--weights", str(trained), str(junk)])
+    assert "not an image" in err
+    err = one_line_error(capsys, ["predict", "--model", "cnn2", "--weights", str(trained / "best.safetensors"), str(junk)])
+    assert "lenet5" in err  # the checkpoint is for another model
+    err = one_line_error(capsys, ["eval", str(trained / "best.safetensors"), "--num-classes", "7"])
+    assert "num_classes" in err
+    err = one_line_error(capsys, ["eval", str(junk)])
+    assert "safetensors" in err
+    for argv in (["train", "--lr", "-1"], ["train", "--opt", "rmsprop"], ["train", "--recipe", "nope"],
+                 ["train", "--aug", "spin:3"], ["train", "--backend", "numpy", "--amp", "bf16"],
+                 ["train", "--epochs", "0"], ["train", "--resume", str(tmp_path / "nothing")],
+                 ["train", "--resume", str(trained), "--lr", "0.1"], ["train", "--model", "nosuchnet",
+                 "--data", "fashion-mnist-mini"]):
+        one_line_error(capsys, argv)
+    # a run folder is never overwritten
+    err = one_line_error(capsys, ["train", "--data", "fashion-mnist-mini", "--output", str(trained), "-q"])
+    assert "--resume" in err
+
+
+def test_mismatched_classes_checkpoint_in_adapter(trained):
+    w, meta, _, _ = read_checkpoint(trained / "best.safetensors")
+    net = resolve_model("lenet5", num_classes=5)
+    a = TorchAdapter(net, TrainConfig(threads=1), (0.5,), (0.5,))
+    with pytest.raises(WeightsError, match="num_classes"):
+        a.load_model_state(w, meta)
+    b = NumpyAdapter(resolve_model("cnn2"), TrainConfig(backend="numpy"), (0.5,), (0.5,))
+    with pytest.raises(WeightsError, match="lenet5"):
+        b.load_model_state(w, meta)
+
+
+def test_recipes_load():
+    names = list_recipes()
+    assert {"fashion-mnist-94", "lenet5-demo"} <= set(names)
+    for n in names:
+        cfg = make_config({}, recipe=n)
+        assert cfg.recipe == n
+    assert make_config({"epochs": 3}, recipe="fashion-mnist-94").epochs == 3  # flags win over the recipe
+    assert load_recipe("fashion-mnist-94")["amp"] == "bf16"
