@@ -39,13 +39,15 @@ def gradcheck(fn, arrays, rng, directions=2, rtol=1e-5, atol=1e-7):
                 f"input {k}: finite differences {numeric} vs backward {analytic}"
 
 
-def _conv_case(rng, depthwise=False):
+def _conv_case(rng, depthwise=False, wide=False):
     G = int(rng.integers(1, 4))
     Cg, Og = (1, 1) if depthwise else (int(rng.integers(1, 4)), int(rng.integers(1, 4)))
     if depthwise:
         G = int(rng.integers(2, 6))
+    if wide:  # >= 16 channels per group at stride 1: dx is computed as a flipped-kernel conv
+        G, Cg = int(rng.integers(1, 3)), int(rng.integers(16, 19))
     kh, kw = (int(v) for v in rng.integers(1, 5, 2))
-    s = tuple(int(v) for v in rng.integers(1, 4, 2))
+    s = (1, 1) if wide else tuple(int(v) for v in rng.integers(1, 4, 2))
     d = tuple(int(v) for v in rng.integers(1, 3, 2))
     p = tuple(int(v) for v in rng.integers(0, 3, 2))
     H_ = int(rng.integers(max(1, d[0] * (kh - 1) + 1 - 2 * p[0]), 10))
@@ -57,11 +59,12 @@ def _conv_case(rng, depthwise=False):
     return x, w, b, dict(stride=s, padding=p, dilation=d, groups=G)
 
 
-@pytest.mark.parametrize("depthwise", [False, True], ids=["dense_grouped", "depthwise"])
-def test_conv2d(depthwise):
-    rng = np.random.default_rng(1 + depthwise)
+@pytest.mark.parametrize("depthwise,wide", [(False, False), (True, False), (False, True)],
+                         ids=["dense_grouped", "depthwise", "wide_stride1"])
+def test_conv2d(depthwise, wide):
+    rng = np.random.default_rng(1 + depthwise + 2 * wide)
     for _ in range(CASES):
-        x, w, b, kw = _conv_case(rng, depthwise)
+        x, w, b, kw = _conv_case(rng, depthwise, wide)
         gradcheck(lambda x, w, b: F.conv2d(x, w, b, **kw), [x, w, b], rng)
         gradcheck(lambda x, w: F.conv2d(x, w, None, **kw), [x, w], rng, directions=1)
 

@@ -67,6 +67,21 @@ def test_conv2d_lenet_and_dense_shapes():
                [_rand(*x) * 0.5, _rand(*w) * 0.2])
 
 
+def test_conv2d_stride1_input_gradient_as_flipped_conv():
+    """At stride 1 with >= 16 channels per group the engine computes dx as a conv of
+    dout with the flipped kernel; padding beyond the kernel's span falls back to col2im."""
+    for i in range(12):
+        G, Cg, Og = int(rng.integers(1, 3)), int(rng.integers(16, 21)), int(rng.integers(1, 9))
+        k = tuple(int(v) for v in rng.integers(1, 6, 2))
+        d = tuple(int(v) for v in rng.integers(1, 4, 2))
+        span = [d[a] * (k[a] - 1) for a in (0, 1)]
+        p = tuple(int(rng.integers(0, span[a] + 2)) for a in (0, 1))  # + 1: the fallback too
+        Hs = [int(rng.integers(max(1, span[a] + 1 - 2 * p[a]), 12)) for a in (0, 1)]
+        x, w, b = _rand(3, G * Cg, *Hs), _rand(G * Og, Cg, *k) * 0.2, _rand(G * Og)
+        kw = dict(stride=1, padding=p, dilation=d, groups=G)
+        parity(lambda x, w, b: F.conv2d(x, w, b, **kw), lambda x, w, b: TF.conv2d(x, w, b, **kw), [x, w, b])
+
+
 def test_pool_parity():
     for i in range(CASES * 2):
         k = tuple(int(v) for v in rng.integers(1, 5, 2))

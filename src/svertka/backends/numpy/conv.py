@@ -10,6 +10,8 @@ whole layer is ONE matrix product.
     backward:  dW    = dout @ cols.T
                dcols = W.T @ dout
                dx    = col2im(dcols)                adds each patch back where it came from
+               (at stride 1, dx is the same as a conv of dout with the flipped
+               kernel; that is one more im2col -> GEMM and cheaper than col2im)
 
 Where each conv parameter enters (see ``window_view``):
 
@@ -157,52 +159,87 @@ def conv2d(x: Tensor, weight: Tensor, bias: Tensor | None = None, stride=1, padd
 
     G, Og, K = groups, g.O // groups, g.Cg * g.kh * g.kw
     xd = x.data
-    flat = _pad(xd, g)
-    wmat = weight.data.reshape(G, Og, K)
-    out = np.empty((g.N, g.O, g.Ho, g.Wo), x.dtype)
-    nb = g.chunk(g.C * g.kh * g.kw, x.data.itemsize)
-    for n0 in range(0, g.N, nb):
-        n = min(nb, g.N - n0)
-        cols = im2col(flat[n0 * g.C * g.plane:], g, n)                  # im2col
-        res = np.matmul(wmat, cols.reshape(G, K, -1))                    # GEMM, per group
-        res = res.reshape(g.O, n, g.Ho, g.Wv)[..., :g.Wo].transpose(1, 0, 2, 3)
-        if bias is not None:  # added during the copy back to (N, O, Ho, Wo)
-            np.add(res, bias.data.reshape(1, -1, 1, 1), out=out[n0:n0 + n])
-        else:
-            out[n0:n0 + n] = res
+    wd = weight.data
+    wmat = wd.reshape(G, Og, K)
+    out = _forward(xd, wmat, g, None if bias is None else bias.data)
+    nb = g.chunk(g.C * g.kh * g.kw, xd.itemsize)
 
-    del flat  # backward pads x again: saving x alone keeps memory at torch's level
     need_x, need_w, w_shape = x.requires_grad, weight.requires_grad, weight.shape
     has_b, need_b = bias is not None, bias is not None and bias.requires_grad
+    # stride 1: dx is itself a convolution (below); otherwise col2im adds the patches back.
+    # With few input channels per group that GEMM is too thin to pay (LeNet conv2: 6 rows).
+    dx_by_conv = ((g.sh, g.sw) == (1, 1) and g.Cg >= 16
+                  and g.ph <= g.dh * (g.kh - 1) and g.pw <= g.dw * (g.kw - 1))
 
     def backward(dout):
         dx = dw = db = None
         if need_b:
             db = dout.sum(axis=(0, 2, 3))
-        flat = _pad(xd, g) if need_w else None
-        if need_w:
-            dw = np.zeros((G, Og, K), wmat.dtype)
-        dflat = np.zeros(g.N * g.C * g.plane + g.slack, dout.dtype) if need_x else None
-        for n0 in range(0, g.N, nb):
-            n = min(nb, g.N - n0)
-            # dout in the wide (O, n, Ho, Wv) layout; the garbage columns get zero gradient
-            dmat = np.zeros((g.O, n, g.Ho, g.Wv), dout.dtype)
-            dmat[..., :g.Wo] = dout[n0:n0 + n].transpose(1, 0, 2, 3)
-            dmat = dmat.reshape(G, Og, -1)
-            if dw is not None:
-                cols = im2col(flat[n0 * g.C * g.plane:], g, n).reshape(G, K, -1)
-                dw += np.matmul(dmat, cols.transpose(0, 2, 1))           # dW = dout @ cols.T
-            if dflat is not None:
-                dcols = np.matmul(wmat.transpose(0, 2, 1), dmat)          # dcols = W.T @ dout
-                col2im(dcols, dflat[n0 * g.C * g.plane:], g, n)          # col2im
-        if dflat is not None:
-            dx = _unpad(dflat, g)
+        if need_x and dx_by_conv:
+            dx = _input_grad_by_conv(dout, wd, g, G)
+        if need_w or (need_x and not dx_by_conv):
+            dw, dx_col = _backward_im2col(xd, dout, wmat, g, nb, need_w, need_x and not dx_by_conv)
+            dx = dx if dx is not None else dx_col
         if dw is not None:
             dw = dw.reshape(w_shape)
         return (dx, dw, db) if has_b else (dx, dw)
 
     parents = (x, weight, bias) if bias is not None else (x, weight)
     return Tensor._make(out, parents, backward, "conv2d")
+
+
+def _forward(xd: np.ndarray, wmat: np.ndarray, g: _Geometry, bias: np.ndarray | None) -> np.ndarray:
+    """im2col -> GEMM on raw arrays, chunked over the batch. wmat is (groups, O/groups, K)."""
+    G, K = wmat.shape[0], wmat.shape[2]
+    O = G * wmat.shape[1]
+    flat = _pad(xd, g)
+    out = np.empty((g.N, O, g.Ho, g.Wo), xd.dtype)
+    nb = g.chunk(g.C * g.kh * g.kw, xd.itemsize)
+    for n0 in range(0, g.N, nb):
+        n = min(nb, g.N - n0)
+        cols = im2col(flat[n0 * g.C * g.plane:], g, n)                  # im2col
+        res = np.matmul(wmat, cols.reshape(G, K, -1))                    # GEMM, per group
+        res = res.reshape(O, n, g.Ho, g.Wv)[..., :g.Wo].transpose(1, 0, 2, 3)
+        if bias is not None:  # added during the copy back to (N, O, Ho, Wo)
+            np.add(res, bias.reshape(1, -1, 1, 1), out=out[n0:n0 + n])
+        else:
+            out[n0:n0 + n] = res
+    return out  # the padded copy is dropped: backward pads x again, as torch saves x alone
+
+
+def _input_grad_by_conv(dout: np.ndarray, w: np.ndarray, g: _Geometry, G: int) -> np.ndarray:
+    """At stride 1 the gradient of a conv's input is a conv of the output
+    gradient with the flipped kernel, in/out channels swapped, padding
+    d*(k-1) - p. One im2col + GEMM, and no col2im scatter."""
+    O, Cg, kh, kw = w.shape
+    Og = O // G
+    wt = w.reshape(G, Og, Cg, kh, kw).transpose(0, 2, 1, 3, 4)[..., ::-1, ::-1]  # flip the taps
+    wmat = np.ascontiguousarray(wt).reshape(G, Cg, Og * kh * kw)
+    gt = _Geometry(dout.shape, (kh, kw), (1, 1),
+                   (g.dh * (kh - 1) - g.ph, g.dw * (kw - 1) - g.pw), (g.dh, g.dw))
+    return _forward(dout, wmat, gt, None)
+
+
+def _backward_im2col(xd, dout, wmat, g: _Geometry, nb: int, need_w: bool, need_x: bool):
+    """dW = dout @ cols.T, and (when asked) dx = col2im(W.T @ dout), chunked over the batch."""
+    G, Og, K = wmat.shape
+    O = G * Og
+    flat = _pad(xd, g) if need_w else None
+    dw = np.zeros((G, Og, K), wmat.dtype) if need_w else None
+    dflat = np.zeros(g.N * g.C * g.plane + g.slack, dout.dtype) if need_x else None
+    for n0 in range(0, g.N, nb):
+        n = min(nb, g.N - n0)
+        # dout in the wide (O, n, Ho, Wv) layout; the garbage columns get zero gradient
+        dmat = np.zeros((O, n, g.Ho, g.Wv), dout.dtype)
+        dmat[..., :g.Wo] = dout[n0:n0 + n].transpose(1, 0, 2, 3)
+        dmat = dmat.reshape(G, Og, -1)
+        if need_w:
+            cols = im2col(flat[n0 * g.C * g.plane:], g, n).reshape(G, K, -1)
+            dw += np.matmul(dmat, cols.transpose(0, 2, 1))               # dW = dout @ cols.T
+        if need_x:
+            dcols = np.matmul(wmat.transpose(0, 2, 1), dmat)              # dcols = W.T @ dout
+            col2im(dcols, dflat[n0 * g.C * g.plane:], g, n)              # col2im
+    return dw, (_unpad(dflat, g) if need_x else None)
 
 
 def _unpad(dflat: np.ndarray, g: _Geometry) -> np.ndarray:
