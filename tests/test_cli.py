@@ -39,6 +39,12 @@ def test_summary_json(capsys):
     assert d["total"]["params"] == sum(l["params"] for l in d["layers"])
 
 
+def test_summary_of_a_training_net(capsys):
+    # the nets `svertka train --model` accepts are analysable too; cnn2 is the Keras mnist_cnn
+    code, out, _ = run(capsys, "summary", "cnn2", "--json")
+    assert code == 0 and json.loads(out)["total"]["params"] == 1_199_882
+
+
 def test_summary_text(capsys):
     code, out, _ = run(capsys, "summary", "resnet18")
     assert code == 0 and "layer4.1.conv2" in out and "Total params: 11,689,512" in out

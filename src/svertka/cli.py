@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import sys
 
@@ -25,13 +24,10 @@ def parse_shape(text: str) -> tuple[int, int, int]:
 
 
 def load_model_spec(name_or_path: str, num_classes=None, in_chans=None):
-    """A zoo name, or a JSON network file written with ``svertka.spec.save_network``."""
-    from .spec import load_network
-    from .zoo import create_model
+    """A zoo name, a training net (cnn2, vgg_fm, ...) or a JSON network file."""
+    from .train.nets import resolve_model
 
-    if name_or_path.endswith(".json") or os.path.sep in name_or_path:
-        return load_network(name_or_path)
-    return create_model(name_or_path, num_classes=num_classes, in_chans=in_chans)
+    return resolve_model(name_or_path, num_classes=num_classes, in_chans=in_chans)
 
 
 def _analyze(args, name):
