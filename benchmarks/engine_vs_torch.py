@@ -21,6 +21,10 @@ Prints a table and writes benchmarks/results/engine_vs_torch-<time>.json.
   fast_layers (np.pad, im2col as one 6-D as_strided view copied to a matrix
   and cached for backward, one GEMM, col2im by adding strided slices per
   kernel tap), written for this benchmark; no CS231n code is used.
+- "numpy-ml-style" is a clean-room re-implementation of the index-array
+  method that numpy-ml's conv2D and CS231n's im2col.py use: im2col by fancy
+  indexing with precomputed (channel, row, column) index arrays, col2im by
+  np.add.at. Written for this benchmark; no numpy-ml code is used.
 """
 from __future__ import annotations
 
@@ -163,6 +167,62 @@ def cs231n_conv_backward(dout, cache):
     return dxp[:, :, pad:pad + H, pad:pad + W], dw, db
 
 
+# ------------------------------------------------------------------ peer: numpy-ml-style
+
+
+def _patch_indices(C, Ho, Wo, k):
+    """Index arrays (channel, row, col) of every im2col entry, rows (c, i, j), columns (ho, wo)."""
+    tap_i = np.tile(np.repeat(np.arange(k), k), C)[:, None]
+    tap_j = np.tile(np.arange(k), k * C)[:, None]
+    out_i = np.repeat(np.arange(Ho), Wo)[None, :]
+    out_j = np.tile(np.arange(Wo), Ho)[None, :]
+    chan = np.repeat(np.arange(C), k * k)[:, None]
+    return chan, tap_i + out_i, tap_j + out_j
+
+
+def numpyml_conv_forward(x, w, b, pad, groups):
+    N, C, H, W = x.shape
+    O, Cg, k, _ = w.shape
+    Ho, Wo = H + 2 * pad - k + 1, W + 2 * pad - k + 1
+    xp = np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
+    idx = _patch_indices(C, Ho, Wo, k)
+    cols = xp[:, idx[0], idx[1], idx[2]]                       # (N, C*k*k, Ho*Wo) by fancy indexing
+    cols = cols.transpose(1, 2, 0).reshape(groups, Cg * k * k, -1)
+    out = np.matmul(w.reshape(groups, O // groups, -1), cols).reshape(O, Ho, Wo, N) + b.reshape(-1, 1, 1, 1)
+    return np.ascontiguousarray(out.transpose(3, 0, 1, 2)), (x.shape, xp.shape, idx, cols, w, pad, groups)
+
+
+def numpyml_conv_backward(dout, cache):
+    (N, C, H, W), xp_shape, idx, cols, w, pad, groups = cache
+    O = w.shape[0]
+    db = dout.sum(axis=(0, 2, 3))
+    d = dout.transpose(1, 2, 3, 0).reshape(groups, O // groups, -1)
+    dw = np.matmul(d, cols.transpose(0, 2, 1)).reshape(w.shape)
+    dcols = np.matmul(w.reshape(groups, O // groups, -1).transpose(0, 2, 1), d)
+    dcols = dcols.reshape(C * w.shape[2] * w.shape[3], -1, N).transpose(2, 0, 1)
+    dxp = np.zeros(xp_shape, dout.dtype)
+    np.add.at(dxp, (slice(None), idx[0], idx[1], idx[2]), dcols)  # scatter-add, one element at a time
+    return dxp[:, :, pad:pad + H, pad:pad + W], dw, db
+
+
+def check_peers():
+    """The peers must compute the same conv as torch, or their timings mean nothing."""
+    rng = np.random.default_rng(0)
+    for C, O, groups, pad in ((3, 4, 1, 1), (4, 4, 4, 1), (6, 8, 2, 0)):
+        x = rng.standard_normal((2, C, 7, 6)).astype(np.float32)
+        w = rng.standard_normal((O, C // groups, 3, 3)).astype(np.float32)
+        b = rng.standard_normal(O).astype(np.float32)
+        xt, wt, bt = (torch.tensor(a, requires_grad=True) for a in (x, w, b))
+        yt = torch.nn.functional.conv2d(xt, wt, bt, 1, pad, 1, groups)
+        g = rng.standard_normal(yt.shape).astype(np.float32)
+        yt.backward(torch.from_numpy(g))
+        for fwd, bwd in ((cs231n_conv_forward, cs231n_conv_backward), (numpyml_conv_forward, numpyml_conv_backward)):
+            y, cache = fwd(x, w, b, pad, groups)
+            for ours, ref in zip((y, *bwd(g, cache)), (yt, xt.grad, wt.grad, bt.grad)):
+                np.testing.assert_allclose(ours, ref.detach().numpy(), rtol=1e-4, atol=1e-4,
+                                           err_msg=f"peer {fwd.__name__} disagrees with torch")
+
+
 # ------------------------------------------------------------------ memory
 
 
@@ -244,8 +304,15 @@ def bench_convs(repeats, quick):
             out, cache = cs231n_conv_forward(x, w, b, pad, groups)
             cs231n_conv_backward(g, cache)
 
-        for phase, fns, mult in (("fwd", dict(torch=t_fwd, engine=e_fwd, cs231n=p_fwd), 1),
-                                 ("fwd+bwd", dict(torch=t_fb, engine=e_fb, cs231n=p_fb), 3)):
+        def m_fwd():
+            numpyml_conv_forward(x, w, b, pad, groups)
+
+        def m_fb():
+            out, cache = numpyml_conv_forward(x, w, b, pad, groups)
+            numpyml_conv_backward(g, cache)
+
+        for phase, fns, mult in (("fwd", dict(torch=t_fwd, engine=e_fwd, cs231n=p_fwd, numpyml=m_fwd), 1),
+                                 ("fwd+bwd", dict(torch=t_fb, engine=e_fb, cs231n=p_fb, numpyml=m_fb), 3)):
             with Load() as load:
                 r = interleaved(fns, repeats)
             flops = 2 * macs * mult
@@ -253,6 +320,7 @@ def bench_convs(repeats, quick):
                 "case": f"conv {name}", "phase": phase, "N": N,
                 **{f"{k}_ms": v["min_ms"] for k, v in r.items()},
                 "engine_ratio": r["engine"]["ratio"], "cs231n_ratio": r["cs231n"]["ratio"],
+                "numpyml_ratio": r["numpyml"]["ratio"],
                 "engine_gflops": flops / r["engine"]["min_ms"] / 1e6,
                 "torch_gflops": flops / r["torch"]["min_ms"] / 1e6,
                 "other_cores": load.other_cores,
@@ -318,7 +386,7 @@ def _fmt_row(r):
     s = (f"{r['case']:44s} {r['phase']:12s} torch {r['torch_ms']:8.2f} ms  engine {r['engine_ms']:8.2f} ms "
          f"x{r['engine_ratio']:5.2f}")
     if "cs231n_ratio" in r:
-        s += f"  cs231n x{r['cs231n_ratio']:5.2f}"
+        s += f"  cs231n x{r['cs231n_ratio']:5.2f}  numpy-ml x{r['numpyml_ratio']:6.2f}"
     s += f"  | {r['engine_gflops']:6.1f} vs {r['torch_gflops']:6.1f} GFLOP/s"
     if "memory_ratio" in r:
         s += (f"  | peak MB torch {r['torch_peak_rss_mb']:.0f} engine {r['engine_peak_rss_mb']:.0f} "
@@ -338,6 +406,7 @@ def main(argv=None):
               f"torch {peak['torch']:.1f} GFLOP/s; threads: torch {torch.get_num_threads()}, "
               f"OPENBLAS_NUM_THREADS={os.environ.get('OPENBLAS_NUM_THREADS')}")
         rows = []
+        check_peers()
         if args.only in (None, "convs"):
             rows += bench_convs(args.repeats, args.quick)
         if args.only in (None, "models"):

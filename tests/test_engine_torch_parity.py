@@ -76,7 +76,8 @@ def test_conv2d_stride1_input_gradient_as_flipped_conv():
         d = tuple(int(v) for v in rng.integers(1, 4, 2))
         span = [d[a] * (k[a] - 1) for a in (0, 1)]
         p = tuple(int(rng.integers(0, span[a] + 2)) for a in (0, 1))  # + 1: the fallback too
-        Hs = [int(rng.integers(max(1, span[a] + 1 - 2 * p[a]), 12)) for a in (0, 1)]
+        lo = [max(1, span[a] + 1 - 2 * p[a]) for a in (0, 1)]
+        Hs = [int(rng.integers(lo[a], lo[a] + 8)) for a in (0, 1)]
         x, w, b = _rand(3, G * Cg, *Hs), _rand(G * Og, Cg, *k) * 0.2, _rand(G * Og)
         kw = dict(stride=1, padding=p, dilation=d, groups=G)
         parity(lambda x, w, b: F.conv2d(x, w, b, **kw), lambda x, w, b: TF.conv2d(x, w, b, **kw), [x, w, b])
@@ -97,6 +98,18 @@ def test_pool_parity():
                    lambda x: TF.avg_pool2d(x, k, s, p, ceil, cip), [xa])
         out = (int(rng.integers(1, 7)), int(rng.integers(1, 7)))
         parity(lambda x: F.adaptive_avg_pool2d(x, out), lambda x: TF.adaptive_avg_pool2d(x, out), [xa])
+
+
+def test_max_pool_ties_send_the_gradient_to_the_first_maximum():
+    """Small integers make many ties (as ReLU's zeros do); torch gives the gradient
+    to the first maximum in row-major window order, and so must the engine."""
+    for i in range(CASES):
+        k = tuple(int(v) for v in rng.integers(1, 4, 2))
+        s = tuple(int(v) for v in rng.integers(1, 3, 2))
+        p = tuple(int(rng.integers(0, kk // 2 + 1)) for kk in k)
+        x = rng.integers(-1, 2, (2, 3, int(rng.integers(k[0], 10)), int(rng.integers(k[1], 10))))
+        parity(lambda x: F.max_pool2d(x, k, s, p, 1, bool(i % 2)),
+               lambda x: TF.max_pool2d(x, k, s, p, 1, bool(i % 2)), [x])
 
 
 def test_googlenet_ceil_mode_pool():

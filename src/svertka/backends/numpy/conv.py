@@ -47,6 +47,9 @@ __all__ = ["conv2d", "conv_output_size", "im2col", "col2im", "window_view"]
 
 # bytes of one im2col chunk: a few MB stays in L2/L3 between the copy and the GEMM
 CHUNK_BYTES = 8 << 20
+# below this many input channels per group the flipped-kernel GEMM for dx is too
+# thin to beat col2im (LeNet conv2 has 6: measured 2x slower that way)
+DX_BY_CONV_MIN_CHANNELS = 16
 
 
 def _pair(v, what, where) -> tuple[int, int]:
@@ -167,8 +170,7 @@ def conv2d(x: Tensor, weight: Tensor, bias: Tensor | None = None, stride=1, padd
     need_x, need_w, w_shape = x.requires_grad, weight.requires_grad, weight.shape
     has_b, need_b = bias is not None, bias is not None and bias.requires_grad
     # stride 1: dx is itself a convolution (below); otherwise col2im adds the patches back.
-    # With few input channels per group that GEMM is too thin to pay (LeNet conv2: 6 rows).
-    dx_by_conv = ((g.sh, g.sw) == (1, 1) and g.Cg >= 16
+    dx_by_conv = ((g.sh, g.sw) == (1, 1) and g.Cg >= DX_BY_CONV_MIN_CHANNELS
                   and g.ph <= g.dh * (g.kh - 1) and g.pw <= g.dw * (g.kw - 1))
 
     def backward(dout):
