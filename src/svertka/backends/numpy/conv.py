@@ -50,6 +50,7 @@ CHUNK_BYTES = 8 << 20
 # below this many input channels per group the flipped-kernel GEMM for dx is too
 # thin to beat col2im (LeNet conv2 has 6: measured 2x slower that way)
 DX_BY_CONV_MIN_CHANNELS = 16
+WIDE_MAX_WASTE = 0.25
 
 
 def _pair(v, what, where) -> tuple[int, int]:
@@ -88,10 +89,11 @@ class _Geometry:
         self.Hp = max(self.H + 2 * self.ph, (self.Ho - 1) * self.sh + self.dh * (self.kh - 1) + 1)
         self.Wp = max(self.W + 2 * self.pw, (self.Wo - 1) * self.sw + self.dw * (self.kw - 1) + 1)
         # "wide" output: with stride 1 along W compute whole padded rows, crop later
-        self.Wv = self.Wp if self.sw == 1 else self.Wo
+        # (unless the garbage columns would exceed WIDE_MAX_WASTE of the row)
+        self.Wv = self.Wp if self.sw == 1 and self.Wp - self.Wo <= WIDE_MAX_WASTE * self.Wo else self.Wo
         self.plane = self.Hp * self.Wp
         # the last wide window runs (kw-1)*dw elements past the buffer's end
-        self.slack = (self.kw - 1) * self.dw if self.sw == 1 else 0
+        self.slack = (self.kw - 1) * self.dw if self.Wv == self.Wp else 0
 
     def chunk(self, rows: int, itemsize: int) -> int:
         """Examples per chunk, so one chunk of cols is about CHUNK_BYTES."""
