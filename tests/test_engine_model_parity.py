@@ -38,16 +38,6 @@ HEAVY = {"vgg11", "vgg13", "vgg16", "vgg19", "vgg11_bn", "vgg13_bn", "vgg16_bn",
 MODELS = [pytest.param(m, marks=pytest.mark.slow) if m in HEAVY else m for m in list_models()]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    # tiny batches: with 2 threads torch spins for a partner core, and on a
-    # shared 2-core machine that costs seconds per model
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _pair(name, dtype, min_side=1, batch=2):
     net = create_model(name)
     side = max(min_side, min_input_size(net, net.input_shape[0]))

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import functools
 import math
-import os
 from dataclasses import replace
 
 import pytest
@@ -41,19 +40,6 @@ nn = torch.nn
 
 _POINTWISE = (nn.BatchNorm2d, nn.ReLU, nn.ReLU6, nn.SiLU, nn.Sigmoid, nn.Tanh, nn.GELU, ScaledTanh,
               nn.LocalResponseNorm)
-
-
-@pytest.fixture(autouse=True)
-def _threads():
-    """Under pytest-xdist, one torch thread per worker: oversubscribed cores
-    slow torch down several times."""
-    if os.environ.get("PYTEST_XDIST_WORKER"):
-        old = torch.get_num_threads()
-        torch.set_num_threads(1)
-        yield
-        torch.set_num_threads(old)
-    else:
-        yield
 
 
 # ------------------------------------------------------------------ the linear model

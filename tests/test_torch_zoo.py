@@ -6,7 +6,6 @@ The torchvision key lists below are written out independently from
 torchvision's module structure (torchvision itself is not a dependency)."""
 from __future__ import annotations
 
-import os
 
 import pytest
 
@@ -17,19 +16,6 @@ from svertka.backends.torch import compile  # noqa: E402
 from svertka.zoo import create_model, list_models  # noqa: E402
 
 MODELS = list_models()
-
-
-@pytest.fixture(autouse=True)
-def _threads():
-    """Under pytest-xdist, one torch thread per worker: oversubscribed cores
-    slow torch down several times."""
-    if os.environ.get("PYTEST_XDIST_WORKER"):
-        old = torch.get_num_threads()
-        torch.set_num_threads(1)
-        yield
-        torch.set_num_threads(old)
-    else:
-        yield
 
 
 def _meta_model(net):

@@ -11,38 +11,15 @@ fsync, os.replace): a crash or Ctrl-C mid-write leaves the previous file whole.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import WeightsError
+from ..fileio import atomic_write, atomic_write_text  # noqa: F401 (re-exported for the loop)
 from .backends import OPTIM_PREFIX
 
 META_KEY, STATE_KEY = "svertka", "svertka_train"
-
-
-def atomic_write(path, write) -> Path:
-    """Call ``write(tmp_path)`` then move the result onto ``path`` in one rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
-
-
-def atomic_write_text(path, text: str) -> Path:
-    return atomic_write(path, lambda tmp: Path(tmp).write_text(text))
 
 
 def save_checkpoint(path, weights: dict, meta: dict, optim_tensors: dict | None = None,

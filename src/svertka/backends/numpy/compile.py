@@ -11,7 +11,8 @@ from __future__ import annotations
 import numpy as np
 
 from ...analysis import layer_shapes
-from ...errors import ShapeError, SpecError
+from .. import compile_target
+from ...errors import SpecError
 from ...spec import nodes as n
 from . import modules as M
 
@@ -22,18 +23,7 @@ def compile(network_or_node, input_shape=None, dtype=np.float32) -> M.Module:  #
     """Build an engine module from a ``Network`` (or a bare spec node plus
     ``input_shape`` = (C, H, W)). Parameters are initialised as torch does;
     seed them with ``svertka.backends.numpy.manual_seed``."""
-    if isinstance(network_or_node, n.Network):
-        net = network_or_node
-        root, shape = net.root, tuple(input_shape or net.input_shape)
-        meta = {"model": net.name, "num_classes": int(net.num_classes), "input_shape": list(shape)}
-    elif isinstance(network_or_node, n.Node):
-        if input_shape is None:
-            raise ShapeError(f"compiling a bare {network_or_node.type} needs input_shape=(C, H, W); "
-                             f"pass it, or compile a Network")
-        root, shape = network_or_node, tuple(input_shape)
-        meta = {"model": None, "num_classes": None, "input_shape": list(shape)}
-    else:
-        raise SpecError(f"compile() expects a Network or a spec node, got {type(network_or_node).__name__}")
+    root, shape, meta = compile_target(network_or_node, input_shape)
     shapes = layer_shapes(network_or_node, shape)
     module = _build(root, "", shapes, np.dtype(dtype))
     for path, m in module.named_modules():

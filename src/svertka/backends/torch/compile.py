@@ -18,7 +18,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ...analysis import layer_shapes
-from ...errors import ShapeError, SpecError
+from .. import compile_target
+from ...errors import SpecError
 from ...spec import nodes as n
 
 __all__ = [
@@ -241,19 +242,7 @@ def compile(network_or_node, input_shape=None) -> nn.Module:  # noqa: A001 - the
 
     The returned module carries ``svertka_meta`` = {"model", "num_classes",
     "input_shape"}, which ``save_weights`` writes beside the tensors."""
-    if isinstance(network_or_node, n.Network):
-        net = network_or_node
-        root = net.root
-        shape = tuple(input_shape or net.input_shape)
-        meta = {"model": net.name, "num_classes": int(net.num_classes), "input_shape": list(shape)}
-    elif isinstance(network_or_node, n.Node):
-        if input_shape is None:
-            raise ShapeError(f"compiling a bare {network_or_node.type} needs input_shape=(C, H, W); "
-                             f"pass it, or compile a Network")
-        root, shape = network_or_node, tuple(input_shape)
-        meta = {"model": None, "num_classes": None, "input_shape": list(shape)}
-    else:
-        raise SpecError(f"compile() expects a Network or a spec node, got {type(network_or_node).__name__}")
+    root, shape, meta = compile_target(network_or_node, input_shape)
     shapes = layer_shapes(network_or_node, shape)
     module = _build(root, "", shapes)
     module.svertka_meta = meta

@@ -11,14 +11,13 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from ...errors import WeightsError
+from ...fileio import atomic_write
 
 __all__ = ["save_weights", "read_weights", "check_state_dict", "load_weights", "model_meta"]
 
@@ -50,17 +49,7 @@ def save_weights(model_or_state: nn.Module | dict, path, meta: dict | None = Non
                                f"only tensors can be saved as safetensors")
         tensors[k] = v.detach().to("cpu").contiguous().clone()
     header = {_META_KEY: json.dumps(info, sort_keys=True), "format": "pt"}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=header)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    return atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=header))
 
 
 def read_weights(path, map_location="cpu") -> tuple[dict[str, torch.Tensor], dict]:
