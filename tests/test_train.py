@@ -207,8 +207,9 @@ def test_eval_json(trained, capsys):
     assert len(out["per_class"]) == 10 and "Trouser" in out["per_class"]
     assert (trained / "confusion.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert main(["eval", str(trained / "best.safetensors"), "--tta", "flip", "--limit", "100"]) == 0
-    text = capsys.readouterr().out
+    text, err = capsys.readouterr()
     assert "top-1" in text and "confusion matrix" in text
+    assert "trained without --aug flip" in err  # the fixture trains with no augmentation
 
 
 def test_eval_numpy_backend_agrees(trained, capsys):

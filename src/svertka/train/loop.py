@@ -191,7 +191,7 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, stop_after: int | 
     history, start_epoch, best = [], 0, None
     meta = {"model": net.name, "num_classes": int(net.num_classes), "input_shape": list(net.input_shape),
             "mean": list(train_ds.mean), "std": list(train_ds.std), "classes": list(train_ds.classes),
-            "data": cfg.data, "backend": cfg.backend}
+            "data": cfg.data, "backend": cfg.backend, "aug": cfg.aug}
     if resume is not None:
         run_dir = Path(resume)
         last = run_dir / "last.safetensors"
