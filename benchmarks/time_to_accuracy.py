@@ -35,7 +35,7 @@ BUDGETS = (1, 2, 5, 10, 20)
 PLAN = {
     1: [("fashion-mnist-92-1min", 3)],
     2: [("fashion-mnist-92-1min", 5)],
-    5: [("fashion-mnist-94", 5)],
+    5: [("fashion-mnist-94", 6)],
     10: [("fashion-mnist-94", 11)],
     20: [("fashion-mnist-94", 22)],
 }
