@@ -40,6 +40,7 @@ import gc  # noqa: E402
 import json  # noqa: E402
 import platform  # noqa: E402
 import statistics  # noqa: E402
+import sys  # noqa: E402
 import time  # noqa: E402
 import tracemalloc  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -55,6 +56,9 @@ from svertka.backends.numpy import functional as F  # noqa: E402
 from svertka.backends.torch import compile as torch_compile  # noqa: E402
 from svertka.zoo import create_model  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).parent))
+from machine import LoadMonitor  # noqa: E402
+
 torch.set_num_threads(2)
 
 # name, N, C_in, H, C_out, k, pad, groups
@@ -65,37 +69,6 @@ CONVS = [
     ("128->128 16x16 k3 p1 (N=32)", 32, 128, 16, 128, 3, 1, 1),
     ("depthwise C=64 32x32 k3 p1 (N=64)", 64, 64, 32, 64, 3, 1, 64),
 ]
-
-
-# ------------------------------------------------------------------ machine load
-
-
-class Load:
-    """Busy jiffies of the whole machine minus this process's CPU time."""
-
-    def __init__(self):
-        self.hz = os.sysconf("SC_CLK_TCK")
-
-    @staticmethod
-    def _busy():
-        with open("/proc/stat") as f:
-            v = [int(x) for x in f.readline().split()[1:]]
-        idle = v[3] + v[4]  # idle + iowait
-        return sum(v[:8]) - idle
-
-    def __enter__(self):
-        self.t0, self.b0, self.self0 = time.perf_counter(), self._busy(), sum(os.times()[:2])
-        return self
-
-    def __exit__(self, *exc):
-        wall = time.perf_counter() - self.t0
-        busy = (self._busy() - self.b0) / self.hz
-        mine = sum(os.times()[:2]) - self.self0
-        self.other_cores = max(0.0, (busy - mine) / wall)
-        self.wall = wall
-
-
-# ------------------------------------------------------------------ timing
 
 
 def interleaved(fns: dict, repeats: int) -> dict:
@@ -313,7 +286,7 @@ def bench_convs(repeats, quick):
 
         for phase, fns, mult in (("fwd", dict(torch=t_fwd, engine=e_fwd, cs231n=p_fwd, numpyml=m_fwd), 1),
                                  ("fwd+bwd", dict(torch=t_fb, engine=e_fb, cs231n=p_fb, numpyml=m_fb), 3)):
-            with Load() as load:
+            with LoadMonitor() as load:
                 r = interleaved(fns, repeats)
             flops = 2 * macs * mult
             rows.append({
@@ -359,7 +332,7 @@ def bench_models(repeats, quick):
             loss.backward()
             eopt.step()
 
-        with Load() as load:
+        with LoadMonitor() as load:
             r = interleaved(dict(torch=t_step, engine=e_step), repeats)
         flops = 3 * 2 * macs
         row = {
@@ -400,7 +373,7 @@ def main(argv=None):
     ap.add_argument("--quick", action="store_true", help="small batches: a smoke run, not a measurement")
     ap.add_argument("--only", choices=["convs", "models"], default=None)
     args = ap.parse_args(argv)
-    with Load() as whole:
+    with LoadMonitor() as whole:
         peak = gemm_peak()
         print(f"fp32 GEMM peak (2048^3): numpy/OpenBLAS {peak['numpy']:.1f} GFLOP/s, "
               f"torch {peak['torch']:.1f} GFLOP/s; threads: torch {torch.get_num_threads()}, "

@@ -10,34 +10,22 @@ import platform
 import time
 from pathlib import Path
 
+from svertka.sysload import OtherLoad
+
 CONTENDED_CORES = 0.25  # other processes busy for more than a quarter of a core
 
 
-def _cpu_jiffies() -> int:
-    with open("/proc/stat") as f:
-        parts = f.readline().split()[1:]
-    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(v) for v in parts[:8])
-    return user + nice + system + irq + softirq + steal
-
-
-def _own_jiffies() -> int:
-    with open("/proc/self/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return sum(int(v) for v in fields[11:15])  # utime, stime, cutime, cstime
-
-
 class LoadMonitor:
-    """with LoadMonitor() as load: ...; load.other_cores = mean cores used by others."""
+    """with LoadMonitor() as load: ...; load.other_cores = mean cores used by others
+    over load.wall seconds (svertka.sysload does the counting)."""
 
     def __enter__(self):
-        self.t0, self.all0, self.own0 = time.perf_counter(), _cpu_jiffies(), _own_jiffies()
+        self._probe = OtherLoad()
         return self
 
     def __exit__(self, *exc):
-        hz = os.sysconf("SC_CLK_TCK")
-        wall = time.perf_counter() - self.t0
-        other = max(0, (_cpu_jiffies() - self.all0) - (_own_jiffies() - self.own0)) / hz
-        self.other_cores = other / wall if wall > 0 else 0.0
+        self.wall = self._probe.wall
+        self.other_cores = self._probe.other_cores() or 0.0
         self.contended = self.other_cores > CONTENDED_CORES
         return False
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import WeightsError
-from ..fileio import atomic_write, atomic_write_text  # noqa: F401 (re-exported for the loop)
+from ..fileio import atomic_write, atomic_write_text
 from .backends import OPTIM_PREFIX
 
 META_KEY, STATE_KEY = "svertka", "svertka_train"

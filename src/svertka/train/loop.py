@@ -19,8 +19,10 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import UsageError, WeightsError
+from ..fileio import atomic_write_text
+from ..sysload import OtherLoad
 from .backends import make_adapter
-from .checkpoint import atomic_write_text, read_checkpoint, save_checkpoint, write_metrics
+from .checkpoint import read_checkpoint, save_checkpoint, write_metrics
 from .config import TrainConfig
 from .nets import resolve_model
 from .schedule import Schedule
@@ -52,34 +54,8 @@ class Progress:
         self.stream.flush()
 
 
-class _Load:
-    """Cores used by *other* processes since the last ``start()`` (from /proc/stat);
-    None where /proc is not there. Throughput numbers are only comparable on
-    an otherwise idle machine, so each epoch records it."""
-
-    @staticmethod
-    def _read():
-        try:
-            with open("/proc/stat") as f:
-                parts = [int(v) for v in f.readline().split()[1:9]]
-            with open("/proc/self/stat") as f:
-                own = sum(int(v) for v in f.read().rsplit(")", 1)[1].split()[11:15])
-        except (OSError, ValueError):
-            return None
-        busy = sum(parts) - parts[3] - parts[4]  # all but idle and iowait
-        return busy, own, time.perf_counter()
-
-    def start(self):
-        self.t0 = self._read()
-
-    def other_cores(self):
-        t1 = self._read()
-        if self.t0 is None or t1 is None or t1[2] <= self.t0[2]:
-            return None
-        import os
-        hz = os.sysconf("SC_CLK_TCK")
-        other = max(0, (t1[0] - self.t0[0]) - (t1[1] - self.t0[1])) / hz
-        return round(other / (t1[2] - self.t0[2]), 2)
+def _round(v, digits=2):
+    return None if v is None else round(v, digits)
 
 
 def bar(done: int, total: int, width: int = 20) -> str:
@@ -122,10 +98,9 @@ def build_network(cfg: TrainConfig, ds):
     return net
 
 
-def accuracy(adapter, name: str, n: int, batch: int, tta: str = "none", k: int = 1):
+def accuracy(adapter, name: str, n: int, batch: int, tta: str = "none"):
     """Top-1 accuracy over a stored split (no autograd, eval mode)."""
     correct = 0
-    labels = None
     for i in range(0, n, batch):
         idx = np.arange(i, min(n, i + batch))
         logits = adapter.logits(name, idx, tta)
@@ -223,8 +198,7 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, stop_after: int | 
     try:
         for epoch in range(start_epoch, stop):
             t0 = time.perf_counter()
-            load = _Load()
-            load.start()
+            load = OtherLoad()
             rng = np.random.default_rng([cfg.seed, epoch])
             perm = rng.permutation(n)
             adapter.seed_epoch(cfg.seed, epoch)
@@ -253,7 +227,7 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, stop_after: int | 
             rec["test_acc"] = round(accuracy(adapter, "test", len(test_ds), cfg.eval_batch_size, cfg.tta), 6)
             seconds = time.perf_counter() - t0
             rec.update({"images_per_s": round(seen / train_s, 1), "seconds": round(seconds, 3),
-                        "train_seconds": round(train_s, 3), "lr": adapter.lr, "other_cores": load.other_cores(),
+                        "train_seconds": round(train_s, 3), "lr": adapter.lr, "other_cores": _round(load.other_cores()),
                         "elapsed": round(time.perf_counter() - t_start + (history[-1]["elapsed"] if history and resume else 0), 3)})
             history.append(rec)
             # "best" is chosen on the validation split; with none, it is the latest epoch

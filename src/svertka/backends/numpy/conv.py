@@ -167,7 +167,6 @@ def conv2d(x: Tensor, weight: Tensor, bias: Tensor | None = None, stride=1, padd
     wd = weight.data
     wmat = wd.reshape(G, Og, K)
     out = _forward(xd, wmat, g, None if bias is None else bias.data)
-    nb = g.chunk(g.C * g.kh * g.kw, xd.itemsize)
 
     need_x, need_w, w_shape = x.requires_grad, weight.requires_grad, weight.shape
     has_b, need_b = bias is not None, bias is not None and bias.requires_grad
@@ -182,7 +181,7 @@ def conv2d(x: Tensor, weight: Tensor, bias: Tensor | None = None, stride=1, padd
         if need_x and dx_by_conv:
             dx = _input_grad_by_conv(dout, wd, g, G)
         if need_w or (need_x and not dx_by_conv):
-            dw, dx_col = _backward_im2col(xd, dout, wmat, g, nb, need_w, need_x and not dx_by_conv)
+            dw, dx_col = _backward_im2col(xd, dout, wmat, g, need_w, need_x and not dx_by_conv)
             dx = dx if dx is not None else dx_col
         if dw is not None:
             dw = dw.reshape(w_shape)
@@ -224,10 +223,11 @@ def _input_grad_by_conv(dout: np.ndarray, w: np.ndarray, g: _Geometry, G: int) -
     return _forward(dout, wmat, gt, None)
 
 
-def _backward_im2col(xd, dout, wmat, g: _Geometry, nb: int, need_w: bool, need_x: bool):
+def _backward_im2col(xd, dout, wmat, g: _Geometry, need_w: bool, need_x: bool):
     """dW = dout @ cols.T, and (when asked) dx = col2im(W.T @ dout), chunked over the batch."""
     G, Og, K = wmat.shape
     O = G * Og
+    nb = g.chunk(g.C * g.kh * g.kw, xd.itemsize)  # the forward's chunks
     flat = _pad(xd, g) if need_w else None
     dw = np.zeros((G, Og, K), wmat.dtype) if need_w else None
     dflat = np.zeros(g.N * g.C * g.plane + g.slack, dout.dtype) if need_x else None
