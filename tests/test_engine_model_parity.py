@@ -1,8 +1,9 @@
 """Model parity: every zoo model, NumPy engine vs PyTorch backend, same weights.
 
 - eval mode, float32, batch 2 at the smallest input each architecture
-  accepts: logits and every parameter gradient within rtol 1e-4 / atol 1e-5
-  (atol relative to the tensor's scale);
+  accepts: logits within rtol 1e-4 / atol 1e-5 (atol relative to the
+  tensor's scale); every parameter gradient judged against a float64 run of
+  the torch model (see _check_grads_float32);
 - train mode (batch statistics), float64, batch 4 at >= 32 px: logits,
   gradients, BatchNorm running statistics, then one SGD (momentum, Nesterov,
   weight decay) and one Adam step leave equal weights.
@@ -19,6 +20,9 @@ Dropout and drop-path masks are random and cannot match across backends, so
 their probabilities are set to 0 in train mode (their own tests cover them).
 """
 from __future__ import annotations
+
+import copy
+import zlib
 
 import numpy as np
 import pytest
@@ -49,7 +53,8 @@ def _pair(name, dtype, min_side=1, batch=2):
     nm = engine.compile(net, shape, dtype=dtype)
     nm.load_state_dict(tm.state_dict())
     assert list(nm.state_dict()) == list(tm.state_dict())
-    rng = np.random.default_rng()
+    # fixed per model so a failure reproduces; the criteria do not depend on it
+    rng = np.random.default_rng(zlib.crc32(name.encode()))
     x = rng.standard_normal((batch, *shape)).astype(dtype)
     y = rng.integers(0, net.num_classes, batch)
     return tm, nm, x, y
@@ -96,6 +101,33 @@ def _check_grads(tm, nm, rtol, atol, gscale=None):
                                    err_msg=f"gradient of {k}")
 
 
+def _check_grads_float32(tm, nm, x, y, rtol=1e-4, peer_factor=8.0):
+    """float32 gradients of both backends against the float64 truth.
+
+    A bias gradient is a sum over batch and positions; where its terms cancel
+    (lenet5_1998's C3 biases, measured: up to 9e-4 relative error in torch's
+    own float32 result) no fixed float32 tolerance holds. So each tensor's
+    engine error, measured against torch in float64, must be within rtol of
+    the tensor's scale or within peer_factor times torch float32's error on
+    the same tensor. Scale as in _check_grads.
+    """
+    t64 = copy.deepcopy(tm).double()
+    t64.zero_grad()
+    torch.nn.functional.cross_entropy(t64(torch.from_numpy(x).double()),
+                                      torch.from_numpy(y)).backward()
+    truth = {k: p.grad.numpy() for k, p in t64.named_parameters()}
+    peer = {k: p.grad.double().numpy() for k, p in tm.named_parameters()}
+    gscale = max(float(np.abs(g).max()) for g in truth.values())
+    for k, p in nm.named_parameters():
+        g = truth[k]
+        scale = max(float(np.abs(g).max()), 1e-3 * gscale, 1e-30)
+        ours = float(np.abs(p.grad - g).max()) / scale
+        theirs = float(np.abs(peer[k] - g).max()) / scale
+        assert ours <= max(rtol, peer_factor * theirs), (
+            f"gradient of {k}: engine float32 error {ours:.2e} of scale, "
+            f"torch float32 {theirs:.2e}, allowed {max(rtol, peer_factor * theirs):.2e}")
+
+
 @pytest.mark.parametrize("name", MODELS)
 def test_eval_float32(name):
     tm, nm, x, y = _pair(name, np.float32)
@@ -103,7 +135,7 @@ def test_eval_float32(name):
     nm.eval()
     lt, ln = _forward_backward(tm, nm, x, y)
     _close(ln.data, lt, "logits", 1e-4, 1e-5)
-    _check_grads(tm, nm, 1e-4, 1e-4)
+    _check_grads_float32(tm, nm, x, y)
 
 
 @pytest.mark.parametrize("name", MODELS)
