@@ -30,14 +30,15 @@ from svertka.train.nets import resolve_model  # noqa: E402
 
 BUDGETS = (1, 2, 5, 10, 20)
 # (recipe, epochs) candidates per budget in minutes, sized from epoch times measured
-# on the idle 2-core machine, evaluation included: vgg_fm_small ~19 s (3,700 img/s),
-# vgg_fm ~50 s (1,440 img/s) with bf16 + channels_last at batch 512.
+# on the idle 2-core machine at batch 256, bf16 + channels_last, evaluation included:
+# vgg_fm_small ~15 s (4,500 img/s), vgg_fm ~42 s (1,600 img/s), plus ~5 s of start-up.
+# Recipes were chosen on --val-fraction 0.1 (benchmarks/README.md, "Tuning").
 PLAN = {
     1: [("fashion-mnist-92-1min", 3)],
-    2: [("fashion-mnist-92-1min", 5)],
+    2: [("fashion-mnist-92-1min", 6)],
     5: [("fashion-mnist-94", 6)],
-    10: [("fashion-mnist-94", 11)],
-    20: [("fashion-mnist-94", 22)],
+    10: [("fashion-mnist-95", 13)],
+    20: [("fashion-mnist-95", 26)],
 }
 
 
