@@ -3,6 +3,7 @@
     python benchmarks/time_to_accuracy.py                          # 1, 2, 5, 10, 20 min; 3 seeds
     python benchmarks/time_to_accuracy.py --budget-minutes 1 --seeds 1   # a short version
     python benchmarks/time_to_accuracy.py --device cuda            # the same recipes on a GPU
+    python benchmarks/time_to_accuracy.py --budget-minutes 5 --runs fashion-mnist-94:7   # one point
 
 Each point is a complete run of a recipe with the epoch count scaled to fit a
 budget (one-cycle schedules end where the budget ends, so every reported
@@ -25,18 +26,20 @@ sys.path.insert(0, str(Path(__file__).parent))
 from machine import LoadMonitor, gemm_peak_gflops, write_results  # noqa: E402
 
 from svertka.analysis import analyze  # noqa: E402
-from svertka.train import make_config, train  # noqa: E402
+from svertka.errors import UsageError  # noqa: E402
+from svertka.train import load_recipe, make_config, train  # noqa: E402
 from svertka.train.nets import resolve_model  # noqa: E402
 
 BUDGETS = (1, 2, 5, 10, 20)
 # (recipe, epochs) candidates per budget in minutes, sized from epoch times measured
 # on the idle 2-core machine at batch 256, bf16 + channels_last, evaluation included:
-# vgg_fm_small ~15 s (4,500 img/s), vgg_fm ~42 s (1,600 img/s), plus ~5 s of start-up.
+# vgg_fm_small ~13 s (4,700 img/s), vgg_fm ~38 s (1,700 img/s; ~43 s with crops), plus
+# ~5 s of start-up.
 # Recipes were chosen on --val-fraction 0.1 (benchmarks/README.md, "Tuning").
 PLAN = {
-    1: [("fashion-mnist-92-1min", 3)],
-    2: [("fashion-mnist-92-1min", 6)],
-    5: [("fashion-mnist-94", 6)],
+    1: [("fashion-mnist-92-1min", 3), ("fashion-mnist-92-1min", 4)],
+    2: [("fashion-mnist-92-1min", 6), ("fashion-mnist-92-1min", 8)],
+    5: [("fashion-mnist-94", 6), ("fashion-mnist-94", 7)],
     10: [("fashion-mnist-95", 13)],
     20: [("fashion-mnist-95", 26)],
 }
@@ -49,37 +52,52 @@ def main(argv=None):
     p.add_argument("--device", default="auto")
     p.add_argument("--data", default="fashion-mnist")
     p.add_argument("--epoch-scale", type=float, default=1.0, help="scale every plan's epochs (e.g. on a GPU)")
+    p.add_argument("--runs", nargs="+", metavar="RECIPE:EPOCHS",
+                   help="run these instead of the plan (the frontier still covers --budget-minutes)")
     args = p.parse_args(argv)
+    if args.runs:
+        try:
+            todo = [(r.rsplit(":", 1)[0], int(r.rsplit(":", 1)[1])) for r in args.runs]
+        except (IndexError, ValueError):
+            p.error(f"--runs takes RECIPE:EPOCHS items (e.g. fashion-mnist-94:7), got {' '.join(args.runs)}")
+    else:
+        todo = [(recipe, epochs) for b in args.budget_minutes
+                for recipe, epochs in PLAN.get(int(b)) or PLAN[min(PLAN, key=lambda k: abs(k - b))]]
+    for recipe, epochs in todo:
+        try:
+            load_recipe(recipe)
+        except UsageError as e:
+            p.error(str(e))
+        if epochs < 1:
+            p.error(f"--runs {recipe}:{epochs}: epochs must be at least 1")
 
     fp32_peak, bf16_peak = gemm_peak_gflops("fp32"), gemm_peak_gflops("bf16")
     runs = []
-    for budget in args.budget_minutes:
-        plan = PLAN.get(int(budget)) or PLAN[min(PLAN, key=lambda b: abs(b - budget))]
-        for recipe, epochs in plan:
-            epochs = max(1, round(epochs * args.epoch_scale))
-            accs, walls, ips, loads = [], [], [], []
-            for seed in range(args.seeds):
-                cfg = make_config({"data": args.data, "epochs": epochs, "seed": seed, "device": args.device,
-                                   "output": f"/tmp/svertka-tta-{recipe}-{epochs}-{seed}-{time.time_ns()}"},
-                                  recipe=recipe)
-                with LoadMonitor() as load:
-                    t0 = time.perf_counter()
-                    r = train(cfg, progress=False)
-                    wall = time.perf_counter() - t0
-                accs.append(r.history[-1]["test_acc"])
-                walls.append(wall)
-                ips.append(statistics.mean(h["images_per_s"] for h in r.history))
-                loads.append(load.other_cores)
-                print(f"  {recipe} x{epochs} seed {seed}: {100 * accs[-1]:.2f}% in {wall / 60:.2f} min, "
-                      f"{ips[-1]:,.0f} img/s, other cores {load.other_cores:.2f}"
-                      + (" CONTENDED" if load.contended else ""), flush=True)
-            macs = analyze(resolve_model(cfg.model)).macs
-            g = statistics.median(ips) * 6 * macs / 1e9
-            runs.append({"budget_min": budget, "recipe": recipe, "model": cfg.model, "epochs": epochs,
-                         "median_acc": statistics.median(accs), "median_minutes": statistics.median(walls) / 60,
-                         "accs": accs, "minutes": [w / 60 for w in walls], "gflops": round(g, 1),
-                         "fp32_peak_frac": round(g / fp32_peak, 3), "bf16_peak_frac": round(g / bf16_peak, 3),
-                         "other_cores": loads, "contended": any(l > 0.25 for l in loads)})
+    for recipe, epochs in dict.fromkeys(todo):  # in order, each once
+        epochs = max(1, round(epochs * args.epoch_scale))
+        accs, walls, ips, loads = [], [], [], []
+        for seed in range(args.seeds):
+            cfg = make_config({"data": args.data, "epochs": epochs, "seed": seed, "device": args.device,
+                               "output": f"/tmp/svertka-tta-{recipe}-{epochs}-{seed}-{time.time_ns()}"},
+                              recipe=recipe)
+            with LoadMonitor() as load:
+                t0 = time.perf_counter()
+                r = train(cfg, progress=False)
+                wall = time.perf_counter() - t0
+            accs.append(r.history[-1]["test_acc"])
+            walls.append(wall)
+            ips.append(statistics.mean(h["images_per_s"] for h in r.history))
+            loads.append(load.other_cores)
+            print(f"  {recipe} x{epochs} seed {seed}: {100 * accs[-1]:.2f}% in {wall / 60:.2f} min, "
+                  f"{ips[-1]:,.0f} img/s, other cores {load.other_cores:.2f}"
+                  + (" CONTENDED" if load.contended else ""), flush=True)
+        macs = analyze(resolve_model(cfg.model)).macs
+        g = statistics.median(ips) * 6 * macs / 1e9
+        runs.append({"recipe": recipe, "model": cfg.model, "epochs": epochs,
+                     "median_acc": statistics.median(accs), "median_minutes": statistics.median(walls) / 60,
+                     "accs": accs, "minutes": [w / 60 for w in walls], "gflops": round(g, 1),
+                     "fp32_peak_frac": round(g / fp32_peak, 3), "bf16_peak_frac": round(g / bf16_peak, 3),
+                     "other_cores": loads, "contended": any(l > 0.25 for l in loads)})
     frontier = []
     for budget in args.budget_minutes:
         fit = [r for r in runs if r["median_minutes"] <= budget]
