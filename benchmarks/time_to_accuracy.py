@@ -60,16 +60,17 @@ def main(argv=None):
             todo = [(r.rsplit(":", 1)[0], int(r.rsplit(":", 1)[1])) for r in args.runs]
         except (IndexError, ValueError):
             p.error(f"--runs takes RECIPE:EPOCHS items (e.g. fashion-mnist-94:7), got {' '.join(args.runs)}")
+        for recipe, epochs in todo:
+            if epochs < 1:
+                p.error(f"--runs {recipe}:{epochs}: epochs must be at least 1")
     else:
         todo = [(recipe, epochs) for b in args.budget_minutes
                 for recipe, epochs in PLAN.get(int(b)) or PLAN[min(PLAN, key=lambda k: abs(k - b))]]
-    for recipe, epochs in todo:
+    for recipe, _ in todo:
         try:
             load_recipe(recipe)
         except UsageError as e:
             p.error(str(e))
-        if epochs < 1:
-            p.error(f"--runs {recipe}:{epochs}: epochs must be at least 1")
 
     fp32_peak, bf16_peak = gemm_peak_gflops("fp32"), gemm_peak_gflops("bf16")
     runs = []

@@ -89,15 +89,18 @@ def _forward_backward(tm, nm, x, y):
     return lt, ln
 
 
-def _check_grads(tm, nm, rtol, atol, gscale=None):
-    tp = dict(tm.named_parameters())
+def _grad_scale(g, gscale):
     # a gradient that is zero in exact arithmetic (a bias before a BatchNorm) is
     # round-off in both backends: compare it at the scale of the model's gradients
-    gscale = gscale or max(float(p.grad.abs().max()) for p in tp.values())
+    return max(float(np.abs(g).max()), 1e-3 * gscale, 1e-30)
+
+
+def _check_grads(tm, nm, rtol, atol):
+    tp = dict(tm.named_parameters())
+    gscale = max(float(p.grad.abs().max()) for p in tp.values())
     for k, p in nm.named_parameters():
         g = tp[k].grad.numpy()
-        np.testing.assert_allclose(p.grad, g, rtol=rtol,
-                                   atol=atol * max(float(np.abs(g).max()), 1e-3 * gscale, 1e-30),
+        np.testing.assert_allclose(p.grad, g, rtol=rtol, atol=atol * _grad_scale(g, gscale),
                                    err_msg=f"gradient of {k}")
 
 
@@ -109,7 +112,7 @@ def _check_grads_float32(tm, nm, x, y, rtol=1e-4, peer_factor=8.0):
     own float32 result) no fixed float32 tolerance holds. So each tensor's
     engine error, measured against torch in float64, must be within rtol of
     the tensor's scale or within peer_factor times torch float32's error on
-    the same tensor. Scale as in _check_grads.
+    the same tensor.
     """
     t64 = copy.deepcopy(tm).double()
     t64.zero_grad()
@@ -120,7 +123,7 @@ def _check_grads_float32(tm, nm, x, y, rtol=1e-4, peer_factor=8.0):
     gscale = max(float(np.abs(g).max()) for g in truth.values())
     for k, p in nm.named_parameters():
         g = truth[k]
-        scale = max(float(np.abs(g).max()), 1e-3 * gscale, 1e-30)
+        scale = _grad_scale(g, gscale)
         ours = float(np.abs(p.grad - g).max()) / scale
         theirs = float(np.abs(peer[k] - g).max()) / scale
         assert ours <= max(rtol, peer_factor * theirs), (
