@@ -38,13 +38,28 @@ from svertka.train.backends import cpu_count  # noqa: E402
 from svertka.train.nets import resolve_model  # noqa: E402
 
 
+def with_stock_layers(module):
+    """Swap svertka's faster CPU Dropout and Flatten back to torch's own, so the
+    plain loop runs the layers a tutorial would."""
+    for name, child in module.named_children():
+        if isinstance(child, torch.nn.Dropout):
+            setattr(module, name, torch.nn.Dropout(child.p))
+        elif isinstance(child, torch.nn.Flatten):
+            setattr(module, name, torch.nn.Flatten(child.start_dim, child.end_dim))
+        else:
+            with_stock_layers(child)
+    return module
+
+
 def plain_loop(net_name, train_ds, test_ds, epochs, batch, limit, seed=0):
     """The PyTorch tutorial loop."""
     from torch.utils.data import DataLoader, TensorDataset
 
     torch.manual_seed(seed)
     net = resolve_model(net_name)
-    model = compile_torch(net)
+    model = with_stock_layers(compile_torch(net))
+    assert all(type(m) in (torch.nn.Dropout, torch.nn.Flatten) for m in model.modules()
+               if isinstance(m, (torch.nn.Dropout, torch.nn.Flatten)))
     mean, std = train_ds.mean[0], train_ds.std[0]
     X = (torch.from_numpy(train_ds.images[:limit].transpose(0, 3, 1, 2).copy()).float() / 255 - mean) / std
     Y = torch.from_numpy(train_ds.labels[:limit])

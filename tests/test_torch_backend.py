@@ -230,6 +230,42 @@ def test_drop_path_is_per_example_and_scaled():
         torch.testing.assert_close(out[~dropped], 2 * m.c(z)[~dropped] + z[~dropped])
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_cpu_dropout_is_inverted_bernoulli_and_keeps_the_layout(dtype):
+    from svertka.backends.torch.compile import Dropout
+
+    m = compile(n.Dropout(0.25), (8, 16, 16))
+    assert isinstance(m, Dropout) and isinstance(m, torch.nn.Dropout)
+    x = (torch.rand(64, 8, 16, 16) + 0.5).to(dtype).contiguous(memory_format=torch.channels_last)
+    x.requires_grad_()
+    torch.manual_seed(3)
+    y = m(x)
+    assert y.dtype == dtype and y.is_contiguous(memory_format=torch.channels_last)
+    keep = y != 0
+    # 131,072 draws: the kept fraction is within 5 standard deviations of 0.75
+    assert abs(keep.float().mean().item() - 0.75) < 5 * (0.75 * 0.25 / keep.numel()) ** 0.5
+    torch.testing.assert_close(y[keep], (x[keep] / 0.75).to(dtype))
+    y.backward(torch.ones_like(y))
+    torch.testing.assert_close(x.grad, keep.to(dtype) / 0.75)
+    torch.manual_seed(3)
+    assert torch.equal(m(x), y)  # seeded: the same mask again
+    assert m.eval()(x) is x
+    assert not Dropout(1.0)(x).any()  # torch allows p = 1 (the spec does not)
+
+
+def test_flatten_sends_channels_last_gradients_back_in_channels_last():
+    m = compile(n.Flatten(), (4, 3, 5))
+    x = torch.randn(2, 4, 3, 5).contiguous(memory_format=torch.channels_last).requires_grad_()
+    y = m(x)
+    torch.testing.assert_close(y, x.detach().reshape(2, -1))
+    g = torch.randn_like(y)
+    y.backward(g)
+    assert x.grad.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(x.grad, g.reshape(2, 4, 3, 5))
+    plain = torch.randn(2, 4, 3, 5)
+    torch.testing.assert_close(m(plain), plain.flatten(1))
+
+
 def test_concat_stacks_branches():
     c = n.Concat([("branch1", n.Conv2d(3, 1)),
                   ("branch2", n.seq(n.Conv2d(2, 1), n.Conv2d(4, 3, padding=1))),
