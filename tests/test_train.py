@@ -120,6 +120,16 @@ def test_loop_runs_and_writes_files(tmp_path, backend):
     assert all(math.isfinite(l["train_loss"]) for l in lines)
 
 
+def test_tta_only_at_the_last_epoch(tmp_path, capsys):
+    r = run(tmp_path, epochs=2, aug="flip", tta="flip")
+    lines = [json.loads(l) for l in (r.run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [l["tta"] for l in lines] == ["none", "flip"]
+    # the final figure is what `svertka eval --tta flip` reports for the last weights
+    assert main(["eval", str(r.run_dir / "last.safetensors"), "--tta", "flip", "--limit", "128", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["top1"] == pytest.approx(lines[-1]["test_acc"], abs=1e-6)
+    assert r.test_acc == lines[-1]["test_acc"]
+
+
 @pytest.mark.parametrize("backend", ["torch", "numpy"])
 def test_resume_is_bit_identical(tmp_path, backend):
     kw = dict(epochs=3, backend=backend, aug="flip,crop:2", model="cnn2" if backend == "torch" else "lenet5",

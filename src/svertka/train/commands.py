@@ -60,7 +60,7 @@ def add_parsers(sub, positive_int):
     s.add_argument("--amp", choices=AMP, help="bf16 autocast (torch, CPU or GPU)")
     s.add_argument("--channels-last", action="store_true", default=None)
     s.add_argument("--compile", action="store_true", default=None, help="torch.compile the model")
-    s.add_argument("--tta", choices=("none", "flip"), help="flip test-time augmentation at evaluation")
+    s.add_argument("--tta", choices=("none", "flip"), help="flip test-time augmentation at the last epoch's evaluation")
     s.add_argument("--seed", type=int)
     s.add_argument("--val-fraction", type=_nonneg_float, help="carve a validation split from train (e.g. 0.1)")
     s.add_argument("--output", "-o", help="run folder (default runs/MODEL-DATA-BACKEND-TIME)")

@@ -47,7 +47,7 @@ class TrainConfig:
     seed: int = 0
     val_fraction: float = 0.0
     eval_batch_size: int = 1024
-    tta: str = "none"  # "flip": average logits over the image and its mirror at evaluation
+    tta: str = "none"  # "flip": average logits over the image and its mirror at the last epoch's evaluation
     limit_train: int | None = None  # use only the first N training images (tests, quick looks)
     limit_test: int | None = None
     threads: int | None = None

@@ -222,9 +222,12 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, stop_after: int | 
                                  f"(now {cfg.lr:g})")
             rec = {"epoch": epoch + 1, "train_loss": round(train_loss, 6),
                    "train_acc": round(adapter.value(correct) / seen, 6)}
+            # TTA doubles an evaluation's cost; the epochs before the last only track progress
+            tta = cfg.tta if epoch == cfg.epochs - 1 else "none"
             if val_ds is not None:
-                rec["val_acc"] = round(accuracy(adapter, "val", len(val_ds), cfg.eval_batch_size, cfg.tta), 6)
-            rec["test_acc"] = round(accuracy(adapter, "test", len(test_ds), cfg.eval_batch_size, cfg.tta), 6)
+                rec["val_acc"] = round(accuracy(adapter, "val", len(val_ds), cfg.eval_batch_size, tta), 6)
+            rec["test_acc"] = round(accuracy(adapter, "test", len(test_ds), cfg.eval_batch_size, tta), 6)
+            rec["tta"] = tta
             seconds = time.perf_counter() - t0
             rec.update({"images_per_s": round(seen / train_s, 1), "seconds": round(seconds, 3),
                         "train_seconds": round(train_s, 3), "lr": adapter.lr, "other_cores": _round(load.other_cores()),
