@@ -130,10 +130,10 @@ def test_tta_only_at_the_last_epoch(tmp_path, capsys):
     assert r.test_acc == lines[-1]["test_acc"]
 
 
-@pytest.mark.parametrize("backend", ["torch", "numpy"])
-def test_resume_is_bit_identical(tmp_path, backend):
-    kw = dict(epochs=3, backend=backend, aug="flip,crop:2", model="cnn2" if backend == "torch" else "lenet5",
-              limit_train=192)
+@pytest.mark.parametrize("backend, model", [("torch", "cnn2"), ("torch", "vgg_fm_small"), ("numpy", "lenet5")])
+def test_resume_is_bit_identical(tmp_path, backend, model):
+    # cnn2: dropout's RNG; vgg_fm_small: BatchNorm's running stats and 0-d num_batches_tracked
+    kw = dict(epochs=3, backend=backend, aug="flip,crop:2", model=model, limit_train=192)
     full = run(tmp_path, "full", **kw)
     part = run(tmp_path, "part", stop_after=2, **kw)
     assert len(part.history) == 2
@@ -148,6 +148,21 @@ def test_resume_is_bit_identical(tmp_path, backend):
     strip = lambda h: [{k: v for k, v in e.items() if k not in ("images_per_s", "seconds", "train_seconds", "elapsed", "other_cores")} for e in h]
     assert strip(sa["history"]) == strip(sb["history"])
     assert len((resumed.run_dir / "metrics.jsonl").read_text().splitlines()) == 3
+
+
+def test_batchnorm_run_evaluates_and_scalars_stay_scalars(tmp_path, capsys):
+    r = run(tmp_path, epochs=1, model="vgg_fm_small", opt="adam")
+    w, _, optim, _ = read_checkpoint(r.run_dir / "last.safetensors")
+    assert w["features.1.num_batches_tracked"].shape == ()
+    assert all(v.shape == () for k, v in optim.items() if k.endswith("step"))
+    assert main(["eval", str(r.run_dir), "--json", "--limit", "128"]) == 0
+    assert json.loads(capsys.readouterr().out)["top1"] == pytest.approx(r.test_acc, abs=1e-6)
+    # a file from before the fix (num_batches_tracked saved as shape (1,)) still loads
+    old = {k: (v.reshape(1) if k.endswith("num_batches_tracked") else v) for k, v in w.items()}
+    _, meta, _, _ = read_checkpoint(r.run_dir / "best.safetensors")
+    save_checkpoint(tmp_path / "old.safetensors", old, meta)
+    assert main(["eval", str(tmp_path / "old.safetensors"), "--json", "--limit", "128"]) == 0
+    assert json.loads(capsys.readouterr().out)["top1"] == pytest.approx(r.test_acc, abs=1e-6)
 
 
 def test_crash_mid_write_keeps_old_checkpoint(tmp_path, monkeypatch):

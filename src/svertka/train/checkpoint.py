@@ -26,9 +26,11 @@ def save_checkpoint(path, weights: dict, meta: dict, optim_tensors: dict | None 
                     state: dict | None = None) -> Path:
     from safetensors.numpy import save_file
 
-    tensors = {k: np.ascontiguousarray(v) for k, v in weights.items()}
+    # np.require, not np.ascontiguousarray: the latter turns 0-d arrays (BatchNorm's
+    # num_batches_tracked, Adam's step) into shape (1,)
+    tensors = {k: np.require(v, requirements="C") for k, v in weights.items()}
     for k, v in (optim_tensors or {}).items():
-        tensors[OPTIM_PREFIX + k] = np.ascontiguousarray(v)
+        tensors[OPTIM_PREFIX + k] = np.require(v, requirements="C")
     header = {META_KEY: json.dumps(meta, sort_keys=True), "format": "pt"}
     if state is not None:
         header[STATE_KEY] = json.dumps(state)
@@ -62,6 +64,9 @@ def read_checkpoint(path):
     except json.JSONDecodeError:
         raise WeightsError(f"{path}: the svertka metadata in its header is not valid JSON; re-save the file") from None
     weights = {k: v for k, v in tensors.items() if not k.startswith(OPTIM_PREFIX)}
+    for k, v in weights.items():  # files written before the fix above hold these as shape (1,)
+        if k.endswith("num_batches_tracked") and v.shape == (1,):
+            weights[k] = v.reshape(())
     optim = {k[len(OPTIM_PREFIX):]: v for k, v in tensors.items() if k.startswith(OPTIM_PREFIX)}
     return weights, meta if isinstance(meta, dict) else {}, optim, state
 
