@@ -11,8 +11,8 @@ accuracy is a run's *final* test accuracy, never an epoch picked by looking at
 the test set). Wall time counts everything the run does: loading data,
 training, per-epoch evaluation (flip-TTA at the last). For each budget the
 frontier is the best median (over seeds) final test accuracy among the runs
-whose median wall time fits in it. Achieved GFLOP/s is reported against the measured fp32 and bf16
-GEMM peaks.
+whose median wall time fits in it. Achieved GFLOP/s is reported against the
+measured fp32 and bf16 GEMM peaks.
 """
 from __future__ import annotations
 
