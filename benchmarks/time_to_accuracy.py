@@ -28,6 +28,7 @@ from machine import LoadMonitor, gemm_peak_gflops, write_results  # noqa: E402
 from svertka.analysis import analyze  # noqa: E402
 from svertka.errors import UsageError  # noqa: E402
 from svertka.train import load_recipe, make_config, train  # noqa: E402
+from svertka.train.allocator import keep_freed_memory  # noqa: E402
 from svertka.train.nets import resolve_model  # noqa: E402
 
 BUDGETS = (1, 2, 5, 10, 20)
@@ -72,6 +73,7 @@ def main(argv=None):
         except UsageError as e:
             p.error(str(e))
 
+    keep_freed_memory()  # as `svertka train` does
     fp32_peak, bf16_peak = gemm_peak_gflops("fp32"), gemm_peak_gflops("bf16")
     runs = []
     for recipe, epochs in dict.fromkeys(todo):  # in order, each once

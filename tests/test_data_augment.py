@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from svertka.data.augment import OPS, Compose, Crop, Cutout, Erase, Flip, Noise, Rotate, Zoom, parse_pipeline
+from svertka.data.augment import OPS, AltFlip, Compose, Crop, Cutout, Erase, Flip, Noise, Rotate, Zoom, parse_pipeline
 from svertka.errors import UsageError
 
 rng0 = np.random.default_rng(0)
@@ -17,7 +17,10 @@ def test_shape_dtype_and_determinism(spec):
     a, b = aug(X, rng=5), aug(X, rng=5)
     assert a.shape == X.shape and a.dtype == np.float32
     np.testing.assert_array_equal(a, b)
-    assert not np.array_equal(a, aug(X, rng=6))
+    if spec == "altflip":  # chooses by image and epoch, not from the generator
+        assert not np.array_equal(a, aug(X, rng=5, epoch=1))
+    else:
+        assert not np.array_equal(a, aug(X, rng=6))
 
 
 def test_input_is_not_modified():
@@ -38,6 +41,30 @@ def test_flip_is_exact():
     flipped = np.all(out == X[..., ::-1], axis=(1, 2, 3))
     kept = np.all(out == X, axis=(1, 2, 3))
     assert np.all(flipped | kept) and flipped.any() and kept.any()
+
+
+def test_altflip_alternates_per_image_and_epoch():
+    aug, idx = Compose("altflip"), np.arange(1000, 1016)
+    e0, e1, e2 = (aug(X, index=idx, epoch=e) for e in range(3))
+    flipped = np.all(e0 == X[..., ::-1], axis=(1, 2, 3))
+    assert np.all(flipped | np.all(e0 == X, axis=(1, 2, 3))) and 0 < flipped.sum() < len(X)
+    # the next epoch shows every image the other way round, the one after repeats the first
+    np.testing.assert_array_equal(e1, np.where(flipped[:, None, None, None], X, X[..., ::-1]))
+    np.testing.assert_array_equal(e2, e0)
+    # the choice follows the image's index, not its place in the batch
+    p = np.random.default_rng(1).permutation(len(X))
+    np.testing.assert_array_equal(aug(X[p], index=idx[p], epoch=0), e0[p])
+    # half the dataset is mirrored in each epoch
+    assert AltFlip().choose(np.arange(60_000), 0, 60_000).mean() == pytest.approx(0.5, abs=0.01)
+    with pytest.raises(UsageError, match="one index per image"):
+        aug(X, index=idx[:3])
+
+
+def test_altflip_draws_no_random_numbers():
+    idx = np.arange(len(X))
+    a = Compose("altflip,crop:2,noise:0.1")(X, rng=4, index=idx, epoch=3)
+    b = Compose("crop:2,noise:0.1")(Compose("altflip")(X, index=idx, epoch=3), rng=4)
+    np.testing.assert_array_equal(a, b)
 
 
 @pytest.mark.parametrize("spec", ["rotate:0", "zoom:0", "crop:0", "noise:0", "erase:0", "flip:0", "rotate:0,zoom:0"])
@@ -108,9 +135,9 @@ def test_affine_ops_are_fused():
 
 
 def test_parse_and_spec_round_trip():
-    aug = Compose("flip, crop:4 ,rotate:10,zoom:0.1,noise:0.05,erase:0.25,cutout:8,rotate:-5:20")
-    assert [type(o) for o in aug.ops] == [Flip, Crop, Rotate, Zoom, Noise, Erase, Cutout, Rotate]
-    assert aug.spec() == "flip:0.5,crop:4,rotate:10,zoom:0.1,noise:0.05,erase:0.25,cutout:8,rotate:-5:20"
+    aug = Compose("flip, crop:4 ,rotate:10,zoom:0.1,noise:0.05,erase:0.25,cutout:8,rotate:-5:20,altflip")
+    assert [type(o) for o in aug.ops] == [Flip, Crop, Rotate, Zoom, Noise, Erase, Cutout, Rotate, AltFlip]
+    assert aug.spec() == "flip:0.5,crop:4,rotate:10,zoom:0.1,noise:0.05,erase:0.25,cutout:8,rotate:-5:20,altflip"
     assert Compose(aug.spec()).spec() == aug.spec()
     assert len(Compose("")) == 0 and len(parse_pipeline(["flip", Crop(2)])) == 2
 
@@ -121,6 +148,7 @@ def test_parse_and_spec_round_trip():
         ("flip,blur:3", "unknown augmentation"),
         ("crop:x", "bad number"),
         ("crop:4:4", "too many"),
+        ("altflip:1", "too many"),
         ("flip:2", "probability"),
         ("zoom:-0.1", "zoom"),
         ("noise:nan", "noise"),

@@ -165,19 +165,19 @@ class TorchAdapter(Adapter):
     def seed_epoch(self, seed: int, epoch: int) -> None:
         self.torch.manual_seed(seed * 100_003 + epoch)
 
-    def _float(self, xu8, aug, rng):
+    def _float(self, xu8, aug, rng, index=None, epoch=0):
         x = xu8.float()
         if aug is not None and len(aug):
-            x = aug(x.mul_(1 / 255), rng=rng)
+            x = aug(x.mul_(1 / 255), rng=rng, index=index, epoch=epoch)
             x = (x * 255).mul_(self._scale).add_(self._shift)
         else:
             x = x.mul_(self._scale).add_(self._shift)
         return x.contiguous(memory_format=self.memory_format)
 
-    def batch(self, name, idx, aug=None, rng=None):
+    def batch(self, name, idx, aug=None, rng=None, epoch=0):
         x, y = self.data[name]
         i = self.torch.from_numpy(np.asarray(idx, np.int64)).to(self.device)
-        return self._float(x[i], aug, rng), y[i]
+        return self._float(x[i], aug, rng, idx, epoch), y[i]
 
     def train_step(self, x, y):
         torch, F = self.torch, self.torch.nn.functional
@@ -269,17 +269,17 @@ class NumpyAdapter(Adapter):
     def seed_epoch(self, seed: int, epoch: int) -> None:
         self.engine.manual_seed(seed * 100_003 + epoch)
 
-    def _float(self, xu8, aug, rng):
+    def _float(self, xu8, aug, rng, index=None, epoch=0):
         x = xu8.astype(np.float32)
         if aug is not None and len(aug):
-            x = aug(x * np.float32(1 / 255), rng=rng) * np.float32(255)
+            x = aug(x * np.float32(1 / 255), rng=rng, index=index, epoch=epoch) * np.float32(255)
         x *= self._scale
         x += self._shift
         return x
 
-    def batch(self, name, idx, aug=None, rng=None):
+    def batch(self, name, idx, aug=None, rng=None, epoch=0):
         x, y = self.data[name]
-        return self._float(x[idx], aug, rng), y[idx]
+        return self._float(x[idx], aug, rng, idx, epoch), y[idx]
 
     def train_step(self, x, y):
         F = self.engine.functional

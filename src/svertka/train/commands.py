@@ -56,7 +56,8 @@ def add_parsers(sub, positive_int):
     s.add_argument("--decay-epochs", type=_nonneg_float, help="step schedule: epochs between decays")
     s.add_argument("--decay-rate", type=_nonneg_float, help="step schedule: LR factor per decay")
     s.add_argument("--label-smoothing", "--smoothing", dest="label_smoothing", type=_nonneg_float)
-    s.add_argument("--aug", help="augmentation, e.g. 'flip,crop:2,rotate:10,noise:0.05,erase:0.25'")
+    s.add_argument("--aug", help="augmentation, e.g. 'flip,crop:2,rotate:10,noise:0.05,erase:0.25'; 'altflip' mirrors "
+                   "each image in every other epoch instead of at random")
     s.add_argument("--amp", choices=AMP, help="bf16 autocast (torch, CPU or GPU)")
     s.add_argument("--channels-last", action="store_true", default=None)
     s.add_argument("--compile", action="store_true", default=None, help="torch.compile the model")
@@ -108,9 +109,11 @@ def add_parsers(sub, positive_int):
 
 
 def cmd_train(args):
+    from .allocator import keep_freed_memory
     from .config import make_config
     from .loop import resume_config, train
 
+    keep_freed_memory()  # this process only trains: reuse activation buffers across steps
     if args.model_pos and args.model and args.model_pos != args.model:
         raise UsageError(f"two models given: {args.model_pos} and --model {args.model}")
     over = {k: getattr(args, k) for k in _TRAIN_KEYS}

@@ -207,7 +207,7 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, stop_after: int | 
             for s in range(spe):
                 step = epoch * spe + s
                 adapter.set_lr(sched(step))
-                x, y = adapter.batch("train", perm[s * bs:(s + 1) * bs], aug, rng)
+                x, y = adapter.batch("train", perm[s * bs:(s + 1) * bs], aug, rng, epoch)
                 l, c = adapter.train_step(x, y)
                 loss_sum, correct, seen = loss_sum + l, correct + c, seen + bs
                 if out.tty and (s % 10 == 9 or s == spe - 1):
