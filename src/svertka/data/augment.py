@@ -183,8 +183,8 @@ class AltFlip(Op):
     ``i`` is mirrored in epoch ``e`` when ``b_i + e`` is odd, ``b_i`` a fixed
     pseudo-random bit of the image's index. Every image is seen both ways in
     alternate epochs, where random flips show it the same way twice in a row
-    half the time. Uses no random numbers; without indices the batch counts as
-    images 0..N-1 in epoch 0."""
+    half the time. Draws nothing from the generator; without indices the batch
+    counts as images 0..N-1 in epoch 0."""
 
     name = "altflip"
     by_index = True

@@ -4,8 +4,8 @@ Every training step frees and reallocates the same activation buffers (megabytes
 each). By default glibc returns the top of the heap to the OS once more than
 its trim threshold is free, and maps large blocks with mmap and unmaps them on
 free, so the next step faults the same pages in again. Keeping freed memory in
-the process gave vgg_fm 3-4% more images/s on 2 cores (benchmarks/README.md,
-"Speed probes"). It changes the whole process's allocator, so only the command
+the process gave vgg_fm 3-4% more images/s on 2 cores (set through the
+equivalent MALLOC_* environment variables; benchmarks/README.md, "Speed probes"). It changes the whole process's allocator, so only the command
 line and the benchmarks call it, never the library's ``train()``.
 """
 from __future__ import annotations
