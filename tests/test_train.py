@@ -131,6 +131,20 @@ def test_tta_only_at_the_last_epoch(tmp_path, capsys):
     assert r.test_acc == lines[-1]["test_acc"]
 
 
+def test_split_seed_pins_the_validation_set():
+    from svertka.train.loop import load_data
+
+    def val_images(**kw):
+        _, val, _ = load_data(make_config({**TINY, "val_fraction": 0.2, **kw}))
+        return val.images
+
+    # by default each seed draws its own split; --split-seed gives every seed the same one
+    assert not np.array_equal(val_images(seed=0), val_images(seed=1))
+    np.testing.assert_array_equal(val_images(seed=0), val_images(seed=1, split_seed=0))
+    np.testing.assert_array_equal(val_images(seed=3, split_seed=7), val_images(seed=4, split_seed=7))
+    assert make_config({"split_seed": 7}).to_dict()["split_seed"] == 7  # saved, so --resume keeps it
+
+
 @pytest.mark.parametrize("Adapter", [TorchAdapter, NumpyAdapter])
 def test_altflip_batches_mirror_between_epochs(Adapter):
     from svertka.data.augment import Compose
@@ -304,7 +318,7 @@ def test_bad_inputs_are_one_line(trained, tmp_path, capsys):
                  ["train", "--aug", "spin:3"], ["train", "--backend", "numpy", "--amp", "bf16"],
                  ["train", "--epochs", "0"], ["train", "--resume", str(tmp_path / "nothing")],
                  ["train", "--resume", str(trained), "--lr", "0.1"], ["train", "--model", "nosuchnet",
-                 "--data", "fashion-mnist-mini"]):
+                 "--data", "fashion-mnist-mini"], ["train", "--seed", "-1"], ["train", "--split-seed", "-2"]):
         one_line_error(capsys, argv)
     # a run folder is never overwritten
     err = one_line_error(capsys, ["train", "--data", "fashion-mnist-mini", "--output", str(trained), "-q"])

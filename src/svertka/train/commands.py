@@ -11,7 +11,7 @@ from ..errors import UsageError
 # Flags whose value is copied into TrainConfig when given (default None = not given).
 _TRAIN_KEYS = ("model", "data", "root", "backend", "device", "epochs", "batch_size", "opt", "lr", "momentum",
                "weight_decay", "sched", "warmup_epochs", "min_lr_factor", "decay_epochs", "decay_rate",
-               "label_smoothing", "aug", "amp", "seed", "val_fraction", "eval_batch_size", "tta", "output",
+               "label_smoothing", "aug", "amp", "seed", "val_fraction", "split_seed", "eval_batch_size", "tta", "output",
                "limit_train", "limit_test", "threads")
 
 
@@ -64,6 +64,8 @@ def add_parsers(sub, positive_int):
     s.add_argument("--tta", choices=("none", "flip"), help="flip test-time augmentation at the last epoch's evaluation")
     s.add_argument("--seed", type=int)
     s.add_argument("--val-fraction", type=_nonneg_float, help="carve a validation split from train (e.g. 0.1)")
+    s.add_argument("--split-seed", type=int, help="seed of the validation split (default: --seed); fix it to "
+                   "compare seeds or ensemble runs on one validation set")
     s.add_argument("--output", "-o", help="run folder (default runs/MODEL-DATA-BACKEND-TIME)")
     s.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its last checkpoint")
     s.add_argument("--limit-train", type=positive_int, help="use only the first N training images")

@@ -46,6 +46,7 @@ class TrainConfig:
     compile: bool = False
     seed: int = 0
     val_fraction: float = 0.0
+    split_seed: int | None = None  # draws the validation split; None: --seed (one val set per seed)
     eval_batch_size: int = 1024
     tta: str = "none"  # "flip": average logits over the image and its mirror at the last epoch's evaluation
     limit_train: int | None = None  # use only the first N training images (tests, quick looks)
@@ -83,6 +84,10 @@ class TrainConfig:
             bad(f"--label-smoothing must be in [0, 1), got {self.label_smoothing}")
         if not 0 <= self.val_fraction < 1:
             bad(f"--val-fraction must be in [0, 1), got {self.val_fraction}")
+        for name in ("seed", "split_seed"):
+            v = getattr(self, name)
+            if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 0):
+                bad(f"--{name.replace('_', '-')} must be an integer >= 0, got {v!r}")
         if self.warmup_epochs > self.epochs:
             bad(f"--warmup-epochs {self.warmup_epochs} exceeds --epochs {self.epochs}")
         if self.backend == "numpy" and (self.amp != "none" or self.channels_last or self.compile):

@@ -76,7 +76,8 @@ class RunResult:
 def load_data(cfg: TrainConfig):
     from ..data import load_dataset
 
-    common = dict(root=cfg.root, val_fraction=cfg.val_fraction, seed=cfg.seed)
+    split_seed = cfg.seed if cfg.split_seed is None else cfg.split_seed
+    common = dict(root=cfg.root, val_fraction=cfg.val_fraction, seed=split_seed)
     train = load_dataset(cfg.data, split="train", **common)
     val = load_dataset(cfg.data, split="val", **common) if cfg.val_fraction > 0 else None
     test = load_dataset(cfg.data, split="test", root=cfg.root)
