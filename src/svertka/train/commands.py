@@ -11,8 +11,8 @@ from ..errors import UsageError
 # Flags whose value is copied into TrainConfig when given (default None = not given).
 _TRAIN_KEYS = ("model", "data", "root", "backend", "device", "epochs", "batch_size", "opt", "lr", "momentum",
                "weight_decay", "sched", "warmup_epochs", "min_lr_factor", "decay_epochs", "decay_rate",
-               "label_smoothing", "aug", "amp", "seed", "val_fraction", "split_seed", "eval_batch_size", "tta", "output",
-               "limit_train", "limit_test", "threads")
+               "label_smoothing", "aug", "amp", "seed", "val_fraction", "split_seed", "eval_batch_size", "tta",
+               "output", "limit_train", "limit_test", "threads")
 
 
 def _nonneg_float(text):
