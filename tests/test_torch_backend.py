@@ -15,7 +15,8 @@ from svertka.analysis import analyze  # noqa: E402
 from svertka.backends.torch import (  # noqa: E402
     compile, load_weights, read_weights, save_weights,
 )
-from svertka.backends.torch.compile import drop_path, rbf_centers  # noqa: E402
+from svertka.backends.torch.compile import drop_path  # noqa: E402
+from svertka.spec import rbf_centers  # noqa: E402
 from svertka.errors import ShapeError, SvertkaError, WeightsError  # noqa: E402
 from svertka.spec import nodes as n  # noqa: E402
 

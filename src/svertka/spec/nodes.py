@@ -5,33 +5,36 @@ Combinators compose them: Sequential (named children in order), Residual
 (body + shortcut, added), Concat (parallel branches, stacked on channels) and
 Gate (x * branch(x), squeeze-and-excitation).
 
-A spec holds no weights and does not repeat in_channels: shapes are inferred
-(see ``shapes.py``). Child names follow torchvision's module names, so the
-state_dict of a compiled model has torchvision's keys.
+A layer type is one unit: its class here owns its three rules,
 
-Shapes are per example: (C, H, W) for feature maps, (F,) after Flatten.
+- ``output_shape(shape)``: (C, H, W) or (F,) in, shape out (raises ShapeError);
+- ``counts(in_shape, out_shape)``: trainable parameters, buffer values, MACs;
+- ``receptive_field(rf, in_shape, input_hw)``: how it grows the field (``RF``).
+
+The walk over combinators that applies them is ``infer.py``; the analysis and
+both backends read its result. A spec holds no weights and does not repeat
+in_channels. Child names follow torchvision's module names, so the state_dict
+of a compiled model has torchvision's keys. Shapes are per example.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
-from typing import Iterator
+import math
+from dataclasses import dataclass, field, fields, replace
+from typing import Iterator, NamedTuple
 
-from ..errors import SpecError
+from ..errors import ShapeError, SpecError
+from .geometry import conv_out, conv_transpose_out, fmt_shape, join_path, pair
+from .receptive_field import RF
 
 
-def pair(v, what: str = "value") -> tuple[int, int]:
-    """Normalise an int or a 2-sequence to a pair of ints."""
-    if isinstance(v, bool):
-        raise SpecError(f"{what} must be an int or a pair of ints, got {v!r}")
-    if isinstance(v, int):
-        return (v, v)
-    try:
-        a, b = v
-    except (TypeError, ValueError):
-        raise SpecError(f"{what} must be an int or a pair of ints, got {v!r}") from None
-    if not (isinstance(a, int) and isinstance(b, int)):
-        raise SpecError(f"{what} must be an int or a pair of ints, got {v!r}")
-    return (a, b)
+class Counts(NamedTuple):
+    params: int    # trainable values
+    buffers: int   # saved, not trained (running statistics, fixed centres)
+    macs: int      # multiply-accumulates at batch 1 (conv and linear; bias excluded)
+
+
+NO_COUNTS = Counts(0, 0, 0)
+RULES = ("output_shape", "counts", "receptive_field")
 
 
 class Node:
@@ -45,11 +48,72 @@ class Node:
         return type(self).__name__
 
 
+class Leaf(Node):
+    """A layer. Each subclass states every rule in ``RULES``; a missing one is
+    reported by ``missing_rules`` (and a test) instead of silently counting 0."""
+
+    def output_shape(self, shape: tuple) -> tuple:
+        raise SpecError(f"layer type {self.type} has no output_shape rule")
+
+    def counts(self, in_shape: tuple, out_shape: tuple) -> Counts:
+        raise SpecError(f"layer type {self.type} has no counts rule")
+
+    def receptive_field(self, rf: RF, in_shape: tuple, input_hw: tuple) -> RF:
+        raise SpecError(f"layer type {self.type} has no receptive_field rule")
+
+
+def missing_rules(cls: type) -> list[str]:
+    """The rules a leaf class inherits from ``Leaf`` instead of stating."""
+    return [r for r in RULES if getattr(cls, r) is getattr(Leaf, r)]
+
+
+class SameShape(Leaf):
+    """Rules of a layer that keeps its input's shape and field and has no
+    parameters (activations, Identity, Dropout)."""
+
+    def output_shape(self, shape):
+        return shape
+
+    def counts(self, in_shape, out_shape):
+        return NO_COUNTS
+
+    def receptive_field(self, rf, in_shape, input_hw):
+        return rf
+
+
+def spatial(shape, what: str) -> tuple[int, int, int]:
+    if len(shape) != 3:
+        raise ShapeError(f"{what} needs a (C, H, W) feature map, got shape {tuple(shape)}; "
+                         f"put it before Flatten")
+    return shape
+
+
+def flat(shape, what: str) -> int:
+    if len(shape) != 1:
+        raise ShapeError(f"{what} needs a flat (F,) input, got {tuple(shape)}; add a Flatten before it")
+    return shape[0]
+
+
+def window_out(shape, node, ceil: bool = False) -> list[int]:
+    """Output H and W of a sliding window (conv or pool); ShapeError if it does not fit."""
+    _, h, w = spatial(shape, node.type)
+    d = getattr(node, "dilation", (1, 1))
+    outs = []
+    for size, k, s, p, dd, axis in zip((h, w), node.kernel_size, node.stride, node.padding, d, "HW"):
+        o = conv_out(size, k, s, p, dd, ceil)
+        if o < 1:
+            dil = f" (dilation {dd})" if dd > 1 else ""
+            raise ShapeError(f"{node.type} kernel {dd * (k - 1) + 1}{dil} does not fit input "
+                             f"{axis}={size} with padding {p}")
+        outs.append(o)
+    return outs
+
+
 # --------------------------------------------------------------------------- leaves
 
 
 @dataclass
-class Conv2d(Node):
+class Conv2d(Leaf):
     out_channels: int
     kernel_size: int | tuple[int, int]
     stride: int | tuple[int, int] = 1
@@ -59,44 +123,122 @@ class Conv2d(Node):
     bias: bool = True
 
     def __post_init__(self):
-        self.kernel_size = pair(self.kernel_size, "Conv2d kernel_size")
-        self.stride = pair(self.stride, "Conv2d stride")
-        self.padding = pair(self.padding, "Conv2d padding")
-        self.dilation = pair(self.dilation, "Conv2d dilation")
-        _positive(self, "out_channels", "groups")
-        _positive_pair(self, "kernel_size", "stride", "dilation")
-        if min(self.padding) < 0:
-            raise SpecError(f"Conv2d padding must be >= 0, got {self.padding}")
-        if self.out_channels % self.groups:
-            raise SpecError(
-                f"Conv2d out_channels={self.out_channels} is not divisible by groups={self.groups}"
-            )
+        _conv_post_init(self)
+
+    def output_shape(self, shape):
+        c = spatial(shape, "Conv2d")[0]
+        if c % self.groups:
+            raise ShapeError(f"Conv2d in_channels={c} is not divisible by groups={self.groups}")
+        return (self.out_channels, *window_out(shape, self))
+
+    def counts(self, in_shape, out_shape):
+        per_out = in_shape[0] // self.groups * math.prod(self.kernel_size)
+        params = self.out_channels * per_out + (self.out_channels if self.bias else 0)
+        return Counts(params, 0, math.prod(out_shape) * per_out)
+
+    def receptive_field(self, rf, in_shape, input_hw):
+        return rf.window(self.kernel_size, self.stride, self.padding, self.dilation)
 
 
 @dataclass
-class Linear(Node):
+class ConvTranspose2d(Leaf):
+    """The gradient of a conv with respect to its input, used as a layer that
+    grows the map: out = (in - 1) * stride - 2 * padding + dilation * (k - 1)
+    + output_padding + 1 (torch's ``nn.ConvTranspose2d``)."""
+
+    out_channels: int
+    kernel_size: int | tuple[int, int]
+    stride: int | tuple[int, int] = 1
+    padding: int | tuple[int, int] = 0
+    output_padding: int | tuple[int, int] = 0
+    groups: int = 1
+    bias: bool = True
+    dilation: int | tuple[int, int] = 1
+
+    def __post_init__(self):
+        _conv_post_init(self)
+        self.output_padding = pair(self.output_padding, "ConvTranspose2d output_padding")
+        for op, s, d in zip(self.output_padding, self.stride, self.dilation):
+            if op < 0 or (op >= s and op >= d):
+                raise SpecError(f"ConvTranspose2d output_padding {self.output_padding} must be >= 0 "
+                                f"and smaller than stride {self.stride} or dilation {self.dilation}")
+
+    def output_shape(self, shape):
+        c, h, w = spatial(shape, "ConvTranspose2d")
+        if c % self.groups:
+            raise ShapeError(f"ConvTranspose2d in_channels={c} is not divisible by groups={self.groups}")
+        outs = [conv_transpose_out(size, k, s, p, d, op) for size, k, s, p, d, op in zip(
+            (h, w), self.kernel_size, self.stride, self.padding, self.dilation, self.output_padding)]
+        if min(outs) < 1:
+            raise ShapeError(f"ConvTranspose2d padding {self.padding} crops input {h}x{w} to nothing "
+                             f"(output {fmt_shape(outs)}); lower the padding")
+        return (self.out_channels, *outs)
+
+    def counts(self, in_shape, out_shape):
+        # every input value meets out_channels/groups * kh * kw weights (as fvcore counts it)
+        per_in = self.out_channels // self.groups * math.prod(self.kernel_size)
+        params = in_shape[0] * per_in + (self.out_channels if self.bias else 0)
+        return Counts(params, 0, math.prod(in_shape) * per_in)
+
+    def receptive_field(self, rf, in_shape, input_hw):
+        return rf.transposed_window(self.kernel_size, self.stride, self.padding, self.dilation)
+
+
+@dataclass
+class Linear(Leaf):
     out_features: int
     bias: bool = True
 
     def __post_init__(self):
         _positive(self, "out_features")
 
+    def output_shape(self, shape):
+        flat(shape, "Linear")
+        return (self.out_features,)
+
+    def counts(self, in_shape, out_shape):
+        fin = in_shape[0]
+        return Counts(fin * self.out_features + (self.out_features if self.bias else 0), 0,
+                      fin * self.out_features)
+
+    def receptive_field(self, rf, in_shape, input_hw):
+        return rf.to_global(input_hw)
+
 
 @dataclass
-class BatchNorm2d(Node):
+class BatchNorm2d(Leaf):
     eps: float = 1e-5
     momentum: float = 0.1
 
+    def output_shape(self, shape):
+        return spatial(shape, "BatchNorm2d")
+
+    def counts(self, in_shape, out_shape):
+        c = in_shape[0]
+        return Counts(2 * c, 2 * c + 1, 0)  # running mean, var, num_batches_tracked
+
+    def receptive_field(self, rf, in_shape, input_hw):
+        return rf
+
 
 @dataclass
-class LocalResponseNorm(Node):
+class LocalResponseNorm(Leaf):
     size: int
     alpha: float = 1e-4
     beta: float = 0.75
     k: float = 1.0
 
+    def output_shape(self, shape):
+        return spatial(shape, "LocalResponseNorm")
 
-class Activation(Node):
+    def counts(self, in_shape, out_shape):
+        return NO_COUNTS
+
+    def receptive_field(self, rf, in_shape, input_hw):
+        return rf  # mixes channels, not pixels
+
+
+class Activation(SameShape):
     """Elementwise nonlinearity; no parameters."""
 
 
@@ -139,12 +281,29 @@ class ScaledTanh(Activation):
 
 
 @dataclass
-class Identity(Node):
+class Identity(SameShape):
     pass
 
 
 @dataclass
-class MaxPool2d(Node):
+class Dropout(SameShape):
+    p: float = 0.5
+
+    def __post_init__(self):
+        if not 0.0 <= self.p < 1.0:
+            raise SpecError(f"Dropout p must be in [0, 1), got {self.p}")
+
+
+class _Pool(Leaf):
+    def output_shape(self, shape):
+        return (shape[0], *window_out(shape, self, self.ceil_mode))
+
+    def counts(self, in_shape, out_shape):
+        return NO_COUNTS  # comparisons and additions, not multiply-accumulates
+
+
+@dataclass
+class MaxPool2d(_Pool):
     kernel_size: int | tuple[int, int]
     stride: int | tuple[int, int] | None = None
     padding: int | tuple[int, int] = 0
@@ -156,9 +315,12 @@ class MaxPool2d(Node):
         self.dilation = pair(self.dilation, "MaxPool2d dilation")
         _positive_pair(self, "dilation")
 
+    def receptive_field(self, rf, in_shape, input_hw):
+        return rf.window(self.kernel_size, self.stride, self.padding, self.dilation)
+
 
 @dataclass
-class AvgPool2d(Node):
+class AvgPool2d(_Pool):
     kernel_size: int | tuple[int, int]
     stride: int | tuple[int, int] | None = None
     padding: int | tuple[int, int] = 0
@@ -168,9 +330,12 @@ class AvgPool2d(Node):
     def __post_init__(self):
         _pool_post_init(self)
 
+    def receptive_field(self, rf, in_shape, input_hw):
+        return rf.window(self.kernel_size, self.stride, self.padding)
+
 
 @dataclass
-class AdaptiveAvgPool2d(Node):
+class AdaptiveAvgPool2d(Leaf):
     """torch's adaptive average pool; output_size 1 is global average pooling."""
 
     output_size: int | tuple[int, int] = 1
@@ -179,32 +344,60 @@ class AdaptiveAvgPool2d(Node):
         self.output_size = pair(self.output_size, "AdaptiveAvgPool2d output_size")
         _positive_pair(self, "output_size")
 
+    def output_shape(self, shape):
+        return (spatial(shape, "AdaptiveAvgPool2d")[0], *self.output_size)
+
+    def counts(self, in_shape, out_shape):
+        return NO_COUNTS
+
+    def receptive_field(self, rf, in_shape, input_hw):
+        (h, w), (oh, ow) = in_shape[1:], self.output_size
+        if (oh, ow) == (h, w):
+            return rf
+        if (oh, ow) == (1, 1):
+            return rf.to_global(input_hw)
+        # torch's bins: start floor(i*h/oh), end ceil((i+1)*h/oh); the widest is this kernel
+        k = (-(-h // oh) + (h % oh > 0), -(-w // ow) + (w % ow > 0))
+        out = rf.window(k, (max(h // oh, 1), max(w // ow, 1)), (0, 0))
+        return out if (h % oh == 0 and w % ow == 0) else replace(out, exact=False)
+
 
 @dataclass
-class Dropout(Node):
-    p: float = 0.5
+class Flatten(Leaf):
+    def output_shape(self, shape):
+        return (math.prod(shape),)
 
-    def __post_init__(self):
-        if not 0.0 <= self.p < 1.0:
-            raise SpecError(f"Dropout p must be in [0, 1), got {self.p}")
+    def counts(self, in_shape, out_shape):
+        return NO_COUNTS
 
-
-@dataclass
-class Flatten(Node):
-    pass
+    def receptive_field(self, rf, in_shape, input_hw):
+        return rf if math.prod(in_shape[1:]) == 1 else rf.to_global(input_hw)
 
 
 @dataclass
-class ShortcutA(Node):
+class ShortcutA(Leaf):
     """He et al. 2015, option A: identity shortcut that subsamples by `stride`
     and zero-pads the new channels (split evenly before and after). No parameters."""
 
     out_channels: int
     stride: int = 2
 
+    def output_shape(self, shape):
+        c, h, w = spatial(shape, "ShortcutA")
+        if self.out_channels < c:
+            raise ShapeError(f"ShortcutA cannot shrink channels {c} -> {self.out_channels}")
+        s = self.stride
+        return (self.out_channels, -(-h // s), -(-w // s))
+
+    def counts(self, in_shape, out_shape):
+        return NO_COUNTS
+
+    def receptive_field(self, rf, in_shape, input_hw):
+        return rf.window((1, 1), (self.stride, self.stride), (0, 0))
+
 
 @dataclass
-class SelectChannels(Node):
+class SelectChannels(Leaf):
     """Keep the listed input channels, in order (LeNet-5 1998's C3 connection table)."""
 
     indices: tuple[int, ...]
@@ -214,22 +407,68 @@ class SelectChannels(Node):
         if not self.indices:
             raise SpecError("SelectChannels needs at least one channel index")
 
+    def output_shape(self, shape):
+        c = spatial(shape, "SelectChannels")[0]
+        if max(self.indices) >= c or min(self.indices) < 0:
+            raise ShapeError(f"SelectChannels indices {self.indices} out of range for {c} channels")
+        return (len(self.indices), *shape[1:])
+
+    def counts(self, in_shape, out_shape):
+        return NO_COUNTS
+
+    def receptive_field(self, rf, in_shape, input_hw):
+        return rf
+
 
 @dataclass
-class Subsample(Node):
+class Subsample(Leaf):
     """LeCun 1998's trainable subsampling: per channel, the sum over a k x k
     window times a trainable coefficient plus a trainable bias (stride k)."""
 
     kernel_size: int = 2
 
+    def output_shape(self, shape):
+        k = self.kernel_size
+        c, h, w = spatial(shape, "Subsample")
+        if h < k or w < k:
+            raise ShapeError(f"Subsample window {k} does not fit input {h}x{w}")
+        return (c, h // k, w // k)
+
+    def counts(self, in_shape, out_shape):
+        # one coefficient multiply per output; the window sum is additions
+        return Counts(2 * in_shape[0], 0, math.prod(out_shape))
+
+    def receptive_field(self, rf, in_shape, input_hw):
+        k = self.kernel_size
+        return rf.window((k, k), (k, k), (0, 0))
+
 
 @dataclass
-class RBFOutput(Node):
+class RBFOutput(Leaf):
     """LeCun 1998's output layer: y_i = -sum_j (x_j - c_ij)^2 with fixed (not
-    trainable) +-1 centres c. The negated distance is the logit."""
+    trainable) +-1 centres c (``rbf_centers``). The negated distance is the logit."""
 
     out_features: int
     seed: int = 0
+
+    def output_shape(self, shape):
+        flat(shape, "RBFOutput")
+        return (self.out_features,)
+
+    def counts(self, in_shape, out_shape):
+        return Counts(0, in_shape[0] * self.out_features, in_shape[0] * self.out_features)
+
+    def receptive_field(self, rf, in_shape, input_hw):
+        return rf.to_global(input_hw)
+
+
+def rbf_centers(out_features: int, in_features: int, seed: int = 0):
+    """RBFOutput's fixed +-1 centres, (out, in) float64, drawn as
+    2 * default_rng(seed).integers(0, 2) - 1 so every backend agrees."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    return (2 * rng.integers(0, 2, size=(out_features, in_features)) - 1).astype(np.float64)
 
 
 # ----------------------------------------------------------------------- combinators
@@ -346,7 +585,7 @@ def walk(node: Node, prefix: str = "") -> Iterator[tuple[str, Node]]:
     """Every node under ``node`` with its dotted path, parents before children."""
     yield prefix, node
     for name, child in node.children():
-        yield from walk(child, f"{prefix}.{name}" if prefix else name)
+        yield from walk(child, join_path(prefix, name))
 
 
 def seq(*nodes: Node) -> Sequential:
@@ -356,9 +595,9 @@ def seq(*nodes: Node) -> Sequential:
 LEAF_TYPES: dict[str, type] = {
     cls.__name__: cls
     for cls in (
-        Conv2d, Linear, BatchNorm2d, LocalResponseNorm, ReLU, ReLU6, SiLU, Sigmoid, Tanh,
-        GELU, ScaledTanh, Identity, MaxPool2d, AvgPool2d, AdaptiveAvgPool2d, Dropout,
-        Flatten, ShortcutA, SelectChannels, Subsample, RBFOutput,
+        Conv2d, ConvTranspose2d, Linear, BatchNorm2d, LocalResponseNorm, ReLU, ReLU6, SiLU,
+        Sigmoid, Tanh, GELU, ScaledTanh, Identity, MaxPool2d, AvgPool2d, AdaptiveAvgPool2d,
+        Dropout, Flatten, ShortcutA, SelectChannels, Subsample, RBFOutput,
     )
 }
 CONTAINER_TYPES: dict[str, type] = {
@@ -377,6 +616,18 @@ def _positive_pair(obj, *names):
     for n in names:
         if min(getattr(obj, n)) < 1:
             raise SpecError(f"{type(obj).__name__} {n} must be positive, got {getattr(obj, n)}")
+
+
+def _conv_post_init(obj):
+    cls = type(obj).__name__
+    for name in ("kernel_size", "stride", "padding", "dilation"):
+        setattr(obj, name, pair(getattr(obj, name), f"{cls} {name}"))
+    _positive(obj, "out_channels", "groups")
+    _positive_pair(obj, "kernel_size", "stride", "dilation")
+    if min(obj.padding) < 0:
+        raise SpecError(f"{cls} padding must be >= 0, got {obj.padding}")
+    if obj.out_channels % obj.groups:
+        raise SpecError(f"{cls} out_channels={obj.out_channels} is not divisible by groups={obj.groups}")
 
 
 def _pool_post_init(obj):

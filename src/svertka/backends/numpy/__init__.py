@@ -8,12 +8,13 @@
 
 Files: ``tensor.py`` (Tensor + autograd), ``conv.py`` (im2col -> GEMM ->
 col2im), ``functional.py`` (the other ops), ``modules.py``, ``optim.py``,
-``compile.py`` (spec -> modules).
+``conv_transpose.py``, ``window.py`` (where a window meets its input),
+``compile.py`` (spec -> modules, and taps).
 """
 from . import functional, modules, optim
-from .compile import compile
+from .compile import compile, forward_with_taps
 from .functional import manual_seed
 from .tensor import Tensor, is_grad_enabled, no_grad
 
-__all__ = ["Tensor", "no_grad", "is_grad_enabled", "compile", "functional", "modules",
+__all__ = ["Tensor", "no_grad", "is_grad_enabled", "compile", "forward_with_taps", "functional", "modules",
            "optim", "manual_seed"]

@@ -13,9 +13,9 @@ whole layer is ONE matrix product.
                (at stride 1, dx is the same as a conv of dout with the flipped
                kernel; that is one more im2col -> GEMM and cheaper than col2im)
 
-Where each conv parameter enters (see ``window_view``):
+Where each conv parameter enters (see ``window.window_view``):
 
-- **padding**: zeros around x, once, before anything else (``_pad``);
+- **padding**: zeros around x, once, before anything else (``window.pad``);
 - **stride**:  the step between two output positions: the output axes of the
   strided view step ``stride * row`` / ``stride`` elements;
 - **dilation**: the step between two kernel taps: the kernel axes of the view
@@ -41,89 +41,21 @@ import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
 from ...errors import ShapeError, SvertkaError
+from ...spec.geometry import fmt_shape, pair
 from .tensor import Tensor
+from .window import Geometry, pad, unpad, window_view
 
-__all__ = ["conv2d", "conv_output_size", "im2col", "col2im", "window_view"]
+__all__ = ["conv2d", "im2col", "col2im"]
 
-# bytes of one im2col chunk: a few MB stays in L2/L3 between the copy and the GEMM
-CHUNK_BYTES = 8 << 20
 # below this many input channels per group the flipped-kernel GEMM for dx is too
 # thin to beat col2im (LeNet conv2 has 6: measured 2x slower that way)
 DX_BY_CONV_MIN_CHANNELS = 16
-WIDE_MAX_WASTE = 0.25
-
-
-def _pair(v, what, where) -> tuple[int, int]:
-    if isinstance(v, (int, np.integer)) and not isinstance(v, bool):
-        return int(v), int(v)
-    try:
-        a, b = v
-        return int(a), int(b)
-    except (TypeError, ValueError):
-        raise SvertkaError(f"{where}: {what} must be an int or a pair of ints, got {v!r}") from None
-
-
-def conv_output_size(size: int, k: int, s: int, p: int, d: int = 1, ceil_mode: bool = False) -> int:
-    """torch's output length of a sliding window (conv or pool)."""
-    span = size + 2 * p - d * (k - 1) - 1
-    out = (-(-span // s) if ceil_mode else span // s) + 1
-    # torch: with ceil_mode the last window must start inside the input or the left padding
-    if ceil_mode and (out - 1) * s >= size + p:
-        out -= 1
-    return out
 
 
 # --------------------------------------------------------------------- the layout
 
 
-class _Geometry:
-    """Sizes of one conv call, and the padded input as a flat buffer."""
-
-    def __init__(self, x_shape, kernel, stride, padding, dilation, ceil_mode=False):
-        self.N, self.C, self.H, self.W = x_shape
-        self.kh, self.kw = kernel
-        (self.sh, self.sw), (self.ph, self.pw), (self.dh, self.dw) = stride, padding, dilation
-        self.Ho = conv_output_size(self.H, self.kh, self.sh, self.ph, self.dh, ceil_mode)
-        self.Wo = conv_output_size(self.W, self.kw, self.sw, self.pw, self.dw, ceil_mode)
-        # ceil_mode (pools): the last window may hang over the bottom/right edge
-        self.Hp = max(self.H + 2 * self.ph, (self.Ho - 1) * self.sh + self.dh * (self.kh - 1) + 1)
-        self.Wp = max(self.W + 2 * self.pw, (self.Wo - 1) * self.sw + self.dw * (self.kw - 1) + 1)
-        # "wide" output: with stride 1 along W compute whole padded rows, crop later
-        # (unless the garbage columns would exceed WIDE_MAX_WASTE of the row)
-        self.Wv = self.Wp if self.sw == 1 and self.Wp - self.Wo <= WIDE_MAX_WASTE * self.Wo else self.Wo
-        self.plane = self.Hp * self.Wp
-        # the last wide window runs (kw-1)*dw elements past the buffer's end
-        self.slack = (self.kw - 1) * self.dw if self.Wv == self.Wp else 0
-
-    def chunk(self, rows: int, itemsize: int) -> int:
-        """Examples per chunk, so one chunk of cols is about CHUNK_BYTES."""
-        per_example = rows * self.Ho * self.Wv * itemsize
-        return max(1, min(self.N, CHUNK_BYTES // max(per_example, 1)))
-
-
-def _pad(x: np.ndarray, g: _Geometry, fill: float = 0.0) -> np.ndarray:
-    """Padding: ``fill`` around each plane, in a flat buffer with some slack at the end."""
-    if g.Hp == g.H and g.Wp == g.W and g.slack == 0 and x.flags.c_contiguous:
-        return x.reshape(-1)
-    if fill == 0.0:
-        flat = np.zeros(g.N * g.C * g.plane + g.slack, x.dtype)
-    else:
-        flat = np.full(g.N * g.C * g.plane + g.slack, fill, x.dtype)
-    xp = flat[: g.N * g.C * g.plane].reshape(g.N, g.C, g.Hp, g.Wp)
-    xp[:, :, g.ph:g.ph + g.H, g.pw:g.pw + g.W] = x
-    return flat
-
-
-def window_view(flat: np.ndarray, g: _Geometry, n: int, i: int, j: int) -> np.ndarray:
-    """The input pixels kernel tap (i, j) meets, for every output position:
-    view[n, c, ho, wo] = x_pad[n, c, ho*sh + i*dh, wo*sw + j*dw], shape (n, C, Ho, Wv)."""
-    e = flat.itemsize
-    start = i * g.dh * g.Wp + j * g.dw  # dilation: how far apart the taps are
-    return as_strided(flat[start:], (n, g.C, g.Ho, g.Wv),
-                      (g.C * g.plane * e, g.plane * e, g.sh * g.Wp * e, g.sw * e))  # stride
-
-
-def im2col(flat: np.ndarray, g: _Geometry, n: int) -> np.ndarray:
+def im2col(flat: np.ndarray, g: Geometry, n: int) -> np.ndarray:
     """ONE strided view of the padded input, copied once into the matrix
     cols[(c, i, j), (n, ho, wo)] = x_pad[n, c, ho*sh + i*dh, wo*sw + j*dw]."""
     e = flat.itemsize
@@ -138,7 +70,7 @@ def im2col(flat: np.ndarray, g: _Geometry, n: int) -> np.ndarray:
     return np.ascontiguousarray(view).reshape(g.C * g.kh * g.kw, n * g.Ho * g.Wv)
 
 
-def col2im(dcols: np.ndarray, dflat: np.ndarray, g: _Geometry, n: int) -> None:
+def col2im(dcols: np.ndarray, dflat: np.ndarray, g: Geometry, n: int) -> None:
     """The adjoint of im2col: add every column back onto the pixels it was
     copied from. One strided add per kernel tap (k*k of them), no scatter."""
     d = dcols.reshape(g.C, g.kh, g.kw, n, g.Ho, g.Wv)
@@ -153,11 +85,11 @@ def col2im(dcols: np.ndarray, dflat: np.ndarray, g: _Geometry, n: int) -> None:
 def conv2d(x: Tensor, weight: Tensor, bias: Tensor | None = None, stride=1, padding=0,
            dilation=1, groups: int = 1, where: str = "conv2d") -> Tensor:
     """torch.nn.functional.conv2d: x (N, C, H, W), weight (O, C/groups, kh, kw)."""
-    stride = _pair(stride, "stride", where)
-    padding = _pair(padding, "padding", where)
-    dilation = _pair(dilation, "dilation", where)
+    stride = pair(stride, f"{where}: stride")
+    padding = pair(padding, f"{where}: padding")
+    dilation = pair(dilation, f"{where}: dilation")
     _check(x, weight, bias, stride, padding, dilation, groups, where)
-    g = _Geometry(x.shape, weight.shape[2:], stride, padding, dilation)
+    g = Geometry(x.shape, weight.shape[2:], stride, padding, dilation)
     g.O, g.Cg = weight.shape[:2]
     if groups == g.C and g.Cg == 1 and g.O == g.C and groups > 1:
         return _depthwise(x, weight, bias, g, where)
@@ -191,11 +123,11 @@ def conv2d(x: Tensor, weight: Tensor, bias: Tensor | None = None, stride=1, padd
     return Tensor._make(out, parents, backward, "conv2d")
 
 
-def _forward(xd: np.ndarray, wmat: np.ndarray, g: _Geometry, bias: np.ndarray | None) -> np.ndarray:
+def _forward(xd: np.ndarray, wmat: np.ndarray, g: Geometry, bias: np.ndarray | None) -> np.ndarray:
     """im2col -> GEMM on raw arrays, chunked over the batch. wmat is (groups, O/groups, K)."""
     G, K = wmat.shape[0], wmat.shape[2]
     O = G * wmat.shape[1]
-    flat = _pad(xd, g)
+    flat = pad(xd, g)
     out = np.empty((g.N, O, g.Ho, g.Wo), xd.dtype)
     nb = g.chunk(g.C * g.kh * g.kw, xd.itemsize)
     for n0 in range(0, g.N, nb):
@@ -210,7 +142,7 @@ def _forward(xd: np.ndarray, wmat: np.ndarray, g: _Geometry, bias: np.ndarray | 
     return out  # the padded copy is dropped: backward pads x again, as torch saves x alone
 
 
-def _input_grad_by_conv(dout: np.ndarray, w: np.ndarray, g: _Geometry, G: int) -> np.ndarray:
+def _input_grad_by_conv(dout: np.ndarray, w: np.ndarray, g: Geometry, G: int) -> np.ndarray:
     """At stride 1 the gradient of a conv's input is a conv of the output
     gradient with the flipped kernel, in/out channels swapped, padding
     d*(k-1) - p. One im2col + GEMM, and no col2im scatter."""
@@ -218,17 +150,17 @@ def _input_grad_by_conv(dout: np.ndarray, w: np.ndarray, g: _Geometry, G: int) -
     Og = O // G
     wt = w.reshape(G, Og, Cg, kh, kw).transpose(0, 2, 1, 3, 4)[..., ::-1, ::-1]  # flip the taps
     wmat = np.ascontiguousarray(wt).reshape(G, Cg, Og * kh * kw)
-    gt = _Geometry(dout.shape, (kh, kw), (1, 1),
+    gt = Geometry(dout.shape, (kh, kw), (1, 1),
                    (g.dh * (kh - 1) - g.ph, g.dw * (kw - 1) - g.pw), (g.dh, g.dw))
     return _forward(dout, wmat, gt, None)
 
 
-def _backward_im2col(xd, dout, wmat, g: _Geometry, need_w: bool, need_x: bool):
+def _backward_im2col(xd, dout, wmat, g: Geometry, need_w: bool, need_x: bool):
     """dW = dout @ cols.T, and (when asked) dx = col2im(W.T @ dout), chunked over the batch."""
     G, Og, K = wmat.shape
     O = G * Og
     nb = g.chunk(g.C * g.kh * g.kw, xd.itemsize)  # the forward's chunks
-    flat = _pad(xd, g) if need_w else None
+    flat = pad(xd, g) if need_w else None
     dw = np.zeros((G, Og, K), wmat.dtype) if need_w else None
     dflat = np.zeros(g.N * g.C * g.plane + g.slack, dout.dtype) if need_x else None
     for n0 in range(0, g.N, nb):
@@ -243,20 +175,15 @@ def _backward_im2col(xd, dout, wmat, g: _Geometry, need_w: bool, need_x: bool):
         if need_x:
             dcols = np.matmul(wmat.transpose(0, 2, 1), dmat)              # dcols = W.T @ dout
             col2im(dcols, dflat[n0 * g.C * g.plane:], g, n)              # col2im
-    return dw, (_unpad(dflat, g) if need_x else None)
+    return dw, (unpad(dflat, g) if need_x else None)
 
 
-def _unpad(dflat: np.ndarray, g: _Geometry) -> np.ndarray:
-    dxp = dflat[: g.N * g.C * g.plane].reshape(g.N, g.C, g.Hp, g.Wp)
-    return np.ascontiguousarray(dxp[:, :, g.ph:g.ph + g.H, g.pw:g.pw + g.W])
-
-
-def _depthwise(x: Tensor, weight: Tensor, bias: Tensor | None, g: _Geometry, where: str) -> Tensor:
+def _depthwise(x: Tensor, weight: Tensor, bias: Tensor | None, g: Geometry, where: str) -> Tensor:
     """groups = C: each channel convolved with its own k x k filter.
 
     Shift-and-add: out = sum over taps (i, j) of w[:, i, j] * window(i, j).
     k*k broadcast multiply-adds, chunked over the batch so they run in cache."""
-    flat = _pad(x.data, g)
+    flat = pad(x.data, g)
     w = weight.data.reshape(g.C, g.kh * g.kw)
     taps = [(i, j) for i in range(g.kh) for j in range(g.kw)]
     nb = g.chunk(3 * g.C, x.data.itemsize)  # ~3 planes per channel live at once
@@ -284,7 +211,7 @@ def _depthwise(x: Tensor, weight: Tensor, bias: Tensor | None, g: _Geometry, whe
         dx = dw = db = None
         if need_b:
             db = dout.sum(axis=(0, 2, 3))
-        flat = _pad(xd, g) if need_w else None
+        flat = pad(xd, g) if need_w else None
         if need_w:
             dw = np.zeros((g.C, len(taps)), w.dtype)
         dflat = np.zeros(g.N * g.C * g.plane + g.slack, dout.dtype) if need_x else None
@@ -302,7 +229,7 @@ def _depthwise(x: Tensor, weight: Tensor, bias: Tensor | None, g: _Geometry, whe
                     np.multiply(dwide, w[:, t].reshape(1, -1, 1, 1), out=tmp)
                     window_view(dflat[n0 * g.C * g.plane:], g, n, i, j)[...] += tmp
         if dflat is not None:
-            dx = _unpad(dflat, g)
+            dx = unpad(dflat, g)
         if dw is not None:
             dw = dw.reshape(w_shape)
         return (dx, dw, db) if has_b else (dx, dw)
@@ -311,23 +238,16 @@ def _depthwise(x: Tensor, weight: Tensor, bias: Tensor | None, g: _Geometry, whe
     return Tensor._make(out, parents, backward, "conv2d_depthwise")
 
 
-# -------------------------------------------------------------------- checks
-
-
-def _fmt(shape) -> str:
-    return "x".join(str(v) for v in shape)
-
-
 def _check(x, weight, bias, stride, padding, dilation, groups, where):
     if not isinstance(x, Tensor) or not isinstance(weight, Tensor):
         raise SvertkaError(f"{where}: expects Tensors, got {type(x).__name__} and {type(weight).__name__}")
     if x.ndim != 4:
-        raise ShapeError(f"{where}: input must be N x C x H x W, got shape {_fmt(x.shape)}")
+        raise ShapeError(f"{where}: input must be N x C x H x W, got shape {fmt_shape(x.shape)}")
     if weight.ndim != 4:
-        raise ShapeError(f"{where}: weight must be O x C/groups x kh x kw, got {_fmt(weight.shape)}")
+        raise ShapeError(f"{where}: weight must be O x C/groups x kh x kw, got {fmt_shape(weight.shape)}")
     if x.dtype != weight.dtype or (bias is not None and bias.dtype != x.dtype):
-        raise SvertkaError(f"{where}: dtype mismatch: input {x.dtype} {_fmt(x.shape)}, weight "
-                           f"{weight.dtype} {_fmt(weight.shape)}"
+        raise SvertkaError(f"{where}: dtype mismatch: input {x.dtype} {fmt_shape(x.shape)}, weight "
+                           f"{weight.dtype} {fmt_shape(weight.shape)}"
                            + (f", bias {bias.dtype}" if bias is not None else "")
                            + "; cast them to one dtype (float32 by default)")
     N, C, H, W = x.shape
@@ -335,19 +255,19 @@ def _check(x, weight, bias, stride, padding, dilation, groups, where):
     if not isinstance(groups, (int, np.integer)) or groups < 1:
         raise SvertkaError(f"{where}: groups must be a positive int, got {groups!r}")
     if C % groups or O % groups:
-        raise ShapeError(f"{where}: channels must divide by groups={groups}: input {_fmt(x.shape)} "
-                         f"has {C} channels, weight {_fmt(weight.shape)} has {O} filters")
+        raise ShapeError(f"{where}: channels must divide by groups={groups}: input {fmt_shape(x.shape)} "
+                         f"has {C} channels, weight {fmt_shape(weight.shape)} has {O} filters")
     if Cg * groups != C:
-        raise ShapeError(f"{where}: input {_fmt(x.shape)} has {C} channels but weight "
-                         f"{_fmt(weight.shape)} expects {Cg} x groups {groups} = {Cg * groups}")
+        raise ShapeError(f"{where}: input {fmt_shape(x.shape)} has {C} channels but weight "
+                         f"{fmt_shape(weight.shape)} expects {Cg} x groups {groups} = {Cg * groups}")
     if bias is not None and bias.shape != (O,):
-        raise ShapeError(f"{where}: bias shape {_fmt(bias.shape)} != ({O},) for weight {_fmt(weight.shape)}")
+        raise ShapeError(f"{where}: bias shape {fmt_shape(bias.shape)} != ({O},) for weight {fmt_shape(weight.shape)}")
     if min(stride) < 1 or min(dilation) < 1 or min(padding) < 0:
         raise SvertkaError(f"{where}: stride {stride} and dilation {dilation} must be >= 1 and "
                            f"padding {padding} >= 0")
     for axis, size, k, s, p, d in (("H", H, kh, *[v[0] for v in (stride, padding, dilation)]),
                                    ("W", W, kw, *[v[1] for v in (stride, padding, dilation)])):
         if size + 2 * p < d * (k - 1) + 1:
-            raise ShapeError(f"{where}: input {_fmt(x.shape)} is smaller than the kernel: {axis}="
+            raise ShapeError(f"{where}: input {fmt_shape(x.shape)} is smaller than the kernel: {axis}="
                              f"{size} with padding {p} is {size + 2 * p}, kernel {k} with dilation "
                              f"{d} spans {d * (k - 1) + 1}")

@@ -10,11 +10,14 @@ import math
 import numpy as np
 
 from ...errors import ShapeError, SvertkaError
-from .conv import _Geometry, _fmt, _pad, _pair, _unpad, conv2d, conv_output_size, window_view
+from ...spec.geometry import fmt_shape, pair
+from .conv import conv2d
+from .conv_transpose import conv_transpose2d
+from .window import Geometry, pad, unpad, window_view
 from .tensor import Tensor, unbroadcast
 
 __all__ = [
-    "conv2d", "linear", "relu", "relu6", "silu", "sigmoid", "tanh", "gelu", "scaled_tanh",
+    "conv2d", "conv_transpose2d", "linear", "relu", "relu6", "silu", "sigmoid", "tanh", "gelu", "scaled_tanh",
     "max_pool2d", "avg_pool2d", "adaptive_avg_pool2d", "batch_norm", "dropout", "drop_path",
     "concat", "flatten", "local_response_norm", "cross_entropy", "mse_loss", "shortcut_a",
     "select_channels", "subsample", "rbf_output", "manual_seed", "get_rng",
@@ -35,7 +38,7 @@ def get_rng() -> np.random.Generator:
 
 def _need4d(x: Tensor, where: str):
     if x.ndim != 4:
-        raise ShapeError(f"{where}: input must be N x C x H x W, got shape {_fmt(x.shape)}")
+        raise ShapeError(f"{where}: input must be N x C x H x W, got shape {fmt_shape(x.shape)}")
 
 
 # ------------------------------------------------------------------- linear
@@ -44,11 +47,11 @@ def _need4d(x: Tensor, where: str):
 def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None, where: str = "linear") -> Tensor:
     """y = x @ W.T + b, W is (out_features, in_features) as in torch."""
     if x.ndim != 2 or x.shape[1] != weight.shape[1]:
-        raise ShapeError(f"{where}: input {_fmt(x.shape)} does not fit weight {_fmt(weight.shape)}: "
+        raise ShapeError(f"{where}: input {fmt_shape(x.shape)} does not fit weight {fmt_shape(weight.shape)}: "
                          f"expected N x {weight.shape[1]}")
     if x.dtype != weight.dtype:
-        raise SvertkaError(f"{where}: dtype mismatch: input {x.dtype} {_fmt(x.shape)}, weight "
-                           f"{weight.dtype} {_fmt(weight.shape)}")
+        raise SvertkaError(f"{where}: dtype mismatch: input {x.dtype} {fmt_shape(x.shape)}, weight "
+                           f"{weight.dtype} {fmt_shape(weight.shape)}")
     xd, wd = x.data, weight.data
     out = xd @ wd.T
     if bias is not None:
@@ -123,16 +126,16 @@ def scaled_tanh(x: Tensor, amplitude: float = 1.7159, slope: float = 2.0 / 3.0) 
 
 def _pool_geometry(x, kernel_size, stride, padding, dilation, ceil_mode, where):
     _need4d(x, where)
-    k = _pair(kernel_size, "kernel_size", where)
-    s = k if stride is None else _pair(stride, "stride", where)
-    p, d = _pair(padding, "padding", where), _pair(dilation, "dilation", where)
+    k = pair(kernel_size, f"{where}: kernel_size")
+    s = k if stride is None else pair(stride, f"{where}: stride")
+    p, d = pair(padding, f"{where}: padding"), pair(dilation, f"{where}: dilation")
     if min(k) < 1 or min(s) < 1 or min(d) < 1:
         raise SvertkaError(f"{where}: kernel {k}, stride {s}, dilation {d} must be positive")
     if any(2 * pp > kk for pp, kk in zip(p, k)) or min(p) < 0:
         raise SvertkaError(f"{where}: padding {p} must be between 0 and half the kernel {k}")
-    g = _Geometry(x.shape, k, s, p, d, ceil_mode)
+    g = Geometry(x.shape, k, s, p, d, ceil_mode)
     if g.Ho < 1 or g.Wo < 1:
-        raise ShapeError(f"{where}: input {_fmt(x.shape)} is smaller than the pooling window: "
+        raise ShapeError(f"{where}: input {fmt_shape(x.shape)} is smaller than the pooling window: "
                          f"kernel {k} with dilation {d} and padding {p} gives output {g.Ho}x{g.Wo}")
     return g
 
@@ -146,7 +149,7 @@ def max_pool2d(x: Tensor, kernel_size, stride=None, padding=0, dilation=1, ceil_
     tracking an argmax in forward: measured 5x faster on LeNet's pools."""
     g = _pool_geometry(x, kernel_size, stride, padding, dilation, ceil_mode, where)
     xd = x.data
-    flat = _pad(xd, g, fill=-np.inf)  # padding never wins a max
+    flat = pad(xd, g, fill=-np.inf)  # padding never wins a max
     taps = [(i, j) for i in range(g.kh) for j in range(g.kw)]
     best = window_view(flat, g, g.N, 0, 0).copy()
     for i, j in taps[1:]:
@@ -155,7 +158,7 @@ def max_pool2d(x: Tensor, kernel_size, stride=None, padding=0, dilation=1, ceil_
     del flat
 
     def backward(dout):
-        flat = _pad(xd, g, fill=-np.inf)
+        flat = pad(xd, g, fill=-np.inf)
         dflat = np.zeros(g.N * g.C * g.plane + g.slack, dout.dtype)
         dwide = np.zeros(best.shape, dout.dtype)
         dwide[..., :g.Wo] = dout
@@ -165,11 +168,11 @@ def max_pool2d(x: Tensor, kernel_size, stride=None, padding=0, dilation=1, ceil_
             won &= ~taken  # ties: the first tap in row-major order wins, as in torch
             taken |= won
             window_view(dflat, g, g.N, i, j)[...] += dwide * won
-        return _unpad(dflat, g)
+        return unpad(dflat, g)
     return Tensor._make(out, (x,), backward, "max_pool2d")
 
 
-def _avg_divisor(g: _Geometry, count_include_pad: bool, dtype) -> np.ndarray:
+def _avg_divisor(g: Geometry, count_include_pad: bool, dtype) -> np.ndarray:
     """torch's divisor per output position: the window clipped to the padded
     input (count_include_pad) or to the real input."""
     def axis(size, k, s, p, o):
@@ -186,7 +189,7 @@ def _avg_divisor(g: _Geometry, count_include_pad: bool, dtype) -> np.ndarray:
 def avg_pool2d(x: Tensor, kernel_size, stride=None, padding=0, ceil_mode=False,
                count_include_pad=True, where: str = "avg_pool2d") -> Tensor:
     g = _pool_geometry(x, kernel_size, stride, padding, 1, ceil_mode, where)
-    flat = _pad(x.data, g)
+    flat = pad(x.data, g)
     taps = [(i, j) for i in range(g.kh) for j in range(g.kw)]
     acc = np.zeros((g.N, g.C, g.Ho, g.Wv), x.dtype)
     for i, j in taps:
@@ -201,7 +204,7 @@ def avg_pool2d(x: Tensor, kernel_size, stride=None, padding=0, ceil_mode=False,
         dwide[..., :g.Wo] = dout / div
         for i, j in taps:
             window_view(dflat, g, g.N, i, j)[...] += dwide
-        return _unpad(dflat, g)
+        return unpad(dflat, g)
     return Tensor._make(out, (x,), backward, "avg_pool2d")
 
 
@@ -212,7 +215,7 @@ def _adaptive_bins(size: int, out: int):
 
 def adaptive_avg_pool2d(x: Tensor, output_size, where: str = "adaptive_avg_pool2d") -> Tensor:
     _need4d(x, where)
-    oh, ow = _pair(output_size, "output_size", where)
+    oh, ow = pair(output_size, f"{where}: output_size")
     N, C, H, W = x.shape
     xd = x.data
     if (oh, ow) == (1, 1):  # global average pooling
@@ -252,14 +255,14 @@ def batch_norm(x: Tensor, weight: Tensor | None, bias: Tensor | None, running_me
     _need4d(x, where)
     N, C, H, W = x.shape
     if weight is not None and weight.shape != (C,):
-        raise ShapeError(f"{where}: input {_fmt(x.shape)} has {C} channels, weight has {_fmt(weight.shape)}")
+        raise ShapeError(f"{where}: input {fmt_shape(x.shape)} has {C} channels, weight has {fmt_shape(weight.shape)}")
     xd = x.data
     axes = (0, 2, 3)
     n = N * H * W
     if training:
         if n <= 1:
             raise ShapeError(f"{where}: training needs more than one value per channel, got input "
-                             f"{_fmt(x.shape)}; use a batch larger than 1 or eval()")
+                             f"{fmt_shape(x.shape)}; use a batch larger than 1 or eval()")
         mean = xd.mean(axis=axes)
         xc = xd - mean.reshape(1, C, 1, 1)
         var = np.mean(xc * xc, axis=axes)
@@ -310,7 +313,7 @@ def local_response_norm(x: Tensor, size: int, alpha: float = 1e-4, beta: float =
     """torch's LRN across channels: y = x / (k + alpha/size * sum_window x^2)^beta,
     the window [c - size//2, c + (size-1)//2], zero outside the channels."""
     if x.ndim < 3:
-        raise ShapeError(f"{where}: needs N x C x ... input, got {_fmt(x.shape)}")
+        raise ShapeError(f"{where}: needs N x C x ... input, got {fmt_shape(x.shape)}")
     xd = x.data
     before, after = size // 2, (size - 1) // 2
 
@@ -365,7 +368,7 @@ def concat(tensors, axis: int = 1, where: str = "concat") -> Tensor:
     ref = shapes[0]
     for s in shapes:
         if len(s) != len(ref) or any(a != b for i, (a, b) in enumerate(zip(s, ref)) if i != axis % len(ref)):
-            raise ShapeError(f"{where}: cannot concatenate shapes {', '.join(_fmt(s) for s in shapes)} "
+            raise ShapeError(f"{where}: cannot concatenate shapes {', '.join(fmt_shape(s) for s in shapes)} "
                              f"along axis {axis}")
     out = np.concatenate([t.data for t in tensors], axis=axis)
     edges = np.cumsum([s[axis] for s in shapes])[:-1]
@@ -430,7 +433,7 @@ def cross_entropy(logits: Tensor, target, label_smoothing: float = 0.0, reductio
     the target distribution is (1 - eps) * one_hot + eps / K. Stable: log-softmax
     subtracts the row maximum before exp."""
     if logits.ndim != 2:
-        raise ShapeError(f"cross_entropy: logits must be N x K, got {_fmt(logits.shape)}")
+        raise ShapeError(f"cross_entropy: logits must be N x K, got {fmt_shape(logits.shape)}")
     t = np.asarray(target.data if isinstance(target, Tensor) else target).astype(np.int64).reshape(-1)
     N, K = logits.shape
     if t.shape[0] != N:
@@ -461,7 +464,7 @@ def cross_entropy(logits: Tensor, target, label_smoothing: float = 0.0, reductio
 def mse_loss(pred: Tensor, target, reduction: str = "mean") -> Tensor:
     tgt = target.data if isinstance(target, Tensor) else np.asarray(target, pred.dtype)
     if tgt.shape != pred.shape:
-        raise ShapeError(f"mse_loss: prediction {_fmt(pred.shape)} and target {_fmt(tgt.shape)} differ")
+        raise ShapeError(f"mse_loss: prediction {fmt_shape(pred.shape)} and target {fmt_shape(tgt.shape)} differ")
     diff = pred.data - tgt
     n = diff.size if reduction == "mean" else 1
     out = np.asarray((diff * diff).sum() / n, dtype=pred.dtype)

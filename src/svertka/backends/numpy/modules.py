@@ -5,7 +5,9 @@ arrays such as BatchNorm's running statistics) and named child modules. Names
 compose with dots exactly as in torch, so ``state_dict()`` of a compiled model
 has the keys of the PyTorch backend's (``layer1.0.bn1.running_var``).
 
-Initialisation follows torch's defaults per layer type.
+Initialisation follows torch's defaults per layer type. Each layer class is
+registered as the engine's builder for its spec type (``@BUILDERS.register``),
+with ``from_spec`` reading the spec node's fields.
 """
 from __future__ import annotations
 
@@ -16,11 +18,14 @@ from typing import Iterator
 import numpy as np
 
 from ...errors import ShapeError, SvertkaError, WeightsError
+from ...spec import nodes as n
+from ...spec.geometry import fmt_shape, pair
+from ..build import Builders
 from . import functional as F
 from .tensor import Tensor
 
 __all__ = [
-    "Module", "Parameter", "Conv2d", "Linear", "BatchNorm2d", "LocalResponseNorm", "ReLU", "ReLU6",
+    "BUILDERS", "Module", "Parameter", "Conv2d", "ConvTranspose2d", "Linear", "BatchNorm2d", "LocalResponseNorm", "ReLU", "ReLU6",
     "SiLU", "Sigmoid", "Tanh", "GELU", "ScaledTanh", "Identity", "MaxPool2d", "AvgPool2d",
     "AdaptiveAvgPool2d", "Dropout", "Flatten", "ShortcutA", "SelectChannels", "Subsample",
     "RBFOutput", "Sequential", "Residual", "Concat", "Gate",
@@ -31,11 +36,7 @@ def Parameter(data) -> Tensor:
     return Tensor(data, requires_grad=True)
 
 
-def rbf_centers(out_features: int, in_features: int, seed: int = 0) -> np.ndarray:
-    """RBFOutput's fixed +-1 centres (out, in), drawn exactly as the torch
-    backend draws them, so both backends agree without a torch import."""
-    rng = np.random.default_rng(seed)
-    return (2 * rng.integers(0, 2, size=(out_features, in_features)) - 1).astype(np.float64)
+BUILDERS = Builders("numpy")
 
 
 def _uniform(shape, bound, dtype):
@@ -56,6 +57,12 @@ class Module:
         object.__setattr__(self, "_modules", OrderedDict())
         object.__setattr__(self, "training", True)
         object.__setattr__(self, "path", "")
+        object.__setattr__(self, "_tap_into", None)  # a dict while ``forward_with_taps`` runs
+
+    @classmethod
+    def from_spec(cls, node, in_shape, dtype=np.float32):
+        """The builder for this class's spec type; layers without fields need no more."""
+        return cls()
 
     # registering by assignment, as in torch
     def __setattr__(self, name, value):
@@ -78,7 +85,10 @@ class Module:
     def __call__(self, x):
         if not isinstance(x, Tensor):
             x = Tensor(np.asarray(x))
-        return self.forward(x)
+        out = self.forward(x)
+        if self._tap_into is not None:
+            self._tap_into[self.path] = out
+        return out
 
     def forward(self, x: Tensor) -> Tensor:
         raise NotImplementedError
@@ -161,7 +171,7 @@ class Module:
                 problems.append(f"unexpected keys {_listing(unexpected)}")
             if wrong:
                 problems.append("wrong shapes " + ", ".join(
-                    f"{k} {_fmt(given[k].shape)} (model has {_fmt(own[k].shape)})" for k in wrong[:5])
+                    f"{k} {fmt_shape(given[k].shape)} (model has {fmt_shape(own[k].shape)})" for k in wrong[:5])
                     + (f", ... {len(wrong) - 5} more" if len(wrong) > 5 else ""))
             raise WeightsError("state_dict does not fit the model: " + "; ".join(problems)
                                + "; is it for another model or configuration?")
@@ -197,18 +207,15 @@ def _listing(keys, n=5):
     return f"({len(keys)}: {shown}{', ...' if len(keys) > n else ''})"
 
 
-def _fmt(shape):
-    return "x".join(str(v) for v in shape) or "scalar"
-
-
 # ------------------------------------------------------------------ layers
 
 
+@BUILDERS.register(n.Conv2d)
 class Conv2d(Module):
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1,
                  groups=1, bias=True, dtype=np.float32):
         super().__init__()
-        kh, kw = F._pair(kernel_size, "kernel_size", "Conv2d")
+        kh, kw = pair(kernel_size, "Conv2d kernel_size")
         if in_channels % groups or out_channels % groups:
             raise SvertkaError(f"Conv2d: in_channels {in_channels} and out_channels {out_channels} "
                                f"must divide by groups {groups}")
@@ -219,6 +226,11 @@ class Conv2d(Module):
         self.weight = Parameter(_uniform((out_channels, in_channels // groups, kh, kw), bound, dtype))
         self.bias = Parameter(_uniform((out_channels,), bound, dtype)) if bias else None
 
+    @classmethod
+    def from_spec(cls, node, in_shape, dtype=np.float32):
+        return cls(in_shape[0], node.out_channels, node.kernel_size, node.stride, node.padding,
+                   node.dilation, node.groups, node.bias, dtype=dtype)
+
     def forward(self, x):
         return F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation,
                         self.groups, where=f"Conv2d {self.path or ''}".strip())
@@ -228,6 +240,40 @@ class Conv2d(Module):
                 f"stride={self.stride}, padding={self.padding}, groups={self.groups}")
 
 
+@BUILDERS.register(n.ConvTranspose2d)
+class ConvTranspose2d(Module):
+    """Weight (in, out/groups, kh, kw), as torch; torch's fan-in for it is out/groups*kh*kw."""
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, output_padding=0,
+                 groups=1, bias=True, dilation=1, dtype=np.float32):
+        super().__init__()
+        kh, kw = pair(kernel_size, "ConvTranspose2d kernel_size")
+        if in_channels % groups or out_channels % groups:
+            raise SvertkaError(f"ConvTranspose2d: in_channels {in_channels} and out_channels "
+                               f"{out_channels} must divide by groups {groups}")
+        self.in_channels, self.out_channels, self.groups = in_channels, out_channels, groups
+        self.kernel_size, self.stride, self.padding = (kh, kw), stride, padding
+        self.output_padding, self.dilation = output_padding, dilation
+        bound = 1 / math.sqrt(out_channels // groups * kh * kw)
+        self.weight = Parameter(_uniform((in_channels, out_channels // groups, kh, kw), bound, dtype))
+        self.bias = Parameter(_uniform((out_channels,), bound, dtype)) if bias else None
+
+    @classmethod
+    def from_spec(cls, node, in_shape, dtype=np.float32):
+        return cls(in_shape[0], node.out_channels, node.kernel_size, node.stride, node.padding,
+                   node.output_padding, node.groups, node.bias, node.dilation, dtype=dtype)
+
+    def forward(self, x):
+        return F.conv_transpose2d(x, self.weight, self.bias, self.stride, self.padding,
+                                  self.output_padding, self.groups, self.dilation,
+                                  where=f"ConvTranspose2d {self.path}".strip())
+
+    def extra_repr(self):
+        return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+                f"stride={self.stride}, padding={self.padding}, output_padding={self.output_padding}")
+
+
+@BUILDERS.register(n.Linear)
 class Linear(Module):
     def __init__(self, in_features, out_features, bias=True, dtype=np.float32):
         super().__init__()
@@ -236,6 +282,10 @@ class Linear(Module):
         self.weight = Parameter(_uniform((out_features, in_features), bound, dtype))
         self.bias = Parameter(_uniform((out_features,), bound, dtype)) if bias else None
 
+    @classmethod
+    def from_spec(cls, node, in_shape, dtype=np.float32):
+        return cls(in_shape[0], node.out_features, node.bias, dtype=dtype)
+
     def forward(self, x):
         return F.linear(x, self.weight, self.bias, where=f"Linear {self.path}".strip())
 
@@ -243,6 +293,7 @@ class Linear(Module):
         return f"in_features={self.in_features}, out_features={self.out_features}"
 
 
+@BUILDERS.register(n.BatchNorm2d)
 class BatchNorm2d(Module):
     """weight 1, bias 0, running_mean 0, running_var 1, num_batches_tracked 0 (as torch)."""
 
@@ -254,6 +305,10 @@ class BatchNorm2d(Module):
         self.register_buffer("running_mean", np.zeros(num_features, dtype))
         self.register_buffer("running_var", np.ones(num_features, dtype))
         self.register_buffer("num_batches_tracked", np.array(0, np.int64))
+
+    @classmethod
+    def from_spec(cls, node, in_shape, dtype=np.float32):
+        return cls(in_shape[0], node.eps, node.momentum, dtype=dtype)
 
     def forward(self, x):
         momentum = self.momentum
@@ -268,10 +323,15 @@ class BatchNorm2d(Module):
         return f"{self.num_features}, eps={self.eps}, momentum={self.momentum}"
 
 
+@BUILDERS.register(n.LocalResponseNorm)
 class LocalResponseNorm(Module):
     def __init__(self, size, alpha=1e-4, beta=0.75, k=1.0):
         super().__init__()
         self.size, self.alpha, self.beta, self.k = size, alpha, beta, k
+
+    @classmethod
+    def from_spec(cls, node, in_shape, dtype=np.float32):
+        return cls(node.size, node.alpha, node.beta, node.k)
 
     def forward(self, x):
         return F.local_response_norm(x, self.size, self.alpha, self.beta, self.k,
@@ -285,98 +345,137 @@ class _Elementwise(Module):
         return type(self).fn(x)
 
 
+@BUILDERS.register(n.ReLU)
 class ReLU(_Elementwise):
     fn = staticmethod(F.relu)
 
 
+@BUILDERS.register(n.ReLU6)
 class ReLU6(_Elementwise):
     fn = staticmethod(F.relu6)
 
 
+@BUILDERS.register(n.SiLU)
 class SiLU(_Elementwise):
     fn = staticmethod(F.silu)
 
 
+@BUILDERS.register(n.Sigmoid)
 class Sigmoid(_Elementwise):
     fn = staticmethod(F.sigmoid)
 
 
+@BUILDERS.register(n.Tanh)
 class Tanh(_Elementwise):
     fn = staticmethod(F.tanh)
 
 
+@BUILDERS.register(n.GELU)
 class GELU(_Elementwise):
     fn = staticmethod(F.gelu)
 
 
+@BUILDERS.register(n.ScaledTanh)
 class ScaledTanh(Module):
     def __init__(self, amplitude=1.7159, slope=2.0 / 3.0):
         super().__init__()
         self.amplitude, self.slope = amplitude, slope
 
+    @classmethod
+    def from_spec(cls, node, in_shape, dtype=np.float32):
+        return cls(node.amplitude, node.slope)
+
     def forward(self, x):
         return F.scaled_tanh(x, self.amplitude, self.slope)
 
 
+@BUILDERS.register(n.Identity)
 class Identity(Module):
     def forward(self, x):
         return x
 
 
+@BUILDERS.register(n.MaxPool2d)
 class MaxPool2d(Module):
     def __init__(self, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False):
         super().__init__()
         self.kernel_size, self.stride, self.padding = kernel_size, stride, padding
         self.dilation, self.ceil_mode = dilation, ceil_mode
 
+    @classmethod
+    def from_spec(cls, node, in_shape, dtype=np.float32):
+        return cls(node.kernel_size, node.stride, node.padding, node.dilation, node.ceil_mode)
+
     def forward(self, x):
         return F.max_pool2d(x, self.kernel_size, self.stride, self.padding, self.dilation,
                             self.ceil_mode, where=f"MaxPool2d {self.path}".strip())
 
 
+@BUILDERS.register(n.AvgPool2d)
 class AvgPool2d(Module):
     def __init__(self, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True):
         super().__init__()
         self.kernel_size, self.stride, self.padding = kernel_size, stride, padding
         self.ceil_mode, self.count_include_pad = ceil_mode, count_include_pad
 
+    @classmethod
+    def from_spec(cls, node, in_shape, dtype=np.float32):
+        return cls(node.kernel_size, node.stride, node.padding, node.ceil_mode, node.count_include_pad)
+
     def forward(self, x):
         return F.avg_pool2d(x, self.kernel_size, self.stride, self.padding, self.ceil_mode,
                             self.count_include_pad, where=f"AvgPool2d {self.path}".strip())
 
 
+@BUILDERS.register(n.AdaptiveAvgPool2d)
 class AdaptiveAvgPool2d(Module):
     def __init__(self, output_size=1):
         super().__init__()
         self.output_size = output_size
 
+    @classmethod
+    def from_spec(cls, node, in_shape, dtype=np.float32):
+        return cls(node.output_size)
+
     def forward(self, x):
         return F.adaptive_avg_pool2d(x, self.output_size, where=f"AdaptiveAvgPool2d {self.path}".strip())
 
 
+@BUILDERS.register(n.Dropout)
 class Dropout(Module):
     def __init__(self, p=0.5):
         super().__init__()
         self.p = p
 
+    @classmethod
+    def from_spec(cls, node, in_shape, dtype=np.float32):
+        return cls(node.p)
+
     def forward(self, x):
         return F.dropout(x, self.p, self.training)
 
 
+@BUILDERS.register(n.Flatten)
 class Flatten(Module):
     def forward(self, x):
         return x.flatten(1)
 
 
+@BUILDERS.register(n.ShortcutA)
 class ShortcutA(Module):
     def __init__(self, in_channels, out_channels, stride=2):
         super().__init__()
         self.in_channels, self.out_channels, self.stride = in_channels, out_channels, stride
 
+    @classmethod
+    def from_spec(cls, node, in_shape, dtype=np.float32):
+        return cls(in_shape[0], node.out_channels, node.stride)
+
     def forward(self, x):
         return F.shortcut_a(x, self.out_channels, self.stride)
 
 
+@BUILDERS.register(n.SelectChannels)
 class SelectChannels(Module):
     """Keep the listed channels; the indices are not part of the state_dict (as in torch)."""
 
@@ -384,10 +483,15 @@ class SelectChannels(Module):
         super().__init__()
         self.indices = tuple(indices)
 
+    @classmethod
+    def from_spec(cls, node, in_shape, dtype=np.float32):
+        return cls(node.indices)
+
     def forward(self, x):
         return F.select_channels(x, self.indices)
 
 
+@BUILDERS.register(n.Subsample)
 class Subsample(Module):
     def __init__(self, channels, kernel_size=2, dtype=np.float32):
         super().__init__()
@@ -396,15 +500,24 @@ class Subsample(Module):
         self.weight = Parameter(_uniform((channels,), bound, dtype))
         self.bias = Parameter(_uniform((channels,), bound, dtype))
 
+    @classmethod
+    def from_spec(cls, node, in_shape, dtype=np.float32):
+        return cls(in_shape[0], node.kernel_size, dtype=dtype)
+
     def forward(self, x):
         return F.subsample(x, self.weight, self.bias, self.kernel_size)
 
 
+@BUILDERS.register(n.RBFOutput)
 class RBFOutput(Module):
     def __init__(self, in_features, out_features, seed=0, dtype=np.float32):
         super().__init__()
         self.in_features, self.out_features, self.seed = in_features, out_features, seed
-        self.register_buffer("centers", rbf_centers(out_features, in_features, seed).astype(dtype))
+        self.register_buffer("centers", n.rbf_centers(out_features, in_features, seed).astype(dtype))
+
+    @classmethod
+    def from_spec(cls, node, in_shape, dtype=np.float32):
+        return cls(in_shape[0], node.out_features, node.seed, dtype=dtype)
 
     def forward(self, x):
         return F.rbf_output(x, self.centers)
@@ -457,8 +570,8 @@ class Residual(Module):
         y = F.drop_path(y, self.drop_path, self.training)
         s = x if self._shortcut_name is None else self._modules[self._shortcut_name](x)
         if y.shape != s.shape:
-            raise ShapeError(f"Residual {self.path or '<root>'}: body output {_fmt(y.shape)} and "
-                             f"shortcut output {_fmt(s.shape)} differ; give it a shortcut that matches")
+            raise ShapeError(f"Residual {self.path or '<root>'}: body output {fmt_shape(y.shape)} and "
+                             f"shortcut output {fmt_shape(s.shape)} differ; give it a shortcut that matches")
         y = y + s
         if self._post_name is not None:
             y = self._modules[self._post_name](y)
@@ -489,3 +602,6 @@ class Gate(Module):
         for m in self._modules.values():
             g = m(g)
         return x * g
+
+
+BUILDERS.combinators(sequential=Sequential, residual=Residual, concat=Concat, gate=Gate)

@@ -1,31 +1,27 @@
-"""Compile a spec to a ``torch.nn.Module``.
+"""Compile a spec to a ``torch.nn.Module``, and run it with taps.
 
-Module names equal the spec's paths (``svertka.spec.walk``), which follow
-torchvision's module names, so a torchvision state_dict loads with no
-renaming (``layer1.0.downsample.0.weight``, ``features.1.conv.0.0.weight``).
-
-Channel and feature counts come from the analysis
-(``svertka.analysis.layer_shapes``): the spec never repeats in_channels.
-Every layer keeps torch's own default initialisation.
+The tree walk is the one both backends share (``svertka.backends.build``);
+this file registers one builder per spec layer type (at the end) and holds the
+few layers torch lacks. Module names equal the spec's paths, which follow
+torchvision's module names, so a torchvision state_dict loads with no renaming
+(``layer1.0.downsample.0.weight``, ``features.1.conv.0.0.weight``). Every layer
+keeps torch's own default initialisation.
 """
 from __future__ import annotations
 
 from collections import OrderedDict
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ...analysis import layer_shapes
-from .. import compile_target
-from ...errors import SpecError
 from ...spec import nodes as n
+from ..build import Builders, check_taps
 
 __all__ = [
-    "compile", "Dropout", "Flatten", "DropPath", "ScaledTanh", "ShortcutA", "SelectChannels", "Subsample", "RBFOutput",
-    "SequentialModule", "ResidualModule", "ConcatModule", "GateModule", "rbf_centers",
-    "drop_path",
+    "BUILDERS", "compile", "forward_with_taps", "Dropout", "Flatten", "ScaledTanh", "ShortcutA",
+    "SelectChannels", "Subsample", "RBFOutput", "SequentialModule", "ResidualModule", "ConcatModule",
+    "GateModule", "drop_path",
 ]
 
 
@@ -113,14 +109,6 @@ class Subsample(nn.Module):
         return f"{self.channels}, kernel_size={self.kernel_size}"
 
 
-def rbf_centers(out_features: int, in_features: int, seed: int = 0) -> np.ndarray:
-    """The fixed +-1 centres of RBFOutput, shape (out, in), float64.
-    Drawn as ``2 * numpy.random.default_rng(seed).integers(0, 2, (out, in)) - 1``;
-    any backend that compiles RBFOutput must draw them the same way."""
-    rng = np.random.default_rng(seed)
-    return (2 * rng.integers(0, 2, size=(out_features, in_features)) - 1).astype(np.float64)
-
-
 class RBFOutput(nn.Module):
     """LeCun 1998's Euclidean RBF output: logit_i = -sum_j (x_j - c_ij)^2.
     The centres are a persistent buffer (saved, not trained)."""
@@ -128,7 +116,7 @@ class RBFOutput(nn.Module):
     def __init__(self, in_features: int, out_features: int, seed: int = 0):
         super().__init__()
         self.in_features, self.out_features, self.seed = in_features, out_features, seed
-        c = torch.tensor(rbf_centers(out_features, in_features, seed), dtype=torch.get_default_dtype())
+        c = torch.tensor(n.rbf_centers(out_features, in_features, seed), dtype=torch.get_default_dtype())
         self.register_buffer("centers", c)
 
     def forward(self, x):
@@ -150,18 +138,6 @@ def drop_path(x, p: float, training: bool):
     if keep > 0.0:
         mask.div_(keep)
     return x * mask
-
-
-class DropPath(nn.Module):
-    def __init__(self, p: float = 0.0):
-        super().__init__()
-        self.p = float(p)
-
-    def forward(self, x):
-        return drop_path(x, self.p, self.training)
-
-    def extra_repr(self):
-        return f"p={self.p}"
 
 
 # -------------------------------------------------- faster CPU versions of torch layers
@@ -276,6 +252,11 @@ class GateModule(nn.Module):
 
 # -------------------------------------------------------------------------- compile
 
+BUILDERS = Builders("torch")
+BUILDERS.combinators(sequential=lambda kids: SequentialModule(OrderedDict(kids)),
+                     residual=ResidualModule, concat=ConcatModule, gate=GateModule)
+register = BUILDERS.register
+
 
 def compile(network_or_node, input_shape=None) -> nn.Module:  # noqa: A001 - the project's verb
     """Build a torch module from a ``Network`` (or a bare spec node plus
@@ -284,97 +265,145 @@ def compile(network_or_node, input_shape=None) -> nn.Module:  # noqa: A001 - the
 
     The returned module carries ``svertka_meta`` = {"model", "num_classes",
     "input_shape"}, which ``save_weights`` writes beside the tensors."""
-    root, shape, meta = compile_target(network_or_node, input_shape)
-    shapes = layer_shapes(network_or_node, shape)
-    module = _build(root, "", shapes)
+    module, meta = BUILDERS.compile(network_or_node, input_shape)
     module.svertka_meta = meta
     return module
 
 
-def _join(path: str, name: str) -> str:
-    return f"{path}.{name}" if path else name
+def forward_with_taps(model: nn.Module, x, layers) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Run ``model`` on ``x`` and also return the outputs of the named layers
+    (state_dict paths such as ``features.3`` or ``layer2.1``), through forward
+    hooks. The outputs keep their graph, so a loss on one backpropagates."""
+    modules = dict(model.named_modules())
+    names = check_taps(modules, layers)
+    store: dict[str, torch.Tensor] = {}
+
+    def hook_for(name):
+        def hook(module, inputs, output):
+            store[name] = output
+        return hook
+
+    handles = [modules[name].register_forward_hook(hook_for(name)) for name in names]
+    try:
+        out = model(x)
+    finally:
+        for h in handles:
+            h.remove()
+    return out, {name: store[name] for name in names}
 
 
-def _named(node, path, shapes, children) -> list[tuple[str, nn.Module]]:
-    out = []
-    for name, child in children:
-        if not name or "." in name:
-            raise SpecError(f"{node.type} at {path or '<root>'}: child name {name!r} cannot be a "
-                            f"torch module name; use a non-empty name without dots")
-        out.append((name, _build(child, _join(path, name), shapes)))
-    return out
+# ------------------------------------------------------------ one builder per layer type
+# (node, in_shape) -> nn.Module; in_shape[0] is the input's channels or features.
 
 
-def _build(node: n.Node, path: str, shapes) -> nn.Module:
-    if isinstance(node, n.Sequential):
-        return SequentialModule(OrderedDict(_named(node, path, shapes, node.children())))
-    if isinstance(node, n.Residual):
-        names = [name for name, _ in node.children()]
-        if len(set(names)) != len(names):
-            raise SpecError(f"Residual at {path or '<root>'}: child names {names} collide; "
-                            f"rename the shortcut/post or nest the body with body_name")
-        body = _named(node, path, shapes, node.body_children())
-        shortcut = post = None
-        if node.shortcut is not None:
-            shortcut = _named(node, path, shapes, [(node.shortcut_name, node.shortcut)])[0]
-        if node.post is not None:
-            post = _named(node, path, shapes, [(node.post_name, node.post)])[0]
-        return ResidualModule(body, shortcut, post, node.drop_path)
-    if isinstance(node, n.Concat):
-        return ConcatModule(_named(node, path, shapes, node.children()))
-    if isinstance(node, n.Gate):
-        return GateModule(_named(node, path, shapes, node.children()))
-    if path not in shapes:
-        raise SpecError(f"no shape for layer {path or '<root>'} ({node.type})")
-    in_shape, _ = shapes[path]
-    return _leaf(node, in_shape)
+@register(n.Conv2d)
+def _conv2d(node, in_shape):
+    return nn.Conv2d(in_shape[0], node.out_channels, node.kernel_size, node.stride, node.padding,
+                     node.dilation, node.groups, node.bias)
 
 
-def _leaf(node: n.Node, in_shape) -> nn.Module:
-    c = in_shape[0]
-    if isinstance(node, n.Conv2d):
-        return nn.Conv2d(c, node.out_channels, node.kernel_size, node.stride, node.padding,
-                         node.dilation, node.groups, node.bias)
-    if isinstance(node, n.Linear):
-        return nn.Linear(c, node.out_features, node.bias)
-    if isinstance(node, n.BatchNorm2d):
-        return nn.BatchNorm2d(c, eps=node.eps, momentum=node.momentum)
-    if isinstance(node, n.LocalResponseNorm):
-        return nn.LocalResponseNorm(node.size, node.alpha, node.beta, node.k)
-    if isinstance(node, n.ReLU):
-        return nn.ReLU(inplace=False)
-    if isinstance(node, n.ReLU6):
-        return nn.ReLU6(inplace=False)
-    if isinstance(node, n.SiLU):
-        return nn.SiLU()
-    if isinstance(node, n.Sigmoid):
-        return nn.Sigmoid()
-    if isinstance(node, n.Tanh):
-        return nn.Tanh()
-    if isinstance(node, n.GELU):
-        return nn.GELU()
-    if isinstance(node, n.ScaledTanh):
-        return ScaledTanh(node.amplitude, node.slope)
-    if isinstance(node, n.Identity):
-        return nn.Identity()
-    if isinstance(node, n.MaxPool2d):
-        return nn.MaxPool2d(node.kernel_size, node.stride, node.padding, node.dilation,
-                            ceil_mode=node.ceil_mode)
-    if isinstance(node, n.AvgPool2d):
-        return nn.AvgPool2d(node.kernel_size, node.stride, node.padding, ceil_mode=node.ceil_mode,
-                            count_include_pad=node.count_include_pad)
-    if isinstance(node, n.AdaptiveAvgPool2d):
-        return nn.AdaptiveAvgPool2d(node.output_size)
-    if isinstance(node, n.Dropout):
-        return Dropout(node.p)
-    if isinstance(node, n.Flatten):
-        return Flatten()
-    if isinstance(node, n.ShortcutA):
-        return ShortcutA(c, node.out_channels, node.stride)
-    if isinstance(node, n.SelectChannels):
-        return SelectChannels(node.indices)
-    if isinstance(node, n.Subsample):
-        return Subsample(c, node.kernel_size)
-    if isinstance(node, n.RBFOutput):
-        return RBFOutput(c, node.out_features, node.seed)
-    raise SpecError(f"the torch backend has no layer for spec type {node.type}")
+@register(n.ConvTranspose2d)
+def _conv_transpose2d(node, in_shape):
+    return nn.ConvTranspose2d(in_shape[0], node.out_channels, node.kernel_size, node.stride,
+                              node.padding, node.output_padding, node.groups, node.bias, node.dilation)
+
+
+@register(n.Linear)
+def _linear(node, in_shape):
+    return nn.Linear(in_shape[0], node.out_features, node.bias)
+
+
+@register(n.BatchNorm2d)
+def _batch_norm(node, in_shape):
+    return nn.BatchNorm2d(in_shape[0], eps=node.eps, momentum=node.momentum)
+
+
+@register(n.LocalResponseNorm)
+def _lrn(node, in_shape):
+    return nn.LocalResponseNorm(node.size, node.alpha, node.beta, node.k)
+
+
+@register(n.ReLU)
+def _relu(node, in_shape):
+    return nn.ReLU(inplace=False)
+
+
+@register(n.ReLU6)
+def _relu6(node, in_shape):
+    return nn.ReLU6(inplace=False)
+
+
+@register(n.SiLU)
+def _silu(node, in_shape):
+    return nn.SiLU()
+
+
+@register(n.Sigmoid)
+def _sigmoid(node, in_shape):
+    return nn.Sigmoid()
+
+
+@register(n.Tanh)
+def _tanh(node, in_shape):
+    return nn.Tanh()
+
+
+@register(n.GELU)
+def _gelu(node, in_shape):
+    return nn.GELU()
+
+
+@register(n.ScaledTanh)
+def _scaled_tanh(node, in_shape):
+    return ScaledTanh(node.amplitude, node.slope)
+
+
+@register(n.Identity)
+def _identity(node, in_shape):
+    return nn.Identity()
+
+
+@register(n.MaxPool2d)
+def _max_pool(node, in_shape):
+    return nn.MaxPool2d(node.kernel_size, node.stride, node.padding, node.dilation, ceil_mode=node.ceil_mode)
+
+
+@register(n.AvgPool2d)
+def _avg_pool(node, in_shape):
+    return nn.AvgPool2d(node.kernel_size, node.stride, node.padding, ceil_mode=node.ceil_mode,
+                        count_include_pad=node.count_include_pad)
+
+
+@register(n.AdaptiveAvgPool2d)
+def _adaptive_avg_pool(node, in_shape):
+    return nn.AdaptiveAvgPool2d(node.output_size)
+
+
+@register(n.Dropout)
+def _dropout(node, in_shape):
+    return Dropout(node.p)
+
+
+@register(n.Flatten)
+def _flatten(node, in_shape):
+    return Flatten()
+
+
+@register(n.ShortcutA)
+def _shortcut_a(node, in_shape):
+    return ShortcutA(in_shape[0], node.out_channels, node.stride)
+
+
+@register(n.SelectChannels)
+def _select_channels(node, in_shape):
+    return SelectChannels(node.indices)
+
+
+@register(n.Subsample)
+def _subsample(node, in_shape):
+    return Subsample(in_shape[0], node.kernel_size)
+
+
+@register(n.RBFOutput)
+def _rbf_output(node, in_shape):
+    return RBFOutput(in_shape[0], node.out_features, node.seed)
