@@ -2,11 +2,14 @@
 
 The tables below are copied from the issue (torchvision's metadata and the
 papers), independently of the registry's own metadata, which is checked too."""
+import re
+from pathlib import Path
+
 import pytest
 
 from svertka.analysis import analyze
 from svertka.errors import UnknownModelError, UsageError
-from svertka.zoo import create_model, get_entry, list_models
+from svertka.zoo import Reference, create_model, get_entry, list_models, register_model, registry
 
 EXACT = {  # name: (params, MACs at the default input)
     "alexnet": (61_100_840, 714_188_480),
@@ -28,10 +31,14 @@ EXACT = {  # name: (params, MACs at the default input)
     "googlenet_2014": (6_998_552, 1_582_671_872),
     "lenet5_1998": (60_000, None),
     "alexnet_2012": (60_965_224, None),
+    # the training nets; MACs by hand, e.g. cnn2: 26²·32·9 + 24²·64·32·9 + 9,216·128 + 128·10
+    "cnn2": (1_199_882, 11_992_448),
+    "vgg_fm": (288_170, 29_128_448), "vgg_fm_small": (72_666, 7_338_880),
 }
 INPUT = {"efficientnet_b1": 240, "efficientnet_b2": 288, "efficientnet_b3": 300,
          "efficientnet_b4": 380, "efficientnet_b5": 456, "efficientnet_b6": 528,
-         "efficientnet_b7": 600, "lenet5": 28, "lenet5_1998": 32, "alexnet_2012": 227}
+         "efficientnet_b7": 600, "lenet5": 28, "lenet5_1998": 32, "alexnet_2012": 227,
+         "cnn2": 28, "vgg_fm": 28, "vgg_fm_small": 28}
 
 
 @pytest.mark.parametrize("name", sorted(EXACT))
@@ -84,6 +91,22 @@ def test_lenet5_1998_layer_breakdown():
     assert by_name["output"] == 0 and a.buffers == 840  # fixed RBF centres
 
 
+def test_cnn2_layers_match_the_keras_summary():
+    # keras/examples/mnist_cnn.py, model.summary(): conv2d 320, conv2d_1 18,496, dense 1,179,776,
+    # dense_1 1,290
+    a = analyze(create_model("cnn2"))
+    assert [l.params for l in a.leaves if l.params] == [320, 18_496, 1_179_776, 1_290]
+    assert a.input_shape == (1, 28, 28) and a.output_shape == (10,)
+
+
+@pytest.mark.parametrize("name", ["cnn2", "vgg_fm", "vgg_fm_small"])
+def test_training_nets_default_to_fashion_mnist(name):
+    net = create_model(name)
+    assert (net.mean, net.std, net.num_classes) == ((0.2860,), (0.3530,), 10)
+    rgb = create_model(name, in_chans=3)
+    assert rgb.mean == (0.2860,) * 3 and rgb.std == (0.3530,) * 3
+
+
 def test_googlenet_with_aux_heads():
     from svertka.zoo.googlenet import aux_heads
 
@@ -125,7 +148,23 @@ def test_list_models_wildcards():
     assert list_models("resnet1*") == ["resnet18", "resnet101", "resnet152", "resnet101_v1",
                                        "resnet152_v1", "resnet110"]
     assert set(list_models("vgg16*")) == {"vgg16", "vgg16_bn"}
-    assert len(list_models()) >= 40
+    assert list_models("vgg_fm*") == ["vgg_fm", "vgg_fm_small"]
+    assert len(list_models()) >= 43
+
+
+def test_each_name_is_written_out_in_the_source():
+    """timm style, greppable: model X is built by a decorated `def X(` in zoo/, never a name
+    made up in a loop."""
+    src = "".join(p.read_text() for p in Path(registry.__file__).parent.glob("*.py"))
+    defined = re.findall(r"^@register_model\((?:[^@]|\n)*?^def (\w+)\(", src, re.M)
+    assert sorted(defined) == sorted(list_models())
+
+
+def test_a_name_registers_once():
+    with pytest.raises(ValueError, match="registered twice"):
+        @register_model(family="vgg", description="a second vgg16", reference=Reference("test"))
+        def vgg16(num_classes=1000, in_chans=3):
+            raise AssertionError("never built")
 
 
 def test_unknown_model_suggests():
