@@ -3,6 +3,9 @@
 The tables below are copied from the issue (torchvision's metadata and the
 papers), independently of the registry's own metadata, which is checked too."""
 import re
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -160,11 +163,26 @@ def test_each_name_is_written_out_in_the_source():
     assert sorted(defined) == sorted(list_models())
 
 
-def test_a_name_registers_once():
-    with pytest.raises(ValueError, match="registered twice"):
-        @register_model(family="vgg", description="a second vgg16", reference=Reference("test"))
-        def vgg16(num_classes=1000, in_chans=3):
-            raise AssertionError("never built")
+def test_own_models_join_the_zoo_and_names_register_once():
+    # a fresh process, so the user's model is registered before the zoo has loaded
+    code = textwrap.dedent("""
+        from svertka.spec import Conv2d, Network, seq
+        from svertka.zoo import Reference, list_models, register_model
+
+        @register_model(family="mine", input_shape=(1, 8, 8), num_classes=2, description="mine",
+                        reference=Reference("me"))
+        def my_net(num_classes=2, in_chans=1):
+            return Network("my_net", seq(Conv2d(num_classes, 8)), (in_chans, 8, 8), num_classes)
+
+        try:
+            register_model(family="vgg", description="again", reference=Reference("me"))(my_net)
+        except ValueError as e:
+            print(e)
+        print(len(list_models()), list_models("my_*"), "vgg16" in list_models())
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.splitlines() == ["model my_net registered twice",
+                                f"{len(list_models()) + 1} ['my_net'] True"]
 
 
 def test_unknown_model_suggests():

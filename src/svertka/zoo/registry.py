@@ -45,6 +45,7 @@ class ModelEntry:
 
 
 _REGISTRY: dict[str, ModelEntry] = {}
+_loaded = False
 
 
 def register_model(*, family: str, input_shape=(3, 224, 224), num_classes: int = 1000,
@@ -54,6 +55,7 @@ def register_model(*, family: str, input_shape=(3, 224, 224), num_classes: int =
     figures written beside it. The function takes ``num_classes``, ``in_chans``
     and the family builder's options, and returns the spec."""
     def decorate(builder):
+        _ensure_loaded()  # a model registered from outside the zoo must not shadow it
         name = builder.__name__
         if name in _REGISTRY:
             raise ValueError(f"model {name} registered twice")
@@ -64,10 +66,10 @@ def register_model(*, family: str, input_shape=(3, 224, 224), num_classes: int =
 
 
 def _ensure_loaded():
-    if not _REGISTRY:
-        from . import (  # noqa: F401
-            alexnet, efficientnet, googlenet, lenet, mobilenet, resnet, small, vgg,
-        )
+    global _loaded
+    if not _loaded:
+        _loaded = True  # first: the family modules call register_model while they load
+        from . import alexnet, efficientnet, googlenet, lenet, mobilenet, resnet, small, vgg  # noqa: F401
 
 
 def list_models(pattern: str = "*") -> list[str]:
