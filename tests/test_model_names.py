@@ -20,7 +20,7 @@ def run(capsys, *argv):
 def test_models_lists_the_training_nets_with_their_counts(capsys):
     code, out, _ = run(capsys, "models", "vgg_fm*")
     assert code == 0
-    rows = {l.split()[0]: l.split() for l in out.splitlines() if l.startswith("vgg_fm")}
+    rows = {line.split()[0]: line.split() for line in out.splitlines() if line.startswith("vgg_fm")}
     assert rows["vgg_fm"][1:6] == ["1x28x28", "288,170", "=", "ref", "29,128,448"]
     assert rows["vgg_fm_small"][1:6] == ["1x28x28", "72,666", "=", "ref", "7,338,880"]
     code, out, _ = run(capsys, "models", "cnn2", "--json")

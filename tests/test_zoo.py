@@ -12,7 +12,7 @@ import pytest
 
 from svertka.analysis import analyze
 from svertka.errors import UnknownModelError, UsageError
-from svertka.zoo import Reference, create_model, get_entry, list_models, register_model, registry
+from svertka.zoo import create_model, get_entry, list_models, registry
 
 EXACT = {  # name: (params, MACs at the default input)
     "alexnet": (61_100_840, 714_188_480),
@@ -82,13 +82,13 @@ def test_mobilenet_v1_width_multipliers_match_table6(name, macs_m, params_m):
 
 def test_mobilenet_v1_conv_and_fc_alone():
     a = analyze(create_model("mobilenet_v1"))
-    bn = sum(l.params for l in a.leaves if l.type == "BatchNorm2d")
+    bn = sum(leaf.params for leaf in a.leaves if leaf.type == "BatchNorm2d")
     assert a.params - bn == 4_210_088
 
 
 def test_lenet5_1998_layer_breakdown():
     a = analyze(create_model("lenet5_1998"))
-    by_name = {l.name: l.params for l in a.layers}
+    by_name = {layer.name: layer.params for layer in a.layers}
     assert [by_name[k] for k in ("c1", "s2", "c3", "s4", "c5", "f6")] == \
         [156, 12, 1_516, 32, 48_120, 10_164]
     assert by_name["output"] == 0 and a.buffers == 840  # fixed RBF centres
@@ -98,7 +98,7 @@ def test_cnn2_layers_match_the_keras_summary():
     # keras/examples/mnist_cnn.py, model.summary(): conv2d 320, conv2d_1 18,496, dense 1,179,776,
     # dense_1 1,290
     a = analyze(create_model("cnn2"))
-    assert [l.params for l in a.leaves if l.params] == [320, 18_496, 1_179_776, 1_290]
+    assert [leaf.params for leaf in a.leaves if leaf.params] == [320, 18_496, 1_179_776, 1_290]
     assert a.input_shape == (1, 28, 28) and a.output_shape == (10,)
 
 
