@@ -29,7 +29,7 @@ from svertka.analysis import analyze  # noqa: E402
 from svertka.errors import UsageError  # noqa: E402
 from svertka.train import load_recipe, make_config, train  # noqa: E402
 from svertka.train.allocator import keep_freed_memory  # noqa: E402
-from svertka.train.nets import resolve_model  # noqa: E402
+from svertka.zoo import resolve_model  # noqa: E402
 
 BUDGETS = (1, 2, 5, 10, 20)
 # (recipe, epochs) candidates per budget in minutes, sized from epoch times measured

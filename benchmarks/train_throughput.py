@@ -35,7 +35,7 @@ from svertka.backends.torch import compile as compile_torch  # noqa: E402
 from svertka.data import load_dataset  # noqa: E402
 from svertka.train import make_config, train  # noqa: E402
 from svertka.train.backends import cpu_count  # noqa: E402
-from svertka.train.nets import resolve_model  # noqa: E402
+from svertka.zoo import resolve_model  # noqa: E402
 
 
 def with_stock_layers(module):

@@ -20,7 +20,7 @@ from svertka.errors import UsageError, WeightsError
 from svertka.train import Schedule, TrainConfig, list_recipes, load_recipe, make_config, resume_config, train
 from svertka.train.backends import NumpyAdapter, TorchAdapter, param_groups
 from svertka.train.checkpoint import read_checkpoint, save_checkpoint
-from svertka.train.nets import resolve_model
+from svertka.zoo import resolve_model
 
 TINY = {"data": "fashion-mnist-mini", "limit_train": 256, "limit_test": 128, "batch_size": 64,
         "eval_batch_size": 128, "threads": 1}

@@ -2,11 +2,17 @@
 
 The tables below are copied from the issue (torchvision's metadata and the
 papers), independently of the registry's own metadata, which is checked too."""
+import re
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
 import pytest
 
 from svertka.analysis import analyze
 from svertka.errors import UnknownModelError, UsageError
-from svertka.zoo import create_model, get_entry, list_models
+from svertka.zoo import create_model, get_entry, list_models, registry
 
 EXACT = {  # name: (params, MACs at the default input)
     "alexnet": (61_100_840, 714_188_480),
@@ -28,10 +34,14 @@ EXACT = {  # name: (params, MACs at the default input)
     "googlenet_2014": (6_998_552, 1_582_671_872),
     "lenet5_1998": (60_000, None),
     "alexnet_2012": (60_965_224, None),
+    # the training nets; MACs by hand, e.g. cnn2: 26²·32·9 + 24²·64·32·9 + 9,216·128 + 128·10
+    "cnn2": (1_199_882, 11_992_448),
+    "vgg_fm": (288_170, 29_128_448), "vgg_fm_small": (72_666, 7_338_880),
 }
 INPUT = {"efficientnet_b1": 240, "efficientnet_b2": 288, "efficientnet_b3": 300,
          "efficientnet_b4": 380, "efficientnet_b5": 456, "efficientnet_b6": 528,
-         "efficientnet_b7": 600, "lenet5": 28, "lenet5_1998": 32, "alexnet_2012": 227}
+         "efficientnet_b7": 600, "lenet5": 28, "lenet5_1998": 32, "alexnet_2012": 227,
+         "cnn2": 28, "vgg_fm": 28, "vgg_fm_small": 28}
 
 
 @pytest.mark.parametrize("name", sorted(EXACT))
@@ -72,16 +82,32 @@ def test_mobilenet_v1_width_multipliers_match_table6(name, macs_m, params_m):
 
 def test_mobilenet_v1_conv_and_fc_alone():
     a = analyze(create_model("mobilenet_v1"))
-    bn = sum(l.params for l in a.leaves if l.type == "BatchNorm2d")
+    bn = sum(leaf.params for leaf in a.leaves if leaf.type == "BatchNorm2d")
     assert a.params - bn == 4_210_088
 
 
 def test_lenet5_1998_layer_breakdown():
     a = analyze(create_model("lenet5_1998"))
-    by_name = {l.name: l.params for l in a.layers}
+    by_name = {layer.name: layer.params for layer in a.layers}
     assert [by_name[k] for k in ("c1", "s2", "c3", "s4", "c5", "f6")] == \
         [156, 12, 1_516, 32, 48_120, 10_164]
     assert by_name["output"] == 0 and a.buffers == 840  # fixed RBF centres
+
+
+def test_cnn2_layers_match_the_keras_summary():
+    # keras/examples/mnist_cnn.py, model.summary(): conv2d 320, conv2d_1 18,496, dense 1,179,776,
+    # dense_1 1,290
+    a = analyze(create_model("cnn2"))
+    assert [leaf.params for leaf in a.leaves if leaf.params] == [320, 18_496, 1_179_776, 1_290]
+    assert a.input_shape == (1, 28, 28) and a.output_shape == (10,)
+
+
+@pytest.mark.parametrize("name", ["cnn2", "vgg_fm", "vgg_fm_small"])
+def test_training_nets_default_to_fashion_mnist(name):
+    net = create_model(name)
+    assert (net.mean, net.std, net.num_classes) == ((0.2860,), (0.3530,), 10)
+    rgb = create_model(name, in_chans=3)
+    assert rgb.mean == (0.2860,) * 3 and rgb.std == (0.3530,) * 3
 
 
 def test_googlenet_with_aux_heads():
@@ -125,7 +151,38 @@ def test_list_models_wildcards():
     assert list_models("resnet1*") == ["resnet18", "resnet101", "resnet152", "resnet101_v1",
                                        "resnet152_v1", "resnet110"]
     assert set(list_models("vgg16*")) == {"vgg16", "vgg16_bn"}
-    assert len(list_models()) >= 40
+    assert list_models("vgg_fm*") == ["vgg_fm", "vgg_fm_small"]
+    assert len(list_models()) >= 43
+
+
+def test_each_name_is_written_out_in_the_source():
+    """timm style, greppable: model X is built by a decorated `def X(` in zoo/, never a name
+    made up in a loop."""
+    src = "".join(p.read_text() for p in Path(registry.__file__).parent.glob("*.py"))
+    defined = re.findall(r"^@register_model\((?:[^@]|\n)*?^def (\w+)\(", src, re.M)
+    assert sorted(defined) == sorted(list_models())
+
+
+def test_own_models_join_the_zoo_and_names_register_once():
+    # a fresh process, so the user's model is registered before the zoo has loaded
+    code = textwrap.dedent("""
+        from svertka.spec import Conv2d, Network, seq
+        from svertka.zoo import Reference, list_models, register_model
+
+        @register_model(family="mine", input_shape=(1, 8, 8), num_classes=2, description="mine",
+                        reference=Reference("me"))
+        def my_net(num_classes=2, in_chans=1):
+            return Network("my_net", seq(Conv2d(num_classes, 8)), (in_chans, 8, 8), num_classes)
+
+        try:
+            register_model(family="vgg", description="again", reference=Reference("me"))(my_net)
+        except ValueError as e:
+            print(e)
+        print(len(list_models()), list_models("my_*"), "vgg16" in list_models())
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.splitlines() == ["model my_net registered twice",
+                                f"{len(list_models()) + 1} ['my_net'] True"]
 
 
 def test_unknown_model_suggests():

@@ -25,7 +25,7 @@ def parse_shape(text: str) -> tuple[int, int, int]:
 
 def load_model_spec(name_or_path: str, num_classes=None, in_chans=None):
     """A zoo name, a training net (cnn2, vgg_fm, ...) or a JSON network file."""
-    from .train.nets import resolve_model
+    from .zoo import resolve_model
 
     return resolve_model(name_or_path, num_classes=num_classes, in_chans=in_chans)
 

@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DataError, UsageError, WeightsError
+from ..zoo import resolve_model
 from .checkpoint import read_checkpoint
 from .config import TrainConfig
-from .nets import resolve_model
 
 
 class Loaded:

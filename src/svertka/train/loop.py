@@ -21,10 +21,10 @@ import numpy as np
 from ..errors import UsageError, WeightsError
 from ..fileio import atomic_write_text
 from ..sysload import OtherLoad
+from ..zoo import resolve_model
 from .backends import make_adapter
 from .checkpoint import read_checkpoint, save_checkpoint, write_metrics
 from .config import TrainConfig
-from .nets import resolve_model
 from .schedule import Schedule
 
 

@@ -1,4 +1,7 @@
-"""The architecture zoo: create_model / list_models, as in timm."""
-from .registry import ModelEntry, Reference, create_model, get_entry, list_models
+"""The architecture zoo: create_model / list_models, as in timm, and
+resolve_model for what a user types (a zoo name or a JSON network file)."""
+from .registry import ModelEntry, Reference, create_model, get_entry, list_models, register_model
+from .resolve import resolve_model
 
-__all__ = ["ModelEntry", "Reference", "create_model", "get_entry", "list_models"]
+__all__ = ["ModelEntry", "Reference", "create_model", "get_entry", "list_models", "register_model",
+           "resolve_model"]

@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 from ..spec.nodes import (
-    AdaptiveAvgPool2d, Conv2d, Dropout, Flatten, Linear, LocalResponseNorm, MaxPool2d, ReLU,
-    Sequential, seq,
+    AdaptiveAvgPool2d, Conv2d, Dropout, Flatten, Linear, LocalResponseNorm, MaxPool2d, Network,
+    ReLU, Sequential, seq,
 )
 from .common import imagenet
-from .registry import Reference, register
+from .registry import Reference, register_model
+
+TV = "torchvision.models (IMAGENET1K_V1 weights metadata)"
 
 
 def _classifier(num_classes, order):
@@ -16,6 +18,8 @@ def _classifier(num_classes, order):
     return seq(*fc(), Dropout(0.5), *fc(), Dropout(0.5), Linear(num_classes))
 
 
+@register_model(family="alexnet", description="torchvision AlexNet, 64-192-384-256-256",
+                reference=Reference(TV, params=61_100_840, macs=714_188_480, top1=56.522))
 def alexnet(num_classes=1000, in_chans=3) -> Network:
     """torchvision's AlexNet (64-192-384-256-256, after Krizhevsky 2014's 'one weird trick')."""
     features = seq(
@@ -30,6 +34,11 @@ def alexnet(num_classes=1000, in_chans=3) -> Network:
     return imagenet("alexnet", root, 224, num_classes, in_chans)
 
 
+@register_model(family="alexnet", input_shape=(3, 227, 227),
+                description="AlexNet as in the 2012 paper: 96-256-384-384-256, groups=2, LRN",
+                reference=Reference("Krizhevsky et al. 2012, ImageNet classification with deep "
+                                    "CNNs (lecture: 60M parameters)", params=60_965_224, top1=59.3,
+                                    notes="top-1 error 40.7% for one CNN"))
 def alexnet_2012(num_classes=1000, in_chans=3) -> Network:
     """Krizhevsky, Sutskever, Hinton 2012: 96-256-384-384-256 with the two-GPU
     split kept as groups=2 on conv2, conv4 and conv5, LRN after conv1 and conv2,
@@ -46,13 +55,3 @@ def alexnet_2012(num_classes=1000, in_chans=3) -> Network:
                             classifier=_classifier(num_classes, "paper"))
     return imagenet("alexnet_2012", root, 227, num_classes, in_chans)
 
-
-TV = "torchvision.models (IMAGENET1K_V1 weights metadata)"
-register("alexnet", alexnet, family="alexnet", input_shape=(3, 224, 224),
-         description="torchvision AlexNet, 64-192-384-256-256",
-         reference=Reference(TV, params=61_100_840, macs=714_188_480, top1=56.522))
-register("alexnet_2012", alexnet_2012, family="alexnet", input_shape=(3, 227, 227),
-         description="AlexNet as in the 2012 paper: 96-256-384-384-256, groups=2, LRN",
-         reference=Reference("Krizhevsky et al. 2012, ImageNet classification with deep CNNs "
-                             "(lecture: 60M parameters)", params=60_965_224, top1=59.3,
-                             notes="top-1 error 40.7% for one CNN"))

@@ -5,6 +5,7 @@ from ..spec.nodes import BatchNorm2d, Conv2d, Network, Node, Sequential
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+FASHION_MEAN, FASHION_STD = (0.2860,), (0.3530,)  # one grey channel
 
 
 def conv_bn_act(out: int, k: int, stride: int = 1, groups: int = 1, act: Node | None = None,
@@ -31,3 +32,9 @@ def make_divisible(v: float, divisor: int = 8, min_value: int | None = None) -> 
 def imagenet(name: str, root: Node, size: int, num_classes: int, in_chans: int, **meta) -> Network:
     return Network(name, root, (in_chans, size, size), num_classes, IMAGENET_MEAN, IMAGENET_STD, meta)
 
+
+
+def fashion_mnist(name: str, root: Node, num_classes: int, in_chans: int, size: int = 28) -> Network:
+    """A net for 28x28 Fashion-MNIST; the grey mean/std repeat on every input channel."""
+    return Network(name, root, (in_chans, size, size), num_classes, FASHION_MEAN * in_chans,
+                   FASHION_STD * in_chans)

@@ -12,7 +12,7 @@ from ..spec.nodes import (
     MaxPool2d, ReLU, Sequential, seq,
 )
 from .common import imagenet
-from .registry import Reference, register
+from .registry import Reference, register_model
 
 # in Table 1 order: #1x1, #3x3 reduce, #3x3, #5x5 reduce, #5x5, pool proj
 INCEPTION = {
@@ -60,25 +60,24 @@ def _googlenet(paper: bool, num_classes: int, in_chans: int):
                     num_classes, in_chans)
 
 
+@register_model(family="googlenet",
+                description="torchvision GoogLeNet: BN, no biases, 3x3 in the '5x5' branch; "
+                            "no aux heads",
+                reference=Reference("torchvision.models (IMAGENET1K_V1 weights metadata)",
+                                    params=6_624_904, macs=1_498_376_192, top1=69.778,
+                                    notes="13,004,888 params with the two auxiliary heads"))
 def googlenet(num_classes=1000, in_chans=3):
     return _googlenet(False, num_classes, in_chans)
 
 
+@register_model(family="googlenet",
+                description="GoogLeNet as in the paper: true 5x5 branch, biases, LRN, no BN",
+                reference=Reference("Szegedy et al. 2014, Going deeper with convolutions; MobileNet "
+                                    "paper Table 8: 1550M mult-adds, 6.8M params, 69.8% top-1",
+                                    params=6_998_552, macs=1_582_671_872, top1=69.8,
+                                    paper_params=6.8e6, paper_macs=1550e6))
 def googlenet_2014(num_classes=1000, in_chans=3):
     return _googlenet(True, num_classes, in_chans)
-
-
-register("googlenet", googlenet, family="googlenet", input_shape=(3, 224, 224),
-         description="torchvision GoogLeNet: BN, no biases, 3x3 in the '5x5' branch; no aux heads",
-         reference=Reference("torchvision.models (IMAGENET1K_V1 weights metadata)",
-                             params=6_624_904, macs=1_498_376_192, top1=69.778,
-                             notes="13,004,888 params with the two auxiliary heads"))
-register("googlenet_2014", googlenet_2014, family="googlenet", input_shape=(3, 224, 224),
-         description="GoogLeNet as in the paper: true 5x5 branch, biases, LRN, no BN",
-         reference=Reference("Szegedy et al. 2014, Going deeper with convolutions; MobileNet "
-                             "paper Table 8: 1550M mult-adds, 6.8M params, 69.8% top-1",
-                             params=6_998_552, macs=1_582_671_872, top1=69.8,
-                             paper_params=6.8e6, paper_macs=1550e6))
 
 
 def aux_heads(num_classes=1000) -> dict:

@@ -5,11 +5,15 @@ from ..spec.nodes import (
     Concat, Conv2d, Flatten, Linear, MaxPool2d, Network, RBFOutput, ReLU, ScaledTanh,
     SelectChannels, Sequential, Subsample, seq,
 )
-from .registry import Reference, register
+from .common import fashion_mnist
+from .registry import Reference, register_model
 
-FASHION_MEAN, FASHION_STD = (0.2860,), (0.3530,)
 
-
+@register_model(family="lenet", input_shape=(1, 28, 28), num_classes=10,
+                description="LeNet-5 as taught today: ReLU, max-pool, 6-16 conv, 120-84-10",
+                reference=Reference("LeCun et al. 1998 (lecture: ~60k parameters)", params=61_706,
+                                    macs=416_520, dataset="Fashion-MNIST",
+                                    notes="61,706 = conv 156 + 2,416, fc 48,120 + 10,164 + 850"))
 def lenet5(num_classes=10, in_chans=1, input_size=28) -> Network:
     """ReLU + max-pool LeNet-5 (6-16 channels, 120-84 classifier). A 28x28
     input is padded by 2 in conv1 so the layer sizes equal the 32x32 original."""
@@ -22,8 +26,7 @@ def lenet5(num_classes=10, in_chans=1, input_size=28) -> Network:
         flatten=Flatten(),
         classifier=seq(Linear(120), ReLU(), Linear(84), ReLU(), Linear(num_classes)),
     )
-    return Network("lenet5", root, (in_chans, input_size, input_size), num_classes,
-                   FASHION_MEAN * in_chans, FASHION_STD * in_chans)
+    return fashion_mnist("lenet5", root, num_classes, in_chans, input_size)
 
 
 # LeCun et al. 1998, Table I: which S2 maps each C3 map reads.
@@ -34,6 +37,14 @@ C3_TABLE = (
 )
 
 
+@register_model(family="lenet", input_shape=(1, 32, 32), num_classes=10,
+                description="LeNet-5 as published: C3 connection table, trainable subsampling, "
+                            "RBF output",
+                reference=Reference("LeCun, Bottou, Bengio, Haffner 1998, Gradient-based learning "
+                                    "applied to document recognition, Sec. II-B", params=60_000,
+                                    top1=99.05, dataset="MNIST",
+                                    notes="C1 156, S2 12, C3 1,516, S4 32, C5 48,120, F6 10,164; "
+                                          "0.95% test error"))
 def lenet5_1998(num_classes=10, in_chans=1) -> Network:
     """As published: scaled tanh, trainable subsampling (S2, S4), C3's partial
     connection table (60 of 96 connections), Euclidean RBF outputs with fixed
@@ -52,16 +63,3 @@ def lenet5_1998(num_classes=10, in_chans=1) -> Network:
     )
     return Network("lenet5_1998", root, (in_chans, 32, 32), num_classes, (0.1307,), (0.3081,))
 
-
-register("lenet5", lenet5, family="lenet", input_shape=(1, 28, 28), num_classes=10,
-         description="LeNet-5 as taught today: ReLU, max-pool, 6-16 conv, 120-84-10",
-         reference=Reference("LeCun et al. 1998 (lecture: ~60k parameters)", params=61_706,
-                             macs=416_520, dataset="Fashion-MNIST",
-                             notes="61,706 = conv 156 + 2,416, fc 48,120 + 10,164 + 850"))
-register("lenet5_1998", lenet5_1998, family="lenet", input_shape=(1, 32, 32), num_classes=10,
-         description="LeNet-5 as published: C3 connection table, trainable subsampling, RBF output",
-         reference=Reference("LeCun, Bottou, Bengio, Haffner 1998, Gradient-based learning "
-                             "applied to document recognition, Sec. II-B", params=60_000,
-                             top1=99.05, dataset="MNIST",
-                             notes="C1 156, S2 12, C3 1,516, S4 32, C5 48,120, F6 10,164; "
-                                   "0.95% test error"))

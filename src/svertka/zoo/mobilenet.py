@@ -2,18 +2,18 @@
 from __future__ import annotations
 
 from ..spec.nodes import (
-    AdaptiveAvgPool2d, Dropout, Flatten, Linear, ReLU, ReLU6, Residual, Sequential, seq,
-    BatchNorm2d, Conv2d,
+    AdaptiveAvgPool2d, BatchNorm2d, Conv2d, Dropout, Flatten, Linear, Network, ReLU, ReLU6,
+    Residual, Sequential, seq,
 )
 from .common import conv_bn_act, imagenet, make_divisible
-from .registry import Reference, register
+from .registry import Reference, register_model
 
 # (output channels, stride) of each depthwise-separable block, Table 1
 V1_BLOCKS = [(64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (512, 2)] + [(512, 1)] * 5 + \
             [(1024, 2), (1024, 1)]
 
 
-def mobilenet_v1(width: float = 1.0, num_classes=1000, in_chans=3):
+def _mobilenet_v1(width: float = 1.0, num_classes=1000, in_chans=3) -> Network:
     """Each block: 3x3 depthwise conv + BN + ReLU, then 1x1 pointwise conv + BN + ReLU."""
     c = lambda ch: int(ch * width)  # noqa: E731  (the paper's alpha; all widths stay whole)
     layers, cin = [conv_bn_act(c(32), 3, 2, act=ReLU())], c(32)
@@ -42,7 +42,7 @@ def inverted_residual(cin: int, out: int, stride: int, t: int):
     return Sequential.named(conv=body)
 
 
-def mobilenet_v2(width: float = 1.0, num_classes=1000, in_chans=3):
+def _mobilenet_v2(width: float = 1.0, num_classes=1000, in_chans=3) -> Network:
     cin = make_divisible(32 * width)
     last = make_divisible(1280 * max(1.0, width))
     features = [conv_bn_act(cin, 3, 2, act=ReLU6())]
@@ -57,19 +57,40 @@ def mobilenet_v2(width: float = 1.0, num_classes=1000, in_chans=3):
     return imagenet("mobilenet_v2", root, 224, num_classes, in_chans)
 
 
-_V1_PAPER = "Howard et al. 2017, MobileNets, Tables 6 and 8"
-register("mobilenet_v1", mobilenet_v1, family="mobilenet", input_shape=(3, 224, 224),
-         description="MobileNet v1, width 1.0, BN after every conv (as timm's mobilenetv1_100)",
-         reference=Reference(_V1_PAPER, params=4.2e6, macs=569e6, top1=70.6, exact=False,
-                             notes="4,231,976 with BN (timm mobilenetv1_100); conv+FC alone "
-                                   "4,210,088"))
-for _w, (_m, _p, _t) in {0.75: (325e6, 2.6e6, 68.4), 0.5: (149e6, 1.3e6, 63.7),
-                         0.25: (41e6, 0.5e6, 50.6)}.items():
-    register(f"mobilenet_v1_{int(_w * 100):03d}", mobilenet_v1, family="mobilenet",
-             input_shape=(3, 224, 224), description=f"MobileNet v1, width multiplier {_w}",
-             reference=Reference(_V1_PAPER, params=_p, macs=_m, top1=_t, exact=False),
-             width=_w)
-register("mobilenet_v2", mobilenet_v2, family="mobilenet", input_shape=(3, 224, 224),
-         description="MobileNet v2 (torchvision): inverted residuals, linear bottlenecks",
-         reference=Reference("torchvision.models (IMAGENET1K_V1 weights metadata)",
-                             params=3_504_872, macs=300_774_272, top1=71.878))
+
+TV = "torchvision.models (IMAGENET1K_V1 weights metadata)"
+V1_PAPER = "Howard et al. 2017, MobileNets, Tables 6 and 8"
+
+
+@register_model(family="mobilenet",
+                description="MobileNet v1, width 1.0, BN after every conv (as timm's mobilenetv1_100)",
+                reference=Reference(V1_PAPER, params=4.2e6, macs=569e6, top1=70.6, exact=False,
+                                    notes="4,231,976 with BN (timm mobilenetv1_100); conv+FC alone "
+                                          "4,210,088"))
+def mobilenet_v1(**kw):
+    return _mobilenet_v1(**kw)
+
+
+@register_model(family="mobilenet", description="MobileNet v1, width multiplier 0.75",
+                reference=Reference(V1_PAPER, params=2.6e6, macs=325e6, top1=68.4, exact=False))
+def mobilenet_v1_075(**kw):
+    return _mobilenet_v1(width=0.75, **kw)
+
+
+@register_model(family="mobilenet", description="MobileNet v1, width multiplier 0.5",
+                reference=Reference(V1_PAPER, params=1.3e6, macs=149e6, top1=63.7, exact=False))
+def mobilenet_v1_050(**kw):
+    return _mobilenet_v1(width=0.5, **kw)
+
+
+@register_model(family="mobilenet", description="MobileNet v1, width multiplier 0.25",
+                reference=Reference(V1_PAPER, params=0.5e6, macs=41e6, top1=50.6, exact=False))
+def mobilenet_v1_025(**kw):
+    return _mobilenet_v1(width=0.25, **kw)
+
+
+@register_model(family="mobilenet",
+                description="MobileNet v2 (torchvision): inverted residuals, linear bottlenecks",
+                reference=Reference(TV, params=3_504_872, macs=300_774_272, top1=71.878))
+def mobilenet_v2(**kw):
+    return _mobilenet_v2(**kw)

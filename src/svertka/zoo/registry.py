@@ -1,11 +1,12 @@
 """The model registry: create_model(name, num_classes=..., in_chans=...) and
-list_models("resnet*"), as in timm. Each entry carries its reference numbers
-(params, MACs, top-1) and where they come from."""
+list_models("resnet*"), as in timm. Each model is one small function decorated
+with ``@register_model``; its entry carries the reference numbers (params, MACs,
+top-1) and where they come from."""
 from __future__ import annotations
 
 import difflib
 import fnmatch
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
 from ..errors import UnknownModelError, UsageError
@@ -41,23 +42,34 @@ class ModelEntry:
     num_classes: int
     reference: Reference
     description: str
-    kwargs: dict = field(default_factory=dict)
 
 
 _REGISTRY: dict[str, ModelEntry] = {}
+_loaded = False
 
 
-def register(name: str, builder, *, family: str, input_shape, num_classes: int = 1000,
-             reference: Reference, description: str, **kwargs) -> None:
-    if name in _REGISTRY:
-        raise ValueError(f"model {name} registered twice")
-    _REGISTRY[name] = ModelEntry(name, builder, family, tuple(input_shape), num_classes,
-                                 reference, description, kwargs)
+def register_model(*, family: str, input_shape=(3, 224, 224), num_classes: int = 1000,
+                   reference: Reference, description: str):
+    """Register the decorated function under its own name, as timm's
+    ``@register_model`` does, with the model's default input and reference
+    figures written beside it. The function takes ``num_classes``, ``in_chans``
+    and the family builder's options, and returns the spec."""
+    def decorate(builder):
+        _ensure_loaded()  # a model registered from outside the zoo must not shadow it
+        name = builder.__name__
+        if name in _REGISTRY:
+            raise ValueError(f"model {name} registered twice")
+        _REGISTRY[name] = ModelEntry(name, builder, family, tuple(input_shape), num_classes,
+                                     reference, description)
+        return builder
+    return decorate
 
 
 def _ensure_loaded():
-    if not _REGISTRY:
-        from . import alexnet, efficientnet, googlenet, lenet, mobilenet, resnet, vgg  # noqa: F401
+    global _loaded
+    if not _loaded:
+        _loaded = True  # first: the family modules call register_model while they load
+        from . import alexnet, efficientnet, googlenet, lenet, mobilenet, resnet, small, vgg  # noqa: F401
 
 
 def list_models(pattern: str = "*") -> list[str]:
@@ -85,9 +97,8 @@ def create_model(name: str, num_classes: int | None = None, in_chans: int | None
             raise UsageError(f"{label} must be a positive integer, got {v!r}")
     c, h, w = entry.input_shape
     nc = num_classes or entry.num_classes
-    args = {**entry.kwargs, **kwargs}
     try:
-        net = entry.builder(num_classes=nc, in_chans=in_chans or c, **args)
+        net = entry.builder(num_classes=nc, in_chans=in_chans or c, **kwargs)
     except TypeError as e:
         raise UsageError(f"{name}: bad option ({e})") from None
     net.name = name

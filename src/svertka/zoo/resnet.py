@@ -8,7 +8,7 @@ from ..spec.nodes import (
     Sequential, ShortcutA,
 )
 from .common import imagenet
-from .registry import Reference, register
+from .registry import Reference, register_model
 
 
 def basic_block(out: int, stride: int, downsample) -> Residual:
@@ -27,10 +27,10 @@ def bottleneck(width: int, stride: int, downsample, stride_in_1x1: bool = False)
     return Residual(body, shortcut=downsample, post=ReLU())
 
 
-def resnet(layers, block="basic", v1=False, num_classes=1000, in_chans=3, name="resnet"):
+def resnet(layers, block="basic", v1=False, num_classes=1000, in_chans=3, name="resnet") -> Network:
     expansion = 1 if block == "basic" else 4
     stages, inplanes = [], 64
-    for i, (width, blocks) in enumerate(zip((64, 128, 256, 512), layers)):
+    for i, (width, blocks) in enumerate(zip((64, 128, 256, 512), layers, strict=True)):
         stride = 1 if i == 0 else 2
         stage = []
         for b in range(blocks):
@@ -76,36 +76,99 @@ def resnet_cifar(depth: int, num_classes=10, in_chans=3) -> Network:
                    (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))
 
 
+
 TV = "torchvision.models (IMAGENET1K_V1 weights metadata)"
-_IMAGENET = {  # depth: block, layers, params, MACs, top-1
-    18: ("basic", (2, 2, 2, 2), 11_689_512, 1_814_073_344, 69.758),
-    34: ("basic", (3, 4, 6, 3), 21_797_672, 3_663_761_408, 73.314),
-    50: ("bottleneck", (3, 4, 6, 3), 25_557_032, 4_089_184_256, 76.130),
-    101: ("bottleneck", (3, 4, 23, 3), 44_549_160, 7_801_405_440, 77.374),
-    152: ("bottleneck", (3, 8, 36, 3), 60_192_808, 11_513_626_624, 78.312),
-}
-for _d, (_blk, _layers, _p, _m, _t) in _IMAGENET.items():
-    register(f"resnet{_d}", resnet, family="resnet", input_shape=(3, 224, 224),
-             description=f"ResNet-{_d} (torchvision; v1.5: stride in the 3x3 conv)"
-             if _blk == "bottleneck" else f"ResNet-{_d}",
-             reference=Reference(TV, params=_p, macs=_m, top1=_t,
-                                 notes="lecture: ResNet ~26M parameters" if _d == 50 else ""),
-             layers=_layers, block=_blk)
-_PAPER_GFLOPS = {50: 3.8, 101: 7.6, 152: 11.3}
-for _d, _g in _PAPER_GFLOPS.items():
-    _blk, _layers, _p = _IMAGENET[_d][:3]
-    register(f"resnet{_d}_v1", resnet, family="resnet", input_shape=(3, 224, 224),
-             description=f"ResNet-{_d} as in the paper: stride 2 in the first 1x1 conv",
-             reference=Reference("He et al. 2015, Deep residual learning, Table 1 ('FLOPs' "
-                                 "there are multiply-adds)", params=_p, macs=_g * 1e9,
-                                 exact=False),
-             layers=_layers, block=_blk, v1=True)
-_CIFAR = {20: (0.27e6, 8.75), 32: (0.46e6, 7.51), 44: (0.66e6, 7.17), 56: (0.85e6, 6.97),
-          110: (1.7e6, 6.43)}
-for _d, (_p, _err) in _CIFAR.items():
-    register(f"resnet{_d}", resnet_cifar, family="resnet_cifar", input_shape=(3, 32, 32),
-             num_classes=10, description=f"ResNet-{_d} for CIFAR-10 (option-A shortcuts)",
-             reference=Reference("He et al. 2015, Sec. 4.2 and Table 6", params=_p,
-                                 top1=round(100 - _err, 2), dataset="CIFAR-10", exact=False,
-                                 notes=f"{_err}% test error"),
-             depth=_d)
+PAPER = "He et al. 2015, Deep residual learning, Table 1 ('FLOPs' there are multiply-adds)"
+CIFAR = "He et al. 2015, Sec. 4.2 and Table 6"
+
+
+@register_model(family="resnet", description="ResNet-18",
+                reference=Reference(TV, params=11_689_512, macs=1_814_073_344, top1=69.758))
+def resnet18(**kw):
+    return resnet((2, 2, 2, 2), "basic", **kw)
+
+
+@register_model(family="resnet", description="ResNet-34",
+                reference=Reference(TV, params=21_797_672, macs=3_663_761_408, top1=73.314))
+def resnet34(**kw):
+    return resnet((3, 4, 6, 3), "basic", **kw)
+
+
+@register_model(family="resnet", description="ResNet-50 (torchvision; v1.5: stride in the 3x3 conv)",
+                reference=Reference(TV, params=25_557_032, macs=4_089_184_256, top1=76.130,
+                                    notes="lecture: ResNet ~26M parameters"))
+def resnet50(**kw):
+    return resnet((3, 4, 6, 3), "bottleneck", **kw)
+
+
+@register_model(family="resnet", description="ResNet-101 (torchvision; v1.5: stride in the 3x3 conv)",
+                reference=Reference(TV, params=44_549_160, macs=7_801_405_440, top1=77.374))
+def resnet101(**kw):
+    return resnet((3, 4, 23, 3), "bottleneck", **kw)
+
+
+@register_model(family="resnet", description="ResNet-152 (torchvision; v1.5: stride in the 3x3 conv)",
+                reference=Reference(TV, params=60_192_808, macs=11_513_626_624, top1=78.312))
+def resnet152(**kw):
+    return resnet((3, 8, 36, 3), "bottleneck", **kw)
+
+
+@register_model(family="resnet",
+                description="ResNet-50 as in the paper: stride 2 in the first 1x1 conv",
+                reference=Reference(PAPER, params=25_557_032, macs=3.8e9, exact=False))
+def resnet50_v1(**kw):
+    return resnet((3, 4, 6, 3), "bottleneck", v1=True, **kw)
+
+
+@register_model(family="resnet",
+                description="ResNet-101 as in the paper: stride 2 in the first 1x1 conv",
+                reference=Reference(PAPER, params=44_549_160, macs=7.6e9, exact=False))
+def resnet101_v1(**kw):
+    return resnet((3, 4, 23, 3), "bottleneck", v1=True, **kw)
+
+
+@register_model(family="resnet",
+                description="ResNet-152 as in the paper: stride 2 in the first 1x1 conv",
+                reference=Reference(PAPER, params=60_192_808, macs=11.3e9, exact=False))
+def resnet152_v1(**kw):
+    return resnet((3, 8, 36, 3), "bottleneck", v1=True, **kw)
+
+
+@register_model(family="resnet_cifar", input_shape=(3, 32, 32), num_classes=10,
+                description="ResNet-20 for CIFAR-10 (option-A shortcuts)",
+                reference=Reference(CIFAR, params=0.27e6, top1=91.25, dataset="CIFAR-10",
+                                    exact=False, notes="8.75% test error"))
+def resnet20(**kw):
+    return resnet_cifar(20, **kw)
+
+
+@register_model(family="resnet_cifar", input_shape=(3, 32, 32), num_classes=10,
+                description="ResNet-32 for CIFAR-10 (option-A shortcuts)",
+                reference=Reference(CIFAR, params=0.46e6, top1=92.49, dataset="CIFAR-10",
+                                    exact=False, notes="7.51% test error"))
+def resnet32(**kw):
+    return resnet_cifar(32, **kw)
+
+
+@register_model(family="resnet_cifar", input_shape=(3, 32, 32), num_classes=10,
+                description="ResNet-44 for CIFAR-10 (option-A shortcuts)",
+                reference=Reference(CIFAR, params=0.66e6, top1=92.83, dataset="CIFAR-10",
+                                    exact=False, notes="7.17% test error"))
+def resnet44(**kw):
+    return resnet_cifar(44, **kw)
+
+
+@register_model(family="resnet_cifar", input_shape=(3, 32, 32), num_classes=10,
+                description="ResNet-56 for CIFAR-10 (option-A shortcuts)",
+                reference=Reference(CIFAR, params=0.85e6, top1=93.03, dataset="CIFAR-10",
+                                    exact=False, notes="6.97% test error"))
+def resnet56(**kw):
+    return resnet_cifar(56, **kw)
+
+
+@register_model(family="resnet_cifar", input_shape=(3, 32, 32), num_classes=10,
+                description="ResNet-110 for CIFAR-10 (option-A shortcuts)",
+                reference=Reference(CIFAR, params=1.7e6, top1=93.57, dataset="CIFAR-10",
+                                    exact=False, notes="6.43% test error"))
+def resnet110(**kw):
+    return resnet_cifar(110, **kw)

@@ -3,10 +3,10 @@ from __future__ import annotations
 
 from ..spec.nodes import (
     AdaptiveAvgPool2d, BatchNorm2d, Conv2d, Dropout, Flatten, Linear, MaxPool2d, ReLU,
-    Sequential, seq,
+    Network, Sequential, seq,
 )
 from .common import imagenet
-from .registry import Reference, register
+from .registry import Reference, register_model
 
 CONFIGS = {  # numbers are 3x3 conv widths, "M" a 2x2 max-pool
     11: [64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"],
@@ -17,7 +17,7 @@ CONFIGS = {  # numbers are 3x3 conv widths, "M" a 2x2 max-pool
 }
 
 
-def vgg(depth: int, batch_norm: bool = False, num_classes=1000, in_chans=3):
+def vgg(depth: int, batch_norm: bool = False, num_classes=1000, in_chans=3) -> Network:
     layers = []
     for v in CONFIGS[depth]:
         if v == "M":
@@ -32,20 +32,57 @@ def vgg(depth: int, batch_norm: bool = False, num_classes=1000, in_chans=3):
     return imagenet(f"vgg{depth}{'_bn' if batch_norm else ''}", root, 224, num_classes, in_chans)
 
 
-_FIGURES = {  # torchvision: params, MACs (same with BN), top-1 without / with BN
-    11: (132_863_336, 132_868_840, 7_609_090_048, 69.020, 70.370),
-    13: (133_047_848, 133_053_736, 11_308_466_176, 69.928, 71.586),
-    16: (138_357_544, 138_365_992, 15_470_264_320, 71.592, 73.360),
-    19: (143_667_240, 143_678_248, 19_632_062_464, 72.376, 74.218),
-}
-for _d, (_p, _pbn, _macs, _top, _topbn) in _FIGURES.items():
-    for _bn, _params, _t in ((False, _p, _top), (True, _pbn, _topbn)):
-        register(f"vgg{_d}{'_bn' if _bn else ''}", vgg, family="vgg", input_shape=(3, 224, 224),
-                 description=f"VGG-{_d}{' with BatchNorm' if _bn else ''}",
-                 reference=Reference("torchvision.models (IMAGENET1K_V1 weights metadata)",
-                                     params=_params, macs=_macs, top1=_t,
-                                     paper_params=138e6 if (_d, _bn) == (16, False) else None,
-                                     paper_macs=15300e6 if (_d, _bn) == (16, False) else None,
-                                     notes="lecture / MobileNet paper: VGG-16 138M params, "
-                                           "15,300M mult-adds" if _d == 16 else ""),
-                 depth=_d, batch_norm=_bn)
+
+TV = "torchvision.models (IMAGENET1K_V1 weights metadata)"
+LECTURE = "lecture / MobileNet paper: VGG-16 138M params, 15,300M mult-adds"
+# torchvision's MACs are the same with and without BatchNorm
+
+
+@register_model(family="vgg", description="VGG-11",
+                reference=Reference(TV, params=132_863_336, macs=7_609_090_048, top1=69.020))
+def vgg11(**kw):
+    return vgg(11, **kw)
+
+
+@register_model(family="vgg", description="VGG-11 with BatchNorm",
+                reference=Reference(TV, params=132_868_840, macs=7_609_090_048, top1=70.370))
+def vgg11_bn(**kw):
+    return vgg(11, batch_norm=True, **kw)
+
+
+@register_model(family="vgg", description="VGG-13",
+                reference=Reference(TV, params=133_047_848, macs=11_308_466_176, top1=69.928))
+def vgg13(**kw):
+    return vgg(13, **kw)
+
+
+@register_model(family="vgg", description="VGG-13 with BatchNorm",
+                reference=Reference(TV, params=133_053_736, macs=11_308_466_176, top1=71.586))
+def vgg13_bn(**kw):
+    return vgg(13, batch_norm=True, **kw)
+
+
+@register_model(family="vgg", description="VGG-16",
+                reference=Reference(TV, params=138_357_544, macs=15_470_264_320, top1=71.592,
+                                    paper_params=138e6, paper_macs=15300e6, notes=LECTURE))
+def vgg16(**kw):
+    return vgg(16, **kw)
+
+
+@register_model(family="vgg", description="VGG-16 with BatchNorm",
+                reference=Reference(TV, params=138_365_992, macs=15_470_264_320, top1=73.360,
+                                    notes=LECTURE))
+def vgg16_bn(**kw):
+    return vgg(16, batch_norm=True, **kw)
+
+
+@register_model(family="vgg", description="VGG-19",
+                reference=Reference(TV, params=143_667_240, macs=19_632_062_464, top1=72.376))
+def vgg19(**kw):
+    return vgg(19, **kw)
+
+
+@register_model(family="vgg", description="VGG-19 with BatchNorm",
+                reference=Reference(TV, params=143_678_248, macs=19_632_062_464, top1=74.218))
+def vgg19_bn(**kw):
+    return vgg(19, batch_norm=True, **kw)

@@ -1,0 +1,25 @@
+"""What a user types for a model (`svertka summary/rf/train/eval --model`) turned
+into a spec: a zoo name or a JSON network file."""
+from __future__ import annotations
+
+import os
+
+from ..errors import UsageError
+from ..spec import load_network
+from ..spec.nodes import Network
+from .registry import create_model
+
+
+def resolve_model(name: str, num_classes: int | None = None, in_chans: int | None = None,
+                  input_size: int | None = None) -> Network:
+    """A spec from a zoo name (list them with `svertka models`) or a JSON network file.
+
+    A zoo model is adapted to the data: ``num_classes`` and ``in_chans`` change its
+    head and stem, ``input_size`` its input side (shapes are inferred from it). A
+    JSON file is taken as written; it must have ``num_classes`` classes."""
+    if name.endswith(".json") or os.path.sep in name:
+        net = load_network(name)
+        if num_classes and net.num_classes != num_classes:
+            raise UsageError(f"{name} has {net.num_classes} classes but the data has {num_classes}")
+        return net
+    return create_model(name, num_classes=num_classes, in_chans=in_chans, input_size=input_size)
