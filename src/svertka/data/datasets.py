@@ -247,8 +247,8 @@ def load_dataset(
     """
     info = get_info(name)
     if root is not None and not Path(root).expanduser().is_dir():  # never fall back to another copy unasked
-        raise DataError(f"--root {root}: no such folder; pass the folder that holds the {info.name} files "
-                        f"(or drop --root to use {cache_dir()})")
+        raise DataError(f"--root {root}: no such folder; pass the folder that holds the {info.name} files, "
+                        f"or create it to download them there")
     if split not in SPLITS:
         raise UsageError(f"unknown split {split!r}; use one of {', '.join(SPLITS)}")
     if split == "val" and val_fraction <= 0:
