@@ -246,6 +246,8 @@ def load_dataset(
     ``size``/``mode`` only apply to ``imagefolder``.
     """
     info = get_info(name)
+    if root is not None and info.kind == "packaged-idx":
+        raise UsageError(f"{info.name} is packaged with svertka, so --root does not apply; drop it")
     if root is not None and not Path(root).expanduser().is_dir():  # never fall back to another copy unasked
         raise DataError(f"--root {root}: no such folder; pass the folder that holds the {info.name} files, "
                         f"or create it to download them there")

@@ -192,7 +192,7 @@ def cmd_eval(args):
     if args.json:
         print(json.dumps({"top1": r["top1"], "top5": r["top5"], "per_class": r["per_class"], "n": r["n"]}))
         return
-    print(f"{loaded.net.name} on {r['data']} test ({r['n']} images{', flip TTA' if args.tta == 'flip' else ''}): "
+    print(f"{loaded.net.name} on {r['data']} test ({r['n']} images, {loaded.adapter.backend} backend{', flip TTA' if args.tta == 'flip' else ''}): "
           f"top-1 {100 * r['top1']:.2f}%  top-5 {100 * r['top5']:.2f}%")
     width = max(len(c) for c in r["classes"]) if r["classes"] else 5
     print("\nper class:")
