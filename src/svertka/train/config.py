@@ -185,10 +185,10 @@ def check_flags_apply(cfg: TrainConfig, given: set[str]) -> None:
         ("decay_rate", cfg.sched == "step", f"--decay-rate applies to --sched step, not {cfg.sched}"),
         ("min_lr_factor", cfg.sched in ("cosine", "onecycle"),
          f"--min-lr-factor applies to --sched cosine or onecycle, not {cfg.sched}"),
-        ("split_seed", cfg.val_fraction > 0, "--split-seed draws the validation split, and there is none "
-         "(add --val-fraction)"),
-        ("no_decay_norm_bias", cfg.weight_decay > 0, "--(no-)decay-norm-bias chooses what weight decay applies "
-         "to, and --weight-decay is 0"),
+        ("split_seed", cfg.val_fraction > 0,
+         "--split-seed draws the validation split, and there is none (add --val-fraction)"),
+        ("no_decay_norm_bias", cfg.weight_decay > 0,
+         "--(no-)decay-norm-bias chooses what weight decay applies to, and --weight-decay is 0"),
     ]
     for key, applies, message in rules:
         if key in given and not applies:
