@@ -167,7 +167,7 @@ def test_rf_flags_that_do_not_apply(capsys):
 
 
 def test_augment_grid_is_capped(capsys, tmp_path):
-    err = one_line_error(capsys, "augment", "--data", "fashion-mnist-mini", "-n", "100000")
+    err = one_line_error(capsys, "augment", "--data", "fashion-mnist-mini", "-n", "100000", "--out", str(tmp_path / "big.png"))
     assert "at most 256" in err
     out = ok(capsys, "augment", "--data", "fashion-mnist-mini", "-n", "8", "--out", str(tmp_path / "g.png"))
     assert "wrote" in out and (tmp_path / "g.png").read_bytes()[:4] == b"\x89PNG"
