@@ -25,8 +25,9 @@ TINY = ["--data", "fashion-mnist-mini", "--backend", "numpy", "--limit-train", "
 
 @pytest.fixture(autouse=True)
 def _private_cache(tmp_path, monkeypatch):
-    # a finding that came back must not write to the user's cache
+    # a finding that came back must not write to the user's cache, nor runs/ or a PNG into the checkout
     monkeypatch.setenv("SVERTKA_DATA", str(tmp_path / "cache"))
+    monkeypatch.chdir(tmp_path)
 
 
 def one_line_error(capsys, *argv, code=2) -> str:
