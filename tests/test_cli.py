@@ -84,11 +84,14 @@ def test_errors_are_one_line(capsys, argv, needle):
 
 
 def test_parse_shape():
+    # CxHxW, HxW or one size; without C the model's channel count is kept (None here)
     assert parse_shape("3x224x224") == (3, 224, 224)
-    assert parse_shape("28x28") == (3, 28, 28)
+    assert parse_shape("28x28") == (None, 28, 28)
     assert parse_shape("1x28x28") == (1, 28, 28)
-    with pytest.raises(UsageError):
-        parse_shape("a")
+    assert parse_shape("64") == (None, 64, 64)
+    for bad in ("a", "1x2x3x4", "3x", "-3x5", "2.5"):
+        with pytest.raises(UsageError):
+            parse_shape(bad)
 
 
 def test_console_script_runs():

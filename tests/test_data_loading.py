@@ -175,6 +175,7 @@ def test_load_downloads_into_explicit_root(server, fake_fashion, tmp_path):
     for name, (gz, _) in files.items():
         server.files["/" + name] = gz
     set_mirrors(server.url)
+    (tmp_path / "mine").mkdir()  # a --root must exist: a mistyped one is an error, not a new download
     load_dataset("fashion-mnist", root=tmp_path / "mine", split="train")
     assert (tmp_path / "mine" / "fashion-mnist" / "train-images-idx3-ubyte.gz").is_file()
 
@@ -287,6 +288,7 @@ def test_cifar10_download_extract_and_load(server, monkeypatch, tmp_path):
     )
     monkeypatch.setitem(REGISTRY, "cifar10", fake)
     root = tmp_path / "data"
+    root.mkdir()
     train = load_dataset("cifar10", root=root)
     test = load_dataset("cifar10", root=root, split="test")
     assert train.images.shape == (15, 32, 32, 3) and test.images.shape == (3, 32, 32, 3)

@@ -142,7 +142,7 @@ def test_split_seed_pins_the_validation_set():
     assert not np.array_equal(val_images(seed=0), val_images(seed=1))
     np.testing.assert_array_equal(val_images(seed=0), val_images(seed=1, split_seed=0))
     np.testing.assert_array_equal(val_images(seed=3, split_seed=7), val_images(seed=4, split_seed=7))
-    assert make_config({"split_seed": 7}).to_dict()["split_seed"] == 7  # saved, so --resume keeps it
+    assert make_config({"split_seed": 7, "val_fraction": 0.1}).to_dict()["split_seed"] == 7  # saved, so --resume keeps it
 
 
 @pytest.mark.parametrize("Adapter", [TorchAdapter, NumpyAdapter])

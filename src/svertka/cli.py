@@ -9,24 +9,34 @@ import sys
 from .errors import SvertkaError, UsageError
 
 
-def parse_shape(text: str) -> tuple[int, int, int]:
-    """'3x224x224' (or '224', meaning 3x224x224) -> (3, 224, 224)."""
-    m = re.fullmatch(r"\s*(?:(\d+)\s*[xX,]\s*)?(\d+)(?:\s*[xX,]\s*(\d+))?\s*", text or "")
-    if not m:
-        raise UsageError(f"malformed --input {text!r}; write CxHxW, e.g. 3x224x224 or 1x28x28")
-    c, h, w = m.groups()
-    if c is not None and w is None:  # "28x28": H x W
-        c, h, w = None, c, h
-    shape = (int(c) if c else 3, int(h), int(w or h))
-    if min(shape) < 1:
+def parse_shape(text: str) -> tuple[int | None, int, int]:
+    """--input: 'CxHxW' (3x224x224), 'HxW' (224x224) or 'N' (N x N) -> (C, H, W).
+
+    Without C the channel count is the model's, returned here as None."""
+    parts = re.split(r"\s*[xX,]\s*", (text or "").strip())
+    if not 1 <= len(parts) <= 3 or not all(re.fullmatch(r"[0-9]+", p) for p in parts):
+        raise UsageError(f"malformed --input {text!r}; write CxHxW (3x224x224), HxW (224x224) or one size (224)")
+    nums = [int(p) for p in parts]
+    if min(nums) < 1:
         raise UsageError(f"--input {text!r} has a zero size; every dimension must be >= 1")
-    return shape
+    if len(nums) == 1:
+        nums *= 2
+    return tuple(nums) if len(nums) == 3 else (None, *nums)
 
 
 def load_model_spec(name_or_path: str, num_classes=None, in_chans=None):
-    """A zoo name, a training net (cnn2, vgg_fm, ...) or a JSON network file."""
+    """A zoo name (the training nets cnn2, vgg_fm, ... among them), a JSON network
+    file, or a run folder of `svertka train` (its model.json)."""
+    from pathlib import Path
+
     from .zoo import resolve_model
 
+    folder = Path(name_or_path)
+    if folder.is_dir():
+        if not (folder / "model.json").is_file():
+            raise UsageError(f"{name_or_path} is a folder without model.json; pass a zoo name, a network "
+                             f".json file or a run folder of `svertka train`")
+        name_or_path = str(folder / "model.json")
     return resolve_model(name_or_path, num_classes=num_classes, in_chans=in_chans)
 
 
@@ -34,10 +44,24 @@ def _analyze(args, name):
     from .analysis import analyze
 
     net = load_model_spec(name, getattr(args, "num_classes", None))
-    shape = parse_shape(args.input) if getattr(args, "input", None) else None
-    if shape and shape[0] != net.input_shape[0]:
-        net = load_model_spec(name, getattr(args, "num_classes", None), in_chans=shape[0])
-    return analyze(net, shape)
+    if not getattr(args, "input", None):
+        return analyze(net)
+    c, h, w = parse_shape(args.input)
+    model_c = net.input_shape[0]
+    if c is None and h != w and h == model_c:  # "3x224": 3 channels of 224x224, or a 3x224 image?
+        raise UsageError(f"--input {args.input!r} is ambiguous: {h} channels at {w}x{w} is {h}x{w}x{w}, "
+                         f"an image {h} px high is {model_c}x{h}x{w}; write all three numbers")
+    c = model_c if c is None else c
+    if c != model_c:
+        net = load_model_spec(name, getattr(args, "num_classes", None), in_chans=c)
+    return analyze(net, (c, h, w))
+
+
+def _reject(args, names, why):
+    """A flag that does not apply is an error, never silently ignored."""
+    given = [n for n in names if getattr(args, n.lstrip("-").replace("-", "_")) not in (None, False)]
+    if given:
+        raise UsageError(f"{given[0]} {why}; drop it")
 
 
 # ------------------------------------------------------------------------- commands
@@ -68,6 +92,8 @@ def cmd_models(args):
 def cmd_summary(args):
     from .analysis.report import summary_table
 
+    if args.json:
+        _reject(args, ["--depth"], "shapes the table, and --json lists every layer")
     a = _analyze(args, args.model)
     if args.json:
         print(json.dumps(a.as_dict(), indent=1))
@@ -79,6 +105,9 @@ def cmd_rf(args):
     from .analysis import stacked_convs_to_see
 
     if args.model is None:
+        _reject(args, ["--layer", "--input"], "applies to a model's fields (`svertka rf MODEL`)")
+        args.pixels = 100 if args.pixels is None else args.pixels
+        args.kernel = 3 if args.kernel is None else args.kernel
         n = stacked_convs_to_see(args.pixels, args.kernel)
         r = 1 + n * (args.kernel - 1)
         print(f"To see a {args.pixels}x{args.pixels} px cat, one unit needs a receptive field of "
@@ -87,6 +116,8 @@ def cmd_rf(args):
               f"convolutions (r = {r}).\nPooling or strides multiply the growth: that is why CNNs "
               f"downsample.")
         return
+    _reject(args, ["--pixels", "--kernel"], f"belongs to the lecture's question (`svertka rf` without a model), "
+            f"not to {args.model}'s fields")
     a = _analyze(args, args.model)
     layers = [l for l in a.layers[1:]]
     if args.layer:
@@ -109,7 +140,18 @@ def cmd_rf(args):
 
 
 def cmd_params(args):
+    if args.layer == "bn":
+        _reject(args, ["--out", "--kernel", "--groups", "--no-bias"], "does not apply to BatchNorm (only --in)")
+    else:
+        if args.out is None:
+            raise UsageError(f"params {args.layer} needs --out (the output {'channels' if args.layer == 'conv' else 'features'})")
+        if args.layer == "linear":
+            _reject(args, ["--kernel", "--groups"], "does not apply to a linear layer")
     if args.layer == "conv":
+        args.kernel = 3 if args.kernel is None else args.kernel
+        args.groups = 1 if args.groups is None else args.groups
+        if args.inp % args.groups:
+            raise UsageError(f"--in {args.inp} is not divisible by --groups {args.groups}")
         k = args.kernel
         weights = k * k * (args.inp // args.groups) * args.out
         bias = 0 if args.no_bias else args.out
@@ -146,7 +188,24 @@ def cmd_demo(args):
 # --------------------------------------------------------------------------- parser
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Appends "(default: X)" to every flag's help, except where there is nothing
+    to show (None, an on/off switch) or the help already names its default."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if "default" in text or action.default is None or isinstance(action.default, bool):
+            return text
+        return super()._get_help_string(action)
+
+
 class _Parser(argparse.ArgumentParser):
+    def __init__(self, *args, **kwargs):
+        # no prefix matching: timm's --min-lr must not silently become --min-lr-factor
+        kwargs.setdefault("allow_abbrev", False)
+        kwargs.setdefault("formatter_class", _HelpFormatter)
+        super().__init__(*args, **kwargs)
+
     def error(self, message):  # one line, exit 2, as every other user error
         raise UsageError(f"{message} (see `{self.prog} --help`)")
 
@@ -168,36 +227,41 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("models", help="every zoo model: params, MACs, RF, published figures")
     s.add_argument("pattern", nargs="?", default="*", help="wildcard, e.g. 'resnet*'")
-    s.add_argument("--json", action="store_true")
+    s.add_argument("--json", action="store_true", help="print JSON instead of a table")
     s.set_defaults(func=cmd_models)
 
     s = sub.add_parser("summary", help="per-layer table (shapes, params, MACs, RF) of one model")
-    s.add_argument("model", help="zoo name or a JSON network file")
-    s.add_argument("--input", help="CxHxW, e.g. 3x224x224 (default: the model's)")
-    s.add_argument("--num-classes", type=_positive_int)
-    s.add_argument("--depth", type=int, help="show containers at this depth instead of leaves")
-    s.add_argument("--json", action="store_true")
+    s.add_argument("model", help="zoo name, a JSON network file or a run folder")
+    s.add_argument("--input", help="CxHxW (3x224x224), HxW (224x224, the model's channels) or one size (224) "
+                   "(default: the model's)")
+    s.add_argument("--num-classes", type=_positive_int, help="classifier outputs (default: the model's)")
+    s.add_argument("--depth", type=_positive_int, help="show the blocks at this depth (1: top level) instead "
+                   "of every layer (default: every layer)")
+    s.add_argument("--json", action="store_true", help="print JSON (every layer) instead of a table")
     s.set_defaults(func=cmd_summary)
 
     s = sub.add_parser("rf", help="receptive fields: the lecture's cat question, or a model's")
-    s.add_argument("model", nargs="?")
-    s.add_argument("--layer", help="one layer's field, e.g. features.29")
-    s.add_argument("--input", help="CxHxW")
-    s.add_argument("--pixels", type=_positive_int, default=100, help="object size (default 100)")
-    s.add_argument("--kernel", type=_positive_int, default=3)
+    s.add_argument("model", nargs="?", help="zoo name or JSON network file (default: none, answer the cat question)")
+    s.add_argument("--layer", help="one layer's field, e.g. features.29 (default: every layer)")
+    s.add_argument("--input", help="CxHxW, HxW or one size (default: the model's)")
+    s.add_argument("--pixels", type=_positive_int, help="without a model: object size in px (default: 100)")
+    s.add_argument("--kernel", type=_positive_int, help="without a model: kernel size of the stacked convs "
+                   "(default: 3)")
     s.set_defaults(func=cmd_rf)
 
     s = sub.add_parser("params", help="parameter arithmetic of one layer, e.g. conv --in 32 --out 64 -k 3")
-    s.add_argument("layer", choices=["conv", "linear", "bn"])
-    s.add_argument("--in", dest="inp", type=_positive_int, required=True)
-    s.add_argument("--out", type=_positive_int, default=1)
-    s.add_argument("-k", "--kernel", type=_positive_int, default=3)
-    s.add_argument("--groups", type=_positive_int, default=1)
-    s.add_argument("--no-bias", action="store_true")
+    s.add_argument("layer", choices=["conv", "linear", "bn"], help="the layer type")
+    s.add_argument("--in", dest="inp", type=_positive_int, required=True, help="input channels or features "
+                   "(required)")
+    s.add_argument("--out", type=_positive_int, help="output channels or features (required for conv and linear)")
+    s.add_argument("-k", "--kernel", type=_positive_int, help="conv kernel size (default: 3)")
+    s.add_argument("--groups", type=_positive_int, help="conv groups; --groups = --in is depthwise (default: 1)")
+    s.add_argument("--no-bias", action="store_true", help="conv or linear without bias (default: with)")
     s.set_defaults(func=cmd_params)
 
     s = sub.add_parser("compare", help="the MobileNet paper's Table 8 for any models")
-    s.add_argument("models", nargs="*", default=["mobilenet_v1", "googlenet_2014", "vgg16"])
+    s.add_argument("models", nargs="*", default=["mobilenet_v1", "googlenet_2014", "vgg16"],
+                   help="zoo names")
     s.set_defaults(func=cmd_compare)
 
     from .train.commands import add_parsers as add_train_parsers
@@ -208,11 +272,27 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _unrecognized(parser, command, extra) -> str:
+    """The message for flags no parser took: the nearest real flag, and the subcommand's help."""
+    import difflib
+
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[command]
+    flags = {o: a for a in sub._actions for o in a.option_strings}
+    msg = f"unrecognized arguments: {' '.join(extra)}"
+    unknown = next((x.split("=")[0] for x in extra if x.startswith("-")), None)
+    near = difflib.get_close_matches(unknown, flags, n=1, cutoff=0.6) if unknown else []
+    if near:
+        about = (flags[near[0]].help or "").split(" (default")[0].replace("%%", "%")
+        msg += f"; the nearest flag is {near[0]} ({about})"
+    return f"{msg} (see `svertka {command} --help`)"
+
+
 def main(argv=None) -> int:
     try:
-        args = build_parser().parse_args(argv)
-        if args.command == "params" and args.layer == "conv" and args.inp % args.groups:
-            raise UsageError(f"--in {args.inp} is not divisible by --groups {args.groups}")
+        parser = build_parser()
+        args, extra = parser.parse_known_args(argv)
+        if extra:
+            raise UsageError(_unrecognized(parser, args.command, extra))
         args.func(args)
         return 0
     except SvertkaError as e:

@@ -121,9 +121,10 @@ def _find(filename: str, dirs: list[Path]) -> Path | None:
 
 
 def _missing(info: DatasetInfo, names, root, why: str) -> DataError:
-    where = _download_dir(info, root)
+    # the place named is one the search reads first: the --root folder itself, else the cache
+    where = f"{Path(root).expanduser()}" if root is not None else f"{cache_dir() / info.name} (or in a folder you pass as --root)"
     return DataError(
-        f"{info.name}: {why}; put {', '.join(names)} in {where} (or in a folder you pass as --root), "
+        f"{info.name}: {why}; put {', '.join(names)} in {where}, "
         f"from {info.mirrors[0] if info.mirrors else info.homepage}"
     )
 
@@ -181,11 +182,12 @@ def _load_cifar10(info: DatasetInfo, split: str, root, download: bool):
     downloaded = False
     if archive is None:
         if not download:
-            raise _missing(info, [archive_name, f"or the extracted {CIFAR10_PYTHON_DIR}/"], root, "no CIFAR-10 files found and download=False")
+            raise _missing(info, [archive_name, f"or its extracted {CIFAR10_PYTHON_DIR}/"], root, "no CIFAR-10 files found and download=False")
         try:
             archive = fetch([m + archive_name for m in info.mirrors], target / archive_name, archive_check)
         except DataError as exc:
-            raise _missing(info, [archive_name], root, f"download failed ({exc})") from None
+            raise _missing(info, [archive_name, f"or its extracted {CIFAR10_PYTHON_DIR}/"], root,
+                           f"download failed ({exc})") from None
         downloaded = True
     everything = info.batches["train"] + info.batches["test"]
     extract_members(archive, {f"{CIFAR10_PYTHON_DIR}/{n}": target / CIFAR10_PYTHON_DIR / n for n, _ in everything})
@@ -244,6 +246,11 @@ def load_dataset(
     ``size``/``mode`` only apply to ``imagefolder``.
     """
     info = get_info(name)
+    if root is not None and info.kind == "packaged-idx":
+        raise UsageError(f"{info.name} is packaged with svertka, so --root does not apply; drop it")
+    if root is not None and not Path(root).expanduser().is_dir():  # never fall back to another copy unasked
+        raise DataError(f"--root {root}: no such folder; pass the folder that holds the {info.name} files, "
+                        f"or create it to download them there")
     if split not in SPLITS:
         raise UsageError(f"unknown split {split!r}; use one of {', '.join(SPLITS)}")
     if split == "val" and val_fraction <= 0:

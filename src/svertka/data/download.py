@@ -99,7 +99,23 @@ def fetch(urls, dest: Path, check: Checksum | None = None, timeout: float = 30.0
     if isinstance(urls, str):
         urls = [urls]
     dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
+    created = [d for d in (dest.parent, *dest.parent.parents) if not d.exists()]  # deepest first
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DataError(f"cannot create {dest.parent} for the download ({exc.strerror}); pass a writable --root") from None
+    try:
+        return _fetch_first(urls, dest, check, timeout, quiet)
+    except BaseException:
+        for d in created:  # a failed download leaves no empty folders behind
+            try:
+                d.rmdir()
+            except OSError:  # not empty (another file arrived) or gone: leave it
+                break
+        raise
+
+
+def _fetch_first(urls, dest: Path, check: Checksum | None, timeout: float, quiet: bool) -> Path:
     errors = []
     for url in urls:
         try:

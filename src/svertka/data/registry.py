@@ -48,6 +48,9 @@ class DatasetInfo:
     # CIFAR-10: archive (name, checksum) and per-split batches (name, checksum)
     archive: tuple[str, Checksum] | None = None
     batches: dict[str, tuple[tuple[str, Checksum], ...]] = field(default_factory=dict)
+    # light objects on a black background (the MNIST family): `predict --invert auto` turns a
+    # photo of a dark item on white into this look before classifying it
+    light_on_dark: bool = False
 
 
 def _idx_split(prefix: str, n: int, md5_images: str, md5_labels: str, raw_images=None, raw_labels=None) -> IdxSplit:
@@ -64,6 +67,7 @@ FASHION_LICENCE = "MIT, Copyright (c) 2017 Zalando SE"
 
 _MNIST = DatasetInfo(
     name="mnist",
+    light_on_dark=True,
     kind="idx",
     classes=tuple(str(i) for i in range(10)),
     mean=(0.1307,),
@@ -81,6 +85,7 @@ _MNIST = DatasetInfo(
 
 _FASHION = DatasetInfo(
     name="fashion-mnist",
+    light_on_dark=True,
     kind="idx",
     classes=FASHION_CLASSES,
     mean=(0.2860,),  # computed here over the 60000 training images
@@ -111,6 +116,7 @@ _FASHION = DatasetInfo(
 MINI_TRAIN, MINI_TEST = 6000, 2000
 _MINI = DatasetInfo(
     name="fashion-mnist-mini",
+    light_on_dark=True,
     kind="packaged-idx",
     classes=FASHION_CLASSES,
     mean=_FASHION.mean,

@@ -25,88 +25,122 @@ def _nonneg_float(text):
     return v
 
 
+# The biggest grid `svertka augment` draws: 256 images make 64 rows; more is unreadable, and a
+# request like -n 100000 once wrote a 109 MB PNG.
+AUGMENT_MAX = 256
+
+
 def add_parsers(sub, positive_int):
     from ..data.registry import list_datasets
-    from .config import AMP, BACKENDS, OPTIMIZERS
+    from .config import AMP, BACKENDS, OPTIMIZERS, TrainConfig
     from .schedule import SCHEDULES
+
+    D = TrainConfig()  # train's flags default to None ("not given"); their help shows the config's value
+
+    def dflt(name, shown=None):
+        return f" (default: {shown if shown is not None else getattr(D, name)})"
 
     s = sub.add_parser("train", help="train a model (torch or numpy backend); see --recipe",
                        description="Train a model. Flags override the recipe, which overrides the defaults.")
-    s.add_argument("model_pos", nargs="?", metavar="MODEL", help="model name (same as --model)")
-    s.add_argument("--model", "-m", help="zoo name, cnn2, vgg_fm, vgg_fm_small, or a JSON network file (default lenet5)")
-    s.add_argument("--data", help=f"dataset: {', '.join(list_datasets())} (default fashion-mnist)")
-    s.add_argument("--root", help="folder with the dataset files")
-    s.add_argument("--recipe", help="named TOML recipe, e.g. fashion-mnist-94, or a .toml file")
-    s.add_argument("--backend", choices=BACKENDS)
-    s.add_argument("--device", help="auto (cuda if present), cpu, cuda, cuda:1 (torch backend)")
-    s.add_argument("--epochs", type=positive_int)
-    s.add_argument("-b", "--batch-size", type=positive_int)
-    s.add_argument("--eval-batch-size", type=positive_int)
-    s.add_argument("--opt", choices=OPTIMIZERS, help="sgd (momentum), nesterov, adam, adamw")
-    s.add_argument("--lr", type=_nonneg_float, help="peak learning rate")
-    s.add_argument("--momentum", type=_nonneg_float)
-    s.add_argument("--weight-decay", "--wd", dest="weight_decay", type=_nonneg_float)
+    s.add_argument("model_pos", nargs="?", metavar="MODEL", help="model name (same as --model)" + dflt("model"))
+    s.add_argument("--model", "-m", help="zoo name, cnn2, vgg_fm, vgg_fm_small, or a JSON network file" + dflt("model"))
+    s.add_argument("--data", help=f"dataset: {', '.join(list_datasets())}" + dflt("data"))
+    s.add_argument("--root", help="folder with the dataset files (default: $SVERTKA_DATA or ~/.cache/svertka, "
+                   "then system copies, then a download)")
+    s.add_argument("--recipe", help="named TOML recipe, e.g. fashion-mnist-94, or a .toml file (default: none)")
+    s.add_argument("--backend", choices=BACKENDS, help="torch, or numpy (the from-scratch engine)" + dflt("backend"))
+    s.add_argument("--device", help="auto (cuda if present), cpu, cuda, cuda:N, mps (torch backend)" + dflt("device"))
+    s.add_argument("--epochs", type=positive_int, help="passes over the training set" + dflt("epochs"))
+    s.add_argument("-b", "--batch-size", type=positive_int, help="training batch size" + dflt("batch_size"))
+    s.add_argument("--eval-batch-size", type=positive_int, help="evaluation batch size" + dflt("eval_batch_size"))
+    s.add_argument("--opt", choices=OPTIMIZERS, help="sgd (momentum), nesterov, adam, adamw" + dflt("opt"))
+    s.add_argument("--lr", type=_nonneg_float, help="peak learning rate" + dflt("lr"))
+    s.add_argument("--momentum", type=_nonneg_float, help="SGD momentum, in [0, 1) (sgd and nesterov only)"
+                   + dflt("momentum"))
+    s.add_argument("--weight-decay", "--wd", dest="weight_decay", type=_nonneg_float, help="weight decay"
+                   + dflt("weight_decay"))
     s.add_argument("--no-decay-norm-bias", dest="no_decay_norm_bias", action="store_true", default=None,
-                   help="no weight decay on biases and norm weights (the default)")
+                   help="no weight decay on biases and norm weights (default: on)")
     s.add_argument("--decay-norm-bias", dest="no_decay_norm_bias", action="store_false",
-                   help="decay every parameter")
-    s.add_argument("--sched", choices=SCHEDULES)
-    s.add_argument("--warmup-epochs", type=_nonneg_float)
-    s.add_argument("--min-lr-factor", type=_nonneg_float, help="cosine end LR as a fraction of --lr")
-    s.add_argument("--decay-epochs", type=_nonneg_float, help="step schedule: epochs between decays")
-    s.add_argument("--decay-rate", type=_nonneg_float, help="step schedule: LR factor per decay")
-    s.add_argument("--label-smoothing", "--smoothing", dest="label_smoothing", type=_nonneg_float)
+                   help="decay every parameter (default: off)")
+    s.add_argument("--sched", choices=SCHEDULES, help="learning-rate schedule" + dflt("sched"))
+    s.add_argument("--warmup-epochs", type=_nonneg_float, help="linear warmup before the schedule (onecycle "
+                   "without it ramps over 30%% of the steps)" + dflt("warmup_epochs"))
+    s.add_argument("--min-lr-factor", type=_nonneg_float, help="cosine/onecycle end LR as a fraction of --lr, "
+                   "in [0, 1] (0: onecycle's 4e-6)" + dflt("min_lr_factor"))
+    s.add_argument("--decay-epochs", type=_nonneg_float, help="step schedule: epochs between decays "
+                   "(default: a third of the run)")
+    s.add_argument("--decay-rate", type=_nonneg_float, help="step schedule: LR factor per decay, in (0, 1]"
+                   + dflt("decay_rate"))
+    s.add_argument("--label-smoothing", "--smoothing", dest="label_smoothing", type=_nonneg_float,
+                   help="label smoothing, in [0, 1)" + dflt("label_smoothing"))
     s.add_argument("--aug", help="augmentation, e.g. 'flip,crop:2,rotate:10,noise:0.05,erase:0.25'; 'altflip' mirrors "
-                   "each image in every other epoch instead of at random")
-    s.add_argument("--amp", choices=AMP, help="bf16 autocast (torch, CPU or GPU)")
-    s.add_argument("--channels-last", action="store_true", default=None)
-    s.add_argument("--compile", action="store_true", default=None, help="torch.compile the model")
-    s.add_argument("--tta", choices=("none", "flip"), help="flip test-time augmentation at the last epoch's evaluation")
-    s.add_argument("--seed", type=int)
-    s.add_argument("--val-fraction", type=_nonneg_float, help="carve a validation split from train (e.g. 0.1)")
-    s.add_argument("--split-seed", type=int, help="seed of the validation split (default: --seed); fix it to "
-                   "compare seeds or ensemble runs on one validation set")
-    s.add_argument("--output", "-o", help="run folder (default runs/MODEL-DATA-BACKEND-TIME)")
-    s.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its last checkpoint")
-    s.add_argument("--limit-train", type=positive_int, help="use only the first N training images")
-    s.add_argument("--limit-test", type=positive_int, help="use only the first N test images")
+                   "each image in every other epoch instead of at random (default: none)")
+    s.add_argument("--amp", choices=AMP, help="bf16 autocast (torch, CPU or GPU)" + dflt("amp"))
+    s.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
+                   help="channels-last memory format (torch)" + dflt("channels_last", "off"))
+    s.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                   help="torch.compile the model (torch)" + dflt("compile", "off"))
+    s.add_argument("--tta", choices=("none", "flip"), help="flip test-time augmentation at the last epoch's "
+                   "evaluation" + dflt("tta"))
+    s.add_argument("--seed", type=int, help="seed of the weights, data order and augmentation" + dflt("seed"))
+    s.add_argument("--val-fraction", type=_nonneg_float, help="carve a validation split from train (e.g. 0.1)"
+                   + dflt("val_fraction"))
+    s.add_argument("--split-seed", type=int, help="seed of the validation split (needs --val-fraction); fix it to "
+                   "compare seeds or ensemble runs on one validation set (default: --seed)")
+    s.add_argument("--output", "-o", help="run folder (default: runs/MODEL-DATA-BACKEND-TIME)")
+    s.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its last checkpoint (default: a new run)")
+    s.add_argument("--limit-train", type=positive_int, help="use only the first N training images (default: all)")
+    s.add_argument("--limit-test", type=positive_int, help="use only the first N test images (default: all)")
     s.add_argument("--threads", type=positive_int, help="torch threads (default: all cores)")
     s.add_argument("--quiet", "-q", action="store_true", help="no progress output")
     s.add_argument("--json", action="store_true", help="print the final metrics as JSON")
     s.set_defaults(func=cmd_train)
 
+    backend_help = "torch or numpy (default: the backend the run was trained with)"
     s = sub.add_parser("eval", help="top-1/top-5, per-class accuracy, confusion matrix of trained weights")
-    s.add_argument("path", metavar="RUN_DIR|WEIGHTS")
+    s.add_argument("path", metavar="RUN_DIR|WEIGHTS", help="a run folder (its best checkpoint) or a .safetensors file")
     s.add_argument("--model", help="model name (default: from the file's metadata)")
     s.add_argument("--data", help="dataset (default: the one it was trained on)")
-    s.add_argument("--root")
-    s.add_argument("--num-classes", type=positive_int)
-    s.add_argument("--backend", choices=BACKENDS, default="torch")
-    s.add_argument("--device", default="auto")
-    s.add_argument("--tta", choices=("none", "flip"), default="none")
-    s.add_argument("--limit", type=positive_int, help="evaluate on the first N test images only")
-    s.add_argument("--png", help="confusion-matrix PNG (default RUN_DIR/confusion.png, or none for a file)")
-    s.add_argument("--json", action="store_true")
+    s.add_argument("--root", help="folder with the dataset files (default: as in train)")
+    s.add_argument("--num-classes", type=positive_int, help="classifier outputs (default: from the file's metadata)")
+    s.add_argument("--backend", choices=BACKENDS, help=backend_help)
+    s.add_argument("--device", help="auto, cpu, cuda, cuda:N, mps (torch backend) (default: auto)")
+    s.add_argument("--tta", choices=("none", "flip"), default="none", help="flip test-time augmentation")
+    s.add_argument("--limit", type=positive_int, help="evaluate on the first N test images only (default: all)")
+    s.add_argument("--png", help="confusion-matrix PNG, or none (default: RUN_DIR/confusion.png; none for a file)")
+    s.add_argument("--json", action="store_true", help="print JSON instead of tables")
     s.set_defaults(func=cmd_eval)
 
     s = sub.add_parser("predict", help="top-k classes of PNG/JPEG images")
-    s.add_argument("images", nargs="+", metavar="IMAGE")
-    s.add_argument("--weights", "-w", required=True, help="weights file or run folder")
+    s.add_argument("images", nargs="+", metavar="IMAGE", help="PNG or JPEG files, resized to the model's input")
+    s.add_argument("--weights", "-w", required=True, help="weights file or run folder (required)")
     s.add_argument("--model", help="model name (default: from the weights' metadata)")
-    s.add_argument("--num-classes", type=positive_int)
-    s.add_argument("--backend", choices=BACKENDS, default="torch")
-    s.add_argument("--device", default="auto")
-    s.add_argument("-k", "--top", dest="k", type=positive_int, default=5)
-    s.add_argument("--json", action="store_true")
+    s.add_argument("--num-classes", type=positive_int, help="classifier outputs (default: from the weights' metadata)")
+    s.add_argument("--backend", choices=BACKENDS, help=backend_help)
+    s.add_argument("--device", help="auto, cpu, cuda, cuda:N, mps (torch backend) (default: auto)")
+    s.add_argument("-k", "--top", dest="k", type=positive_int, help="how many classes to list (default: 5, or "
+                   "all when fewer)")
+    s.add_argument("--invert", choices=("auto", "yes", "no"), default="auto",
+                   help="invert the image (dark item on white -> white on black, as in MNIST/Fashion-MNIST); "
+                   "auto: when the model was trained on light-on-dark data and the image's border is light")
+    s.add_argument("--json", action="store_true", help="print JSON")
     s.set_defaults(func=cmd_predict)
 
+    def grid_size(text):
+        n = positive_int(text)
+        if n > AUGMENT_MAX:
+            raise argparse.ArgumentTypeError(f"{n} images make an unreadable grid; ask for at most {AUGMENT_MAX}")
+        return n
+
     s = sub.add_parser("augment", help="a PNG grid of training images and their augmented copies")
-    s.add_argument("--data", default="fashion-mnist")
-    s.add_argument("--root")
-    s.add_argument("--aug", default="flip,crop:4,rotate:10,zoom:0.1,noise:0.05,erase:0.25")
-    s.add_argument("-n", type=positive_int, default=32)
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--out", default="augment.png")
+    s.add_argument("--data", default="fashion-mnist", help="dataset")
+    s.add_argument("--root", help="folder with the dataset files (default: as in train)")
+    s.add_argument("--aug", default="flip,crop:4,rotate:10,zoom:0.1,noise:0.05,erase:0.25",
+                   help="augmentation pipeline, as train's --aug")
+    s.add_argument("-n", type=grid_size, default=32, help=f"number of images, at most {AUGMENT_MAX}")
+    s.add_argument("--seed", type=int, default=0, help="which images, and their augmentation")
+    s.add_argument("--out", default="augment.png", help="the PNG to write")
     s.set_defaults(func=cmd_augment)
 
 
@@ -158,7 +192,7 @@ def cmd_eval(args):
     if args.json:
         print(json.dumps({"top1": r["top1"], "top5": r["top5"], "per_class": r["per_class"], "n": r["n"]}))
         return
-    print(f"{loaded.net.name} on {r['data']} test ({r['n']} images{', flip TTA' if args.tta == 'flip' else ''}): "
+    print(f"{loaded.net.name} on {r['data']} test ({r['n']} images, {loaded.adapter.backend} backend{', flip TTA' if args.tta == 'flip' else ''}): "
           f"top-1 {100 * r['top1']:.2f}%  top-5 {100 * r['top5']:.2f}%")
     width = max(len(c) for c in r["classes"]) if r["classes"] else 5
     print("\nper class:")
@@ -179,12 +213,16 @@ def cmd_predict(args):
     from .evaluate import load_trained, predict
 
     loaded = load_trained(args.weights, args.model, args.num_classes, args.backend, args.device)
-    out = predict(loaded, args.images, args.k)
+    if args.k is not None and args.k > loaded.net.num_classes:
+        raise UsageError(f"-k {args.k} is more than the model's {loaded.net.num_classes} classes; "
+                         f"pass at most {loaded.net.num_classes}")
+    out = predict(loaded, args.images, args.k or 5, args.invert)
     if args.json:
-        print(json.dumps([{"image": o["image"], "top": o["top"]} for o in out]))
+        print(json.dumps([{"image": o["image"], "inverted": o["inverted"], "top": o["top"]} for o in out]))
         return
     for o in out:
-        print(o["image"] + ": " + ", ".join(f"{t['class']} {100 * t['prob']:.1f}%" for t in o["top"]))
+        note = f" ({o['invert_reason']})" if o["invert_reason"] else ""
+        print(o["image"] + note + ": " + ", ".join(f"{t['class']} {100 * t['prob']:.1f}%" for t in o["top"]))
 
 
 def cmd_augment(args):

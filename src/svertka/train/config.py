@@ -6,7 +6,9 @@ and read back by ``--resume``.
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
+import re
 import tomllib
 from dataclasses import dataclass, field
 from importlib import resources
@@ -18,6 +20,10 @@ from .schedule import SCHEDULES
 OPTIMIZERS = ("sgd", "nesterov", "adam", "adamw")
 BACKENDS = ("torch", "numpy")
 AMP = ("none", "bf16")
+DEVICE = re.compile(r"auto|cpu|cuda(:[0-9]+)?|mps")  # what --device takes
+# Options only the torch backend has: (field, its off value, the flag that turns it off)
+TORCH_ONLY = (("amp", "none", "--amp none"), ("channels_last", False, "--no-channels-last"),
+              ("compile", False, "--no-compile"))
 
 
 @dataclass
@@ -80,6 +86,17 @@ class TrainConfig:
                 bad(f"--{name.replace('_', '-')} must be a finite number >= 0, got {v!r}")
         if self.lr <= 0:
             bad(f"--lr must be > 0, got {self.lr}")
+        if not self.momentum < 1:  # at 1 or more the velocity never decays: training blows up
+            bad(f"--momentum must be in [0, 1), got {self.momentum}")
+        if not self.min_lr_factor <= 1:
+            bad(f"--min-lr-factor is the end LR as a fraction of --lr, in [0, 1]; got {self.min_lr_factor}")
+        if not (isinstance(self.decay_rate, (int, float)) and 0 < self.decay_rate <= 1):
+            bad(f"--decay-rate must be in (0, 1], got {self.decay_rate!r}")
+        if self.decay_epochs is not None and not (isinstance(self.decay_epochs, (int, float))
+                                                  and 0 < self.decay_epochs < math.inf):
+            bad(f"--decay-epochs must be a number > 0, got {self.decay_epochs!r}")
+        if not isinstance(self.device, str) or not DEVICE.fullmatch(self.device):
+            bad(f"unknown --device {self.device!r}; choose auto, cpu, cuda, cuda:N or mps")
         if not self.label_smoothing < 1:
             bad(f"--label-smoothing must be in [0, 1), got {self.label_smoothing}")
         if not 0 <= self.val_fraction < 1:
@@ -145,5 +162,34 @@ def make_config(overrides: dict, recipe: str | None = None) -> TrainConfig:
     if recipe:
         d.update(load_recipe(recipe))
         d["recipe"] = recipe
-    d.update({k: v for k, v in overrides.items() if v is not None})
-    return TrainConfig.from_dict(d).validate()
+    given = {k: v for k, v in overrides.items() if v is not None}
+    from_recipe = {k for k in d if k not in given}
+    d.update(given)
+    cfg = TrainConfig.from_dict(d)
+    if cfg.backend == "numpy":  # torch-only options the user never typed: say where they come from
+        torch_only = [(k, off, flag) for k, off, flag in TORCH_ONLY if k in from_recipe and d[k] != off]
+        if torch_only:
+            sets = ", ".join(f"{k} = {json.dumps(d[k])}" for k, _, _ in torch_only)
+            raise UsageError(f"recipe {recipe} sets {sets} for the torch backend; with --backend numpy add "
+                             f"{' '.join(flag for _, _, flag in torch_only)}")
+    cfg.validate()
+    check_flags_apply(cfg, set(given))
+    return cfg
+
+
+def check_flags_apply(cfg: TrainConfig, given: set[str]) -> None:
+    """A flag the run would not use is an error, never silently ignored."""
+    rules = [  # (field, whether the run uses it, the message when it does not)
+        ("momentum", cfg.opt in ("sgd", "nesterov"), f"--momentum applies to --opt sgd or nesterov, not {cfg.opt}"),
+        ("decay_epochs", cfg.sched == "step", f"--decay-epochs applies to --sched step, not {cfg.sched}"),
+        ("decay_rate", cfg.sched == "step", f"--decay-rate applies to --sched step, not {cfg.sched}"),
+        ("min_lr_factor", cfg.sched in ("cosine", "onecycle"),
+         f"--min-lr-factor applies to --sched cosine or onecycle, not {cfg.sched}"),
+        ("split_seed", cfg.val_fraction > 0,
+         "--split-seed draws the validation split, and there is none (add --val-fraction)"),
+        ("no_decay_norm_bias", cfg.weight_decay > 0,
+         "--(no-)decay-norm-bias chooses what weight decay applies to, and --weight-decay is 0"),
+    ]
+    for key, applies, message in rules:
+        if key in given and not applies:
+            raise UsageError(f"{message}; drop the flag or change the setting it depends on")

@@ -22,9 +22,11 @@ class Loaded:
         self.classes = list(meta.get("classes") or [str(i) for i in range(net.num_classes)])
 
 
-def load_trained(path, model: str | None = None, num_classes: int | None = None, backend: str = "torch",
-                 device: str = "auto") -> Loaded:
-    """A run folder (uses best.safetensors, else last) or a weights file."""
+def load_trained(path, model: str | None = None, num_classes: int | None = None, backend: str | None = None,
+                 device: str | None = None) -> Loaded:
+    """A run folder (uses best.safetensors, else last) or a weights file.
+
+    ``backend`` None: the one the weights were trained with (torch if they do not say)."""
     from ..spec import network_from_dict
     from .backends import make_adapter
 
@@ -54,7 +56,14 @@ def load_trained(path, model: str | None = None, num_classes: int | None = None,
                             in_chans=shape[0] if shape else None, input_size=shape[1] if shape else None)
     if num_classes and num_classes != net.num_classes:
         raise WeightsError(f"num_classes mismatch: the model has {net.num_classes} classes, you asked for {num_classes}")
-    cfg = TrainConfig(model=net.name, backend=backend, device=device if backend == "torch" else "auto")
+    if backend is None:
+        from .config import BACKENDS
+
+        backend = meta.get("backend") if meta.get("backend") in BACKENDS else "torch"
+        if backend == "numpy" and device not in (None, "auto", "cpu"):
+            raise UsageError(f"{weights_file} was trained with the numpy backend, which runs on the CPU; "
+                             f"add --backend torch to use --device {device}")
+    cfg = TrainConfig(model=net.name, backend=backend, device=device or "auto")
     cfg.validate()
     mean = tuple(meta.get("mean") or net.mean)
     std = tuple(meta.get("std") or net.std)
@@ -134,9 +143,36 @@ def load_image(path, shape) -> np.ndarray:
     return arr.reshape(h, w, c)
 
 
-def predict(loaded: Loaded, images, k: int = 5) -> list[dict]:
+def invert_choice(loaded: Loaded, image: np.ndarray, invert: str = "auto") -> tuple[bool, str]:
+    """Whether to invert one uint8 H x W x C image, and why (empty when nothing was decided).
+
+    MNIST-family models learnt light objects on black; a product photo is a dark
+    object on white. ``auto`` inverts when the model's data is light-on-dark and
+    the image's border (where the background is) is light on average."""
+    from ..data.registry import REGISTRY
+
+    if invert in ("yes", "no"):
+        return invert == "yes", ""
+    if invert != "auto":
+        raise UsageError(f"unknown --invert {invert!r}; choose auto, yes or no")
+    info = REGISTRY.get(str(loaded.meta.get("data", "")).lower())
+    if info is None or not info.light_on_dark:
+        return False, ""
+    h, w = image.shape[:2]
+    b = max(1, min(h, w) // 14)  # 2 px of a 28x28 input
+    frame = np.concatenate([image[:b].ravel(), image[-b:].ravel(), image[:, :b].ravel(), image[:, -b:].ravel()])
+    mean = float(frame.mean())
+    if mean > 127.5:
+        return True, f"inverted: light border (mean {mean:.0f}/255), the model expects light on black"
+    return False, f"as is: dark border (mean {mean:.0f}/255)"
+
+
+def predict(loaded: Loaded, images, k: int = 5, invert: str = "no") -> list[dict]:
+    """Top-k classes of image files; ``invert`` is auto, yes or no (see invert_choice)."""
     c, h, w = loaded.net.input_shape
     arrays = [load_image(p, (c, h, w)) for p in images]  # all read before any output
+    choices = [invert_choice(loaded, a, invert) for a in arrays]
+    arrays = [255 - a if inv else a for a, (inv, _) in zip(arrays, choices)]
     x = np.stack(arrays).transpose(0, 3, 1, 2).astype(np.float32) / 255
     x = (x - np.asarray(loaded.mean, np.float32).reshape(1, -1, 1, 1)) / np.asarray(loaded.std, np.float32).reshape(1, -1, 1, 1)
     logits = loaded.adapter.logits_of(np.ascontiguousarray(x, np.float32)).astype(np.float64)
@@ -144,8 +180,9 @@ def predict(loaded: Loaded, images, k: int = 5) -> list[dict]:
     p /= p.sum(1, keepdims=True)
     k = min(k, p.shape[1])
     out = []
-    for path, row in zip(images, p):
+    for path, row, (inv, why) in zip(images, p, choices):
         top = np.argsort(-row)[:k]
-        out.append({"image": str(path), "top": [{"class": loaded.classes[i] if i < len(loaded.classes) else str(i),
-                                                 "index": int(i), "prob": float(row[i])} for i in top]})
+        out.append({"image": str(path), "inverted": inv, "invert_reason": why,
+                    "top": [{"class": loaded.classes[i] if i < len(loaded.classes) else str(i),
+                             "index": int(i), "prob": float(row[i])} for i in top]})
     return out

@@ -181,12 +181,20 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, stop_after: int | 
         start_epoch, history, best = state["epoch"], state["history"], state.get("best")
         if state.get("steps_per_epoch") != spe:
             raise UsageError(f"--resume {run_dir}: the data or batch size changed since the run started")
+        if cfg.epochs < start_epoch:
+            raise UsageError(f"--resume {run_dir}: the run has already trained {start_epoch} epochs; "
+                             f"--epochs {cfg.epochs} cannot undo them (pass {start_epoch} or more)")
     else:
         run_dir = Path(cfg.output) if cfg.output else default_run_dir(cfg)
         if (run_dir / "last.safetensors").exists():
             raise UsageError(f"--output {run_dir} already holds a run; use --resume {run_dir} or another --output")
         cfg.output = str(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise UsageError(f"--output {run_dir} is a file; pass a folder for the run")
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UsageError(f"cannot create the run folder {run_dir} ({e.strerror}); pass another --output") from None
     atomic_write_text(run_dir / "config.json", json.dumps(cfg.to_dict(), indent=1))
     from ..spec import network_to_dict
     atomic_write_text(run_dir / "model.json", json.dumps(network_to_dict(net), indent=1))
@@ -252,7 +260,11 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, stop_after: int | 
                      + (f"  val {100 * rec['val_acc']:.2f}%" if "val_acc" in rec else "")
                      + f"  test {100 * rec['test_acc']:.2f}%  {rec['images_per_s']:,.0f} img/s  {seconds:.1f} s")
     except KeyboardInterrupt:
-        out.line(f"interrupted: the last checkpoint is whole; continue with `svertka train --resume {run_dir}`")
+        if (run_dir / "last.safetensors").is_file():
+            out.line(f"interrupted: the last checkpoint is whole; continue with `svertka train --resume {run_dir}`")
+        else:
+            out.line(f"interrupted before the first epoch ended: there is no checkpoint to resume; "
+                     f"start the run again (`--output {run_dir}` reuses its folder)")
         raise
     test_acc = history[-1]["test_acc"] if history else float("nan")
     return RunResult(run_dir, cfg, history, where, test_acc, time.perf_counter() - t_start)
