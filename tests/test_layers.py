@@ -258,3 +258,17 @@ def test_an_unknown_tap_is_named_with_suggestions():
     model = np_compile(create_model("resnet20"))
     with pytest.raises(SpecError, match=r"no layer named 'layer2.9'.*did you mean"):
         forward_with_taps(model, np.zeros((1, 3, 32, 32), np.float32), ["layer2.9"])
+
+
+def test_a_model_over_the_allocation_limit_is_refused_before_allocating():
+    """Analysis reports any size; compiling refuses, naming the layer that crosses the limit."""
+    from svertka.spec import MAX_VALUES, Flatten, Linear
+    net = Network("big", Sequential.named(conv=Conv2d(32, 10 ** 9, padding=5 * 10 ** 8),
+                                          flat=Flatten(), fc=Linear(10)), (1, 28, 28), 10)
+    assert analyze(net).params > MAX_VALUES
+    with pytest.raises(SpecError, match=r"layer conv \(Conv2d\) brings the model to .* shrink"):
+        np_compile(net)
+    torch = pytest.importorskip("torch")  # noqa: F841
+    from svertka.backends.torch import compile as torch_compile
+    with pytest.raises(SpecError, match=r"layer conv \(Conv2d\)"):
+        torch_compile(net)
