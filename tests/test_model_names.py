@@ -5,16 +5,10 @@ import json
 import pytest
 
 from svertka.analysis import analyze
-from svertka.cli import main
 from svertka.errors import UnknownModelError, UsageError
 from svertka.spec import network_to_dict, save_network
 from svertka.zoo import create_model, list_models, resolve_model
-
-
-def run(capsys, *argv):
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
+from test_cli import run
 
 
 def test_models_lists_the_training_nets_with_their_counts(capsys):
