@@ -2,10 +2,14 @@
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
+import importlib.util
 import json
+import platform
 import re
 import sys
 
+from . import __version__
 from .errors import SvertkaError, UsageError
 
 
@@ -136,6 +140,37 @@ def cmd_compare(args):
     print(compare_table([analyze(create_model(n)) for n in args.models]))
 
 
+def _torch_installed() -> bool:
+    return importlib.util.find_spec("torch") is not None
+
+
+def _version_line() -> str:
+    torch = importlib.metadata.version("torch") if _torch_installed() else "not installed (NumPy engine only)"
+    return (f"svertka {__version__} (Python {platform.python_version()}, numpy {importlib.metadata.version('numpy')}, "
+            f"torch {torch})")
+
+
+def use_numpy_without_torch(args) -> None:
+    """Without PyTorch, `train` and `demo` run on the NumPy engine rather than fail asking for torch.
+
+    Only when no backend was chosen and nothing torch-only was asked for (``--amp``, ``--compile``,
+    ``--channels-last``, a GPU, or a recipe that sets them): those runs still say they need torch.
+    """
+    if args.backend is not None or getattr(args, "resume", None) or _torch_installed():
+        return
+    wanted = {k: getattr(args, k, None) for k in ("amp", "channels_last", "compile", "device")}
+    if getattr(args, "recipe", None):
+        from .train.config import load_recipe
+
+        wanted = {k: v if v is not None else load_recipe(args.recipe).get(k) for k, v in wanted.items()}
+    if wanted["amp"] not in (None, "none") or wanted["channels_last"] or wanted["compile"] \
+            or wanted["device"] not in (None, "auto", "cpu"):
+        return
+    args.backend = "numpy"
+    print("svertka: note: PyTorch is not installed, so this run uses the NumPy engine (--backend numpy)",
+          file=sys.stderr, flush=True)
+
+
 def cmd_demo(args):
     """Train LeNet-5 on Fashion-MNIST (full if found, else the packaged mini set)."""
     from .train.commands import cmd_demo_train
@@ -151,6 +186,18 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(f"{message} (see `{self.prog} --help`)")
 
 
+class _VersionAction(argparse.Action):
+    """--version, looked up only when asked for (reading package metadata costs time)."""
+
+    def __init__(self, option_strings, dest, **kwargs):
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS,
+                         help="print the versions of svertka, Python, numpy and torch, and exit")
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(_version_line())
+        parser.exit()
+
+
 def _positive_int(text):
     try:
         v = int(text)
@@ -163,6 +210,7 @@ def _positive_int(text):
 
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="svertka", description="Convolutional networks from the lecture, made real.")
+    p.add_argument("--version", action=_VersionAction)
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
 
@@ -201,9 +249,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_compare)
 
     from .train.commands import add_parsers as add_train_parsers
+    from .train.config import BACKENDS
     add_train_parsers(sub, _positive_int)  # train, eval, predict, augment
 
     s = sub.add_parser("demo", help="the main job (what `make demo` runs)")
+    s.add_argument("--backend", choices=BACKENDS, help="default: torch, or numpy where PyTorch is not installed")
     s.set_defaults(func=cmd_demo)
     return p
 
@@ -213,6 +263,8 @@ def main(argv=None) -> int:
         args = build_parser().parse_args(argv)
         if args.command == "params" and args.layer == "conv" and args.inp % args.groups:
             raise UsageError(f"--in {args.inp} is not divisible by --groups {args.groups}")
+        if args.command in ("train", "demo"):
+            use_numpy_without_torch(args)
         args.func(args)
         return 0
     except SvertkaError as e:
