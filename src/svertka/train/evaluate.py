@@ -116,10 +116,7 @@ def confusion_png(conf, path, cell: int = 24) -> Path:
 
 def load_image(path, shape) -> np.ndarray:
     """Any PNG/JPEG -> uint8 H x W x C at the model's input size and channel count."""
-    try:
-        from PIL import Image, UnidentifiedImageError
-    except ImportError:
-        raise UsageError("predict needs Pillow to read images: pip install 'svertka[images]'") from None
+    from PIL import Image, UnidentifiedImageError
     c, h, w = shape
     path = Path(path)
     if not path.is_file():
