@@ -145,9 +145,9 @@ def _torch_installed() -> bool:
 
 
 def _version_line() -> str:
+    numpy = importlib.metadata.version("numpy")
     torch = importlib.metadata.version("torch") if _torch_installed() else "not installed (NumPy engine only)"
-    return (f"svertka {__version__} (Python {platform.python_version()}, numpy {importlib.metadata.version('numpy')}, "
-            f"torch {torch})")
+    return f"svertka {__version__} (Python {platform.python_version()}, numpy {numpy}, torch {torch})"
 
 
 def use_numpy_without_torch(args) -> None:
@@ -158,13 +158,18 @@ def use_numpy_without_torch(args) -> None:
     """
     if args.backend is not None or getattr(args, "resume", None) or _torch_installed():
         return
-    wanted = {k: getattr(args, k, None) for k in ("amp", "channels_last", "compile", "device")}
+    recipe = {}
     if getattr(args, "recipe", None):
         from .train.config import load_recipe
 
-        wanted = {k: v if v is not None else load_recipe(args.recipe).get(k) for k, v in wanted.items()}
-    if wanted["amp"] not in (None, "none") or wanted["channels_last"] or wanted["compile"] \
-            or wanted["device"] not in (None, "auto", "cpu"):
+        recipe = load_recipe(args.recipe)
+
+    def setting(key):  # the flag if given, else the recipe's value
+        value = getattr(args, key, None)
+        return recipe.get(key) if value is None else value
+
+    if setting("amp") not in (None, "none") or setting("channels_last") or setting("compile") \
+            or setting("device") not in (None, "auto", "cpu"):
         return
     args.backend = "numpy"
     print("svertka: note: PyTorch is not installed, so this run uses the NumPy engine (--backend numpy)",
@@ -253,7 +258,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_train_parsers(sub, _positive_int)  # train, eval, predict, augment
 
     s = sub.add_parser("demo", help="the main job (what `make demo` runs)")
-    s.add_argument("--backend", choices=BACKENDS, help="default: torch, or numpy where PyTorch is not installed")
+    s.add_argument("--backend", choices=BACKENDS, help="default: torch; numpy where PyTorch is not installed")
     s.set_defaults(func=cmd_demo)
     return p
 
