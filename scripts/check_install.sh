@@ -49,7 +49,7 @@ has_torch = importlib.util.find_spec("torch") is not None
 if has_torch != (sys.argv[1] == "yes"):
     sys.exit(f"torch importable: {has_torch}, expected {sys.argv[1]}")
 EOF
-  expect "svertka 0." "$bin/svertka" --version
+  expect "(Python 3." "$bin/svertka" --version
   expect "resnet50" "$bin/svertka" models
   expect "Total params: 25,557,032" "$bin/svertka" summary resnet50
   expect "n = 50" "$bin/svertka" rf
