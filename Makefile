@@ -3,14 +3,15 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# The CPU wheel of torch 2.13.0 lies on disk; installed first, so that no range pulls a CUDA build.
+TORCH := torch==2.13.0
 
-.PHONY: demo test venv clean bench
+.PHONY: demo test test-slow lint check-install venv clean bench
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	# The CPU wheel of torch 2.13.0 lies on disk; install it first so no range pulls a CUDA build.
-	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q $(TORCH)
 	$(BIN)/pip install -q -e '.[torch,dev]'
 	touch $(STAMP)
 
@@ -19,8 +20,19 @@ venv: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/svertka demo
 
-test: $(STAMP)
-	$(BIN)/python -m pytest -q -n 2
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+# The suite minus the tests marked slow; CI (.ci/run) also runs `make test-slow`.
+test: lint
+	$(BIN)/python -m pytest -q -n 2 -m "not slow"
+
+test-slow: $(STAMP)
+	$(BIN)/python -m pytest -q -n 2 -m slow
+
+# A user's install in fresh venvs: `pip install .`, and `pip install '.[torch]'` (scripts/check_install.sh).
+check-install:
+	PY=$(PY) TORCH_PIN=$(TORCH) scripts/check_install.sh
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/analysis_speed.py

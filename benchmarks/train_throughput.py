@@ -24,12 +24,10 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 from machine import LoadMonitor, gemm_peak_gflops, write_results  # noqa: E402
-
 from svertka.analysis import analyze  # noqa: E402
 from svertka.backends.torch import compile as compile_torch  # noqa: E402
 from svertka.data import load_dataset  # noqa: E402

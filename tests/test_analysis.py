@@ -6,7 +6,7 @@ import pytest
 from svertka.analysis import analyze, min_input_size, stacked_convs_to_see
 from svertka.errors import ShapeError, SpecError
 from svertka.spec import (
-    Concat, Conv2d, MaxPool2d, Network, ReLU, Residual, Sequential, from_dict, load_network,
+    Concat, Conv2d, MaxPool2d, Network, ReLU, Residual, from_dict, load_network,
     network_from_dict, network_to_dict, save_network, seq, to_dict,
 )
 from svertka.zoo import create_model, list_models

@@ -5,7 +5,8 @@ import sys
 
 import pytest
 
-from svertka.cli import main, parse_shape
+import svertka
+from svertka.cli import build_parser, main, parse_shape, use_numpy_without_torch
 from svertka.errors import UsageError
 
 
@@ -36,7 +37,7 @@ def test_summary_json(capsys):
     d = json.loads(out)
     assert d["input"] == [1, 32, 32]
     assert d["layers"][0]["output_shape"] == [6, 32, 32]
-    assert d["total"]["params"] == sum(l["params"] for l in d["layers"])
+    assert d["total"]["params"] == sum(layer["params"] for layer in d["layers"])
 
 
 def test_summary_of_a_training_net(capsys):
@@ -61,7 +62,7 @@ def test_rf_and_params(capsys):
 
 def test_compare_table8(capsys):
     _, out, _ = run(capsys, "compare")
-    lines = {l.split()[0]: l.split() for l in out.splitlines() if l[:1].isalpha()}
+    lines = {line.split()[0]: line.split() for line in out.splitlines() if line[:1].isalpha()}
     assert lines["mobilenet_v1"][2] == "569" and lines["googlenet_2014"][3] == "1,550"
 
 
@@ -98,3 +99,59 @@ def test_console_script_runs():
     out = subprocess.run([sys.executable, "-m", "svertka.cli", "summary", "efficientnet_b7"],
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0 and "Total params: 66,347,960" in out.stdout
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as stop:
+        main(["--version"])
+    out = capsys.readouterr().out
+    assert stop.value.code == 0
+    assert out.startswith(f"svertka {svertka.__version__} (Python ") and "numpy " in out and "torch " in out
+
+
+@pytest.fixture
+def no_torch(monkeypatch):
+    """PyTorch made unimportable, as on a `pip install svertka` without the [torch] extra."""
+    monkeypatch.setitem(sys.modules, "torch", None)  # `import torch` raises ImportError; find_spec is None
+
+
+def test_numpy_only_install_trains_on_the_numpy_engine(no_torch, capsys, tmp_path):
+    code, out, err = run(capsys, "train", "lenet5", "--data", "fashion-mnist-mini", "--epochs", "1", "-q",
+                         "--limit-train", "256", "--limit-test", "256", "-o", str(tmp_path / "run"))
+    assert code == 0, err
+    assert err.count("\n") == 1 and "PyTorch is not installed" in err and "NumPy engine" in err
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["backend"] == "numpy"
+    assert (tmp_path / "run" / "last.safetensors").is_file()
+
+
+@pytest.mark.parametrize("argv", [["demo"], ["train", "lenet5"]])
+def test_numpy_only_install_picks_numpy_for_demo_and_train(no_torch, argv):
+    args = build_parser().parse_args(argv)
+    use_numpy_without_torch(args)
+    assert args.backend == "numpy"
+
+
+@pytest.mark.parametrize("argv", [
+    ["train", "lenet5", "--backend", "torch"],      # asked for by name
+    ["train", "lenet5", "--amp", "bf16"],           # a torch-only flag
+    ["train", "--recipe", "fashion-mnist-94"],      # a recipe with torch-only settings (bf16)
+    ["demo", "--backend", "torch"],
+])
+def test_numpy_only_install_keeps_an_explicit_torch_request(no_torch, argv):
+    args = build_parser().parse_args(argv)
+    given = args.backend
+    use_numpy_without_torch(args)
+    assert args.backend == given
+
+
+def test_numpy_only_install_torch_request_is_one_line(no_torch, capsys, tmp_path):
+    code, _, err = run(capsys, "train", "lenet5", "--data", "fashion-mnist-mini", "--backend", "torch",
+                       "-o", str(tmp_path / "run"))
+    assert code == 2 and "needs PyTorch" in err and err.count("\n") == 1
+
+
+def test_torch_installed_keeps_the_torch_default():
+    pytest.importorskip("torch")
+    args = build_parser().parse_args(["train", "lenet5"])
+    use_numpy_without_torch(args)
+    assert args.backend is None  # the config's default, torch

@@ -2,10 +2,14 @@
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
+import importlib.util
 import json
+import platform
 import re
 import sys
 
+from . import __version__
 from .errors import SvertkaError, UsageError
 
 
@@ -178,6 +182,42 @@ def cmd_compare(args):
     print(compare_table([analyze(create_model(n)) for n in args.models]))
 
 
+def _torch_installed() -> bool:
+    return importlib.util.find_spec("torch") is not None
+
+
+def _version_line() -> str:
+    numpy = importlib.metadata.version("numpy")
+    torch = importlib.metadata.version("torch") if _torch_installed() else "not installed (NumPy engine only)"
+    return f"svertka {__version__} (Python {platform.python_version()}, numpy {numpy}, torch {torch})"
+
+
+def use_numpy_without_torch(args) -> None:
+    """Without PyTorch, `train` and `demo` run on the NumPy engine rather than fail asking for torch.
+
+    Only when no backend was chosen and nothing torch-only was asked for (``--amp``, ``--compile``,
+    ``--channels-last``, a GPU, or a recipe that sets them): those runs still say they need torch.
+    """
+    if args.backend is not None or getattr(args, "resume", None) or _torch_installed():
+        return
+    recipe = {}
+    if getattr(args, "recipe", None):
+        from .train.config import load_recipe
+
+        recipe = load_recipe(args.recipe)
+
+    def setting(key):  # the flag if given, else the recipe's value
+        value = getattr(args, key, None)
+        return recipe.get(key) if value is None else value
+
+    if setting("amp") not in (None, "none") or setting("channels_last") or setting("compile") \
+            or setting("device") not in (None, "auto", "cpu"):
+        return
+    args.backend = "numpy"
+    print("svertka: note: PyTorch is not installed, so this run uses the NumPy engine (--backend numpy)",
+          file=sys.stderr, flush=True)
+
+
 def cmd_demo(args):
     """Train LeNet-5 on Fashion-MNIST (full if found, else the packaged mini set)."""
     from .train.commands import cmd_demo_train
@@ -210,6 +250,18 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(f"{message} (see `{self.prog} --help`)")
 
 
+class _VersionAction(argparse.Action):
+    """--version, looked up only when asked for (reading package metadata costs time)."""
+
+    def __init__(self, option_strings, dest, **kwargs):
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS,
+                         help="print the versions of svertka, Python, numpy and torch, and exit")
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(_version_line())
+        parser.exit()
+
+
 def _positive_int(text):
     try:
         v = int(text)
@@ -222,6 +274,7 @@ def _positive_int(text):
 
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="svertka", description="Convolutional networks from the lecture, made real.")
+    p.add_argument("--version", action=_VersionAction)
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
 
@@ -265,9 +318,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_compare)
 
     from .train.commands import add_parsers as add_train_parsers
+    from .train.config import BACKENDS
     add_train_parsers(sub, _positive_int)  # train, eval, predict, augment
 
     s = sub.add_parser("demo", help="the main job (what `make demo` runs)")
+    s.add_argument("--backend", choices=BACKENDS, help="default: torch; numpy where PyTorch is not installed")
     s.set_defaults(func=cmd_demo)
     return p
 
@@ -293,6 +348,8 @@ def main(argv=None) -> int:
         args, extra = parser.parse_known_args(argv)
         if extra:
             raise UsageError(_unrecognized(parser, args.command, extra))
+        if args.command in ("train", "demo"):
+            use_numpy_without_torch(args)
         args.func(args)
         return 0
     except SvertkaError as e:

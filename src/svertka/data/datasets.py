@@ -68,10 +68,6 @@ class Dataset:
             idx = order[i : i + batch_size]
             yield self.images[idx], self.labels[idx]
 
-    def as_float(self, normalize: bool = True) -> np.ndarray:
-        """All images as float32 NCHW, standardised with the dataset's mean/std if ``normalize``."""
-        return to_float_nchw(self.images, self.mean if normalize else None, self.std if normalize else None)
-
 
 def to_float_nchw(images: np.ndarray, mean=None, std=None) -> np.ndarray:
     """uint8 NHWC -> float32 NCHW in [0, 1], then ``(x - mean) / std`` per channel if given."""

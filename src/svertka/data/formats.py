@@ -249,14 +249,6 @@ def read_cifar_meta(path) -> list[str]:
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
 
 
-def _pil():
-    try:
-        from PIL import Image
-    except ImportError:
-        raise UsageError("reading image folders needs Pillow; install it with `pip install svertka[images]`") from None
-    return Image
-
-
 def read_image_folder(
     root: str | os.PathLike,
     mode: str = "RGB",
@@ -288,7 +280,7 @@ def read_image_folder(
         raise DataError(
             f"{root}: no images found; expected sub-folders per class holding .png/.jpg files (root/<class>/<image>)"
         )
-    Image = _pil()
+    from PIL import Image  # a dependency; imported here so that analysis commands start fast
     arrays = []
     for p in files:
         try:

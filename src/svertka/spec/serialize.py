@@ -90,5 +90,6 @@ def load_network(path) -> n.Network:
     except FileNotFoundError:
         raise SpecError(f"network file {p} does not exist") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise SpecError(f"network file {p} is not valid JSON ({e}); write it as svertka.spec.save_network does (README: Define your own network)") from None
+        raise SpecError(f"network file {p} is not valid JSON ({e}); write one with svertka.spec.save_network "
+                        f"(README: 'Define your own network')") from None
     return network_from_dict(data)

@@ -254,7 +254,8 @@ def cmd_demo_train(args=None, out=sys.stdout):
     full = data == "fashion-mnist"
     print(f"svertka demo: training LeNet-5 on {'the full Fashion-MNIST (60,000 train / 10,000 test)' if full else 'fashion-mnist-mini (Fashion-MNIST not found; install dataset-fashion-mnist for the full set)'}"
           f", data from {where}", file=out, flush=True)
-    cfg = make_config({"data": data, "epochs": None if full else 15}, recipe="lenet5-demo")
+    backend = getattr(args, "backend", None)  # numpy where torch is missing (svertka.cli)
+    cfg = make_config({"data": data, "epochs": None if full else 15, "backend": backend}, recipe="lenet5-demo")
     result = train(cfg)
     print(f"\ntest accuracy {100 * result.test_acc:.2f}% on {data} test set "
           f"({len(result.history)} epochs, {result.seconds:.0f} s); run saved in {result.run_dir}\n"

@@ -111,7 +111,7 @@ def evaluate(loaded: Loaded, data: str | None = None, root=None, tta: str = "non
 
 def confusion_png(conf, path, cell: int = 24) -> Path:
     """Rows = true class, columns = predicted; darker = more of the row's images."""
-    from ..viz.png import write_png
+    from ..viz.image import write_image
 
     conf = np.asarray(conf, np.float64)
     frac = conf / np.maximum(1, conf.sum(1, keepdims=True))
@@ -120,15 +120,12 @@ def confusion_png(conf, path, cell: int = 24) -> Path:
     for i in range(0, img.shape[0] + 1, cell):  # grid lines
         img[min(i, img.shape[0] - 1), :] = 160
         img[:, min(i, img.shape[1] - 1)] = 160
-    return write_png(path, img)
+    return write_image(path, img)
 
 
 def load_image(path, shape) -> np.ndarray:
     """Any PNG/JPEG -> uint8 H x W x C at the model's input size and channel count."""
-    try:
-        from PIL import Image, UnidentifiedImageError
-    except ImportError:
-        raise UsageError("predict needs Pillow to read images: pip install 'svertka[images]'") from None
+    from PIL import Image, UnidentifiedImageError
     c, h, w = shape
     path = Path(path)
     if not path.is_file():

@@ -1,6 +1,6 @@
-"""Pictures: a dependency-free PNG writer, sample grids, augmentation previews."""
+"""Pictures: images written through Pillow, sample grids, augmentation previews."""
 
-from svertka.viz.png import encode_png, save_grid, write_png
+from svertka.viz.image import image_format, save_grid, write_image
 from svertka.viz.samples import augment_grid
 
-__all__ = ["encode_png", "write_png", "save_grid", "augment_grid"]
+__all__ = ["image_format", "write_image", "save_grid", "augment_grid"]

@@ -67,7 +67,7 @@ class Tensor:
     """An n-d array plus what autograd needs: ``grad``, the parents and the
     backward closure. Float32 unless built from a float64 array."""
 
-    __slots__ = ("data", "grad", "requires_grad", "_node", "_op", "__weakref__")
+    __slots__ = ("data", "grad", "requires_grad", "_node", "__weakref__")
     __array_priority__ = 100  # ndarray + Tensor -> Tensor.__radd__
 
     def __init__(self, data, requires_grad: bool = False, dtype=None):
@@ -80,7 +80,6 @@ class Tensor:
         self.grad: np.ndarray | None = None
         self.requires_grad = bool(requires_grad)
         self._node: _Node | None = None  # set for op outputs (torch's grad_fn)
-        self._op = ""
 
     # ------------------------------------------------------------------ graph
     @staticmethod
@@ -90,20 +89,21 @@ class Tensor:
         The graph links ``_Node``s, not Tensors: a node holds its backward
         closure and its parents' nodes, never their data. An intermediate
         array stays alive only if a closure saved it (as torch's saved
-        tensors), so memory is what backward needs, not every activation."""
+        tensors), so memory is what backward needs, not every activation.
+        ``op`` names the op for the reader of the call site; nothing stores it."""
         out = Tensor.__new__(Tensor)
-        out.data, out.grad, out._op = data, None, op
+        out.data, out.grad = data, None
         needs = _GRAD_ENABLED and any(p.requires_grad for p in parents)
         out.requires_grad = needs
         out._node = _Node(backward, [p._grad_node() for p in parents],
-                          [p.data.shape for p in parents], op) if needs else None
+                          [p.data.shape for p in parents]) if needs else None
         return out
 
     def _grad_node(self) -> "_Node | None":
         if not self.requires_grad:
             return None
         if self._node is None:  # a leaf: its node writes .grad
-            return _Node(None, [], [], "leaf", leaf=self)
+            return _Node(None, [], [], leaf=self)
         return self._node
 
     @property
@@ -396,10 +396,10 @@ class Tensor:
 class _Node:
     """One recorded op: its backward closure and its parents' nodes."""
 
-    __slots__ = ("backward", "parents", "shapes", "op", "leaf")
+    __slots__ = ("backward", "parents", "shapes", "leaf")
 
-    def __init__(self, backward, parents, shapes, op, leaf=None):
-        self.backward, self.parents, self.shapes, self.op, self.leaf = backward, parents, shapes, op, leaf
+    def __init__(self, backward, parents, shapes, leaf=None):
+        self.backward, self.parents, self.shapes, self.leaf = backward, parents, shapes, leaf
 
 
 def _topo(root: _Node) -> list[_Node]:

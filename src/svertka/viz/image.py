@@ -1,47 +1,50 @@
-"""A dependency-free PNG writer and a grid of sample images.
-
-PNG is a signature plus chunks (length, type, data, CRC-32); pixel rows are
-zlib-compressed, each row prefixed by a filter byte (0 = none). That is all
-that is needed to write 8-bit grey, RGB or RGBA images.
-"""
+"""Writing images (PNG or JPEG, through Pillow) and a grid of sample images."""
 
 from __future__ import annotations
 
-import struct
-import zlib
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from svertka.errors import UsageError
 
-__all__ = ["encode_png", "write_png", "save_grid", "to_uint8_nhwc"]
+__all__ = ["image_format", "write_image", "save_grid", "to_uint8_nhwc"]
 
-_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-_COLOR_TYPE = {1: 0, 2: 4, 3: 2, 4: 6}  # channels -> PNG colour type (grey, grey+alpha, RGB, RGBA)
-
-
-def _chunk(kind: bytes, data: bytes) -> bytes:
-    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+# The file name's extension picks the format, so `--out grid.jpg` really is a JPEG.
+FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG"}
 
 
-def encode_png(image: np.ndarray) -> bytes:
-    """PNG bytes of a uint8 H x W (grey) or H x W x C (C = 1, 2, 3, 4) image."""
+def image_format(path) -> str:
+    """Pillow's format name for ``path``'s extension; a UsageError for any other extension."""
+    suffix = Path(path).suffix.lower()
+    if suffix not in FORMATS:
+        raise UsageError(f"cannot write {path}: unknown image extension {suffix or '(none)'!r}; "
+                         f"name the file .png or .jpg")
+    return FORMATS[suffix]
+
+
+def write_image(path, image: np.ndarray) -> Path:
+    """Write a uint8 H x W (grey) or H x W x C (C = 1, 2, 3, 4) image as PNG or JPEG, by extension.
+
+    JPEG has no alpha channel: it is dropped there.
+    """
+    path = Path(path)
+    fmt = image_format(path)
     image = np.asarray(image)
     if image.ndim == 2:
         image = image[..., None]
-    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] not in _COLOR_TYPE or 0 in image.shape:
-        raise UsageError(f"PNG needs a non-empty uint8 H x W x C image with C in 1..4, got {image.dtype} {image.shape}")
-    h, w, c = image.shape
-    header = struct.pack(">IIBBBBB", w, h, 8, _COLOR_TYPE[c], 0, 0, 0)
-    rows = np.concatenate([np.zeros((h, 1), np.uint8), image.reshape(h, w * c)], axis=1)
-    return _SIGNATURE + _chunk(b"IHDR", header) + _chunk(b"IDAT", zlib.compress(rows.tobytes(), 9)) + _chunk(b"IEND", b"")
-
-
-def write_png(path, image: np.ndarray) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(encode_png(image))
+    if image.dtype != np.uint8 or image.ndim != 3 or not 1 <= image.shape[2] <= 4 or 0 in image.shape:
+        raise UsageError(f"an image must be a non-empty uint8 H x W x C array with C in 1..4, "
+                         f"got {image.dtype} {image.shape}")
+    if fmt == "JPEG" and image.shape[2] in (2, 4):
+        image = image[..., :-1]
+    pil = Image.fromarray(np.ascontiguousarray(image[..., 0] if image.shape[2] == 1 else image))
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        pil.save(path, format=fmt, **({"quality": 95} if fmt == "JPEG" else {}))
+    except OSError as e:
+        raise UsageError(f"cannot write {path}: {e.strerror or e}; choose a writable location") from None
     return path
 
 
@@ -56,7 +59,8 @@ def to_uint8_nhwc(images) -> np.ndarray:
     if images.ndim == 3:
         images = images[..., None] if images.dtype == np.uint8 else images[:, None]
     if images.ndim != 4:
-        raise UsageError(f"expected a batch of images (N x H x W x C uint8 or N x C x H x W float), got shape {images.shape}")
+        raise UsageError(f"expected a batch of images (N x H x W x C uint8 or N x C x H x W float), "
+                         f"got shape {images.shape}")
     if images.dtype == np.uint8:
         return images
     return np.rint(np.clip(images, 0, 1) * 255).astype(np.uint8).transpose(0, 2, 3, 1)
@@ -90,13 +94,14 @@ def _text(s: str, width: int, scale: int) -> np.ndarray:
 
 
 def save_grid(images, path, nrow: int = 8, labels=None, padding: int = 2, scale: int | None = None) -> Path:
-    """Write ``images`` as a PNG grid with ``nrow`` images per row.
+    """Write ``images`` as a grid with ``nrow`` images per row (PNG or JPEG, by ``path``'s extension).
 
     ``images``: uint8 NHWC or float NCHW in [0, 1] (NumPy or torch).
     ``labels``: optional captions, one per image (strings or numbers).
     ``scale``: integer upscaling; by default small images are enlarged so a
     tile is at least 56 pixels wide and a caption stays readable.
     """
+    image_format(path)  # a bad extension fails before any work
     images = to_uint8_nhwc(images)
     n, h, w, c = images.shape
     if n == 0:
@@ -122,4 +127,4 @@ def save_grid(images, path, nrow: int = 8, labels=None, padding: int = 2, scale:
         grid[y : y + h, x : x + w] = images[i]
         if labels is not None:
             grid[y + h : y + h + cap_h, x : x + w] = _text(str(labels[i]), w, cap_scale)[..., None]
-    return write_png(path, grid)
+    return write_image(path, grid)
