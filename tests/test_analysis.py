@@ -6,8 +6,19 @@ import pytest
 from svertka.analysis import analyze, min_input_size, stacked_convs_to_see
 from svertka.errors import ShapeError, SpecError
 from svertka.spec import (
-    Concat, Conv2d, MaxPool2d, Network, ReLU, Residual, from_dict, load_network,
-    network_from_dict, network_to_dict, save_network, seq, to_dict,
+    Concat,
+    Conv2d,
+    MaxPool2d,
+    Network,
+    ReLU,
+    Residual,
+    from_dict,
+    load_network,
+    network_from_dict,
+    network_to_dict,
+    save_network,
+    seq,
+    to_dict,
 )
 from svertka.zoo import create_model, list_models
 
@@ -112,7 +123,7 @@ def test_summary_json_layout():
     layer = d["layers"][0]
     assert set(layer) >= {"name", "type", "output_shape", "params", "macs", "rf"}
     assert d["layers"][0]["name"] == "conv1"
-    assert sum(l["params"] for l in d["layers"]) == d["total"]["params"] == 11_689_512
+    assert sum(la["params"] for la in d["layers"]) == d["total"]["params"] == 11_689_512
 
 
 def test_torchvision_names():

@@ -153,8 +153,10 @@ def test_cross_entropy_and_mse():
         n, K = int(rng.integers(1, 6)), int(rng.integers(2, 8))
         y = rng.integers(0, K, n)
         eps = [0.0, 0.1, 0.3][i % 3]
-        gradcheck(lambda z: F.cross_entropy(z, y, label_smoothing=eps), [rng.standard_normal((n, K)) * 3], rng)
-        gradcheck(lambda a, b: F.mse_loss(a, b), [rng.standard_normal((n, K)), rng.standard_normal((n, K))], rng)
+        gradcheck(lambda z: F.cross_entropy(z, y, label_smoothing=eps), [rng.standard_normal((n, K)) * 3],
+                  rng)
+        gradcheck(lambda a, b: F.mse_loss(a, b), [rng.standard_normal((n, K)), rng.standard_normal((n, K))],
+                  rng)
 
 
 def test_tensor_ops_broadcasting():
@@ -164,7 +166,7 @@ def test_tensor_ops_broadcasting():
         lambda a, b: (a * b).sum(1, keepdims=True), lambda a, b: (a + b).mean(),
         lambda a, b: (a - b).mean(axis=(0, 2)), lambda a, b: (a * b).max(axis=1),
     ]
-    for i in range(CASES):
+    for _i in range(CASES):
         shape = tuple(int(v) for v in rng.integers(1, 5, 3))
         bshape = tuple(s if rng.random() < 0.5 else 1 for s in shape)[int(rng.integers(0, 2)):]
         for op in ops:

@@ -70,7 +70,7 @@ def test_conv2d_lenet_and_dense_shapes():
 def test_conv2d_stride1_input_gradient_as_flipped_conv():
     """At stride 1 with >= 16 channels per group the engine computes dx as a conv of
     dout with the flipped kernel; padding beyond the kernel's span falls back to col2im."""
-    for i in range(12):
+    for _i in range(12):
         G, Cg, Og = int(rng.integers(1, 3)), int(rng.integers(16, 21)), int(rng.integers(1, 9))
         k = tuple(int(v) for v in rng.integers(1, 6, 2))
         d = tuple(int(v) for v in rng.integers(1, 4, 2))
@@ -90,7 +90,8 @@ def test_pool_parity():
         p = tuple(int(rng.integers(0, kk // 2 + 1)) for kk in k)
         d = tuple(int(v) for v in rng.integers(1, 3, 2))
         ceil = bool(i % 2)
-        x = _rand(2, 3, int(rng.integers(d[0] * (k[0] - 1) + 1, 13)), int(rng.integers(d[1] * (k[1] - 1) + 1, 13)))
+        x = _rand(2, 3, int(rng.integers(d[0] * (k[0] - 1) + 1, 13)),
+                  int(rng.integers(d[1] * (k[1] - 1) + 1, 13)))
         parity(lambda x: F.max_pool2d(x, k, s, p, d, ceil), lambda x: TF.max_pool2d(x, k, s, p, d, ceil), [x])
         xa = _rand(2, 3, int(rng.integers(k[0], 13)), int(rng.integers(k[1], 13)))
         for cip in (True, False):
@@ -120,7 +121,7 @@ def test_googlenet_ceil_mode_pool():
 
 def test_batch_norm_parity_and_running_stats():
     for i in range(CASES):
-        N, C, H, W = 1 + int(rng.integers(1, 6)), int(rng.integers(1, 6)), int(rng.integers(1, 6)), int(rng.integers(1, 6))
+        N, C, H, W = 1 + int(rng.integers(1, 6)), *(int(v) for v in rng.integers(1, 6, 3))
         x, w, b = _rand(N, C, H, W) * 3 + 1, _rand(C), _rand(C)
         rm, rv = _rand(C), np.abs(_rand(C)) + 0.5
         for training in (True, False):

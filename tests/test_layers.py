@@ -17,8 +17,18 @@ from svertka.backends.numpy import functional as F
 from svertka.backends.numpy.modules import BUILDERS as NUMPY_BUILDERS
 from svertka.errors import ShapeError, SpecError
 from svertka.spec import (
-    LEAF_TYPES, RULES, BatchNorm2d, Concat, Conv2d, ConvTranspose2d, Leaf, Network, ReLU, Sequential,
-    missing_rules, seq, trace,
+    LEAF_TYPES,
+    BatchNorm2d,
+    Concat,
+    Conv2d,
+    ConvTranspose2d,
+    Leaf,
+    Network,
+    ReLU,
+    Sequential,
+    missing_rules,
+    seq,
+    trace,
 )
 from test_engine_gradcheck import gradcheck
 

@@ -90,8 +90,8 @@ def feature_leaf(a):
     output, and the leaf where the network turns global, whose input is the
     final feature map (the map ``Analysis.feature_rf`` describes)."""
     leaves = a.leaves
-    last = max(i for i, l in enumerate(leaves) if not l.rf.global_)
-    exact = [l for l in leaves[: last + 1] if len(l.out_shape) == 3 and l.rf.exact]
+    last = max(i for i, la in enumerate(leaves) if not la.rf.global_)
+    exact = [la for la in leaves[: last + 1] if len(la.out_shape) == 3 and la.rf.exact]
     return exact[-1], leaves[last + 1]
 
 

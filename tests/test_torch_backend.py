@@ -13,12 +13,15 @@ torch = pytest.importorskip("torch")
 
 from svertka.analysis import analyze  # noqa: E402
 from svertka.backends.torch import (  # noqa: E402
-    compile, load_weights, read_weights, save_weights,
+    compile,
+    load_weights,
+    read_weights,
+    save_weights,
 )
 from svertka.backends.torch.compile import drop_path  # noqa: E402
-from svertka.spec import rbf_centers  # noqa: E402
 from svertka.errors import ShapeError, SvertkaError, WeightsError  # noqa: E402
 from svertka.spec import nodes as n  # noqa: E402
+from svertka.spec import rbf_centers  # noqa: E402
 
 
 def _check(net_or_node, input_shape, batch=2, atol=None):
@@ -337,7 +340,7 @@ def small_net(name="resnet18", num_classes=10):
 def _randomise(model):
     torch.manual_seed(1)
     with torch.no_grad():
-        for k, v in model.state_dict().items():
+        for _k, v in model.state_dict().items():
             if v.is_floating_point():
                 v.copy_(torch.rand_like(v) + 0.5)
             else:
@@ -438,14 +441,16 @@ def test_num_classes_mismatch_from_metadata(tmp_path):
     save_weights(compile(small_net(num_classes=1000)), tmp_path / "w.safetensors")
     with pytest.raises(WeightsError) as e:
         load_weights(compile(small_net(num_classes=10)), tmp_path / "w.safetensors")
-    assert "num_classes mismatch: checkpoint has 1000 classes, model 10; pass --num-classes 1000" in str(e.value)
+    assert ("num_classes mismatch: checkpoint has 1000 classes, model 10; pass --num-classes 1000"
+            in str(e.value))
 
 
 def test_num_classes_mismatch_without_metadata(tmp_path):
     torch.save(compile(small_net(num_classes=1000)).state_dict(), tmp_path / "tv.pth")
     with pytest.raises(WeightsError) as e:
         load_weights(compile(small_net(num_classes=10)), tmp_path / "tv.pth")
-    assert "num_classes mismatch: checkpoint has 1000 classes, model 10; pass --num-classes 1000" in str(e.value)
+    assert ("num_classes mismatch: checkpoint has 1000 classes, model 10; pass --num-classes 1000"
+            in str(e.value))
 
 
 def test_missing_unexpected_and_shape_mismatch_in_one_error(tmp_path):

@@ -6,7 +6,6 @@ The torchvision key lists below are written out independently from
 torchvision's module structure (torchvision itself is not a dependency)."""
 from __future__ import annotations
 
-
 import pytest
 
 torch = pytest.importorskip("torch")

@@ -54,13 +54,13 @@ def models_table(analyses: list[Analysis]) -> str:
 
 def summary_table(a: Analysis, max_depth: int | None = None) -> str:
     rows = []
-    for l in a.layers[1:]:
-        if (max_depth is None and not l.leaf) or (max_depth is not None and l.depth > max_depth):
+    for la in a.layers[1:]:
+        if (max_depth is None and not la.leaf) or (max_depth is not None and la.depth > max_depth):
             continue
-        if max_depth is not None and not l.leaf and l.depth < max_depth:
+        if max_depth is not None and not la.leaf and la.depth < max_depth:
             continue
-        rows.append([l.name, l.type, "x".join(map(str, l.out_shape)), f"{l.params:,}",
-                     f"{l.macs:,}", l.rf.label(), f"{l.rf.stride[0]}"])
+        rows.append([la.name, la.type, "x".join(map(str, la.out_shape)), f"{la.params:,}",
+                     f"{la.macs:,}", la.rf.label(), f"{la.rf.stride[0]}"])
     body = table(["layer", "type", "output", "params", "MACs", "RF", "stride"], rows,
                  "<<>>>>>")
     total = (f"\nTotal params: {a.params:,}   (buffers: {a.buffers:,})\n"

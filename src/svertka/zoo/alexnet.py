@@ -2,8 +2,17 @@
 from __future__ import annotations
 
 from ..spec.nodes import (
-    AdaptiveAvgPool2d, Conv2d, Dropout, Flatten, Linear, LocalResponseNorm, MaxPool2d, Network,
-    ReLU, Sequential, seq,
+    AdaptiveAvgPool2d,
+    Conv2d,
+    Dropout,
+    Flatten,
+    Linear,
+    LocalResponseNorm,
+    MaxPool2d,
+    Network,
+    ReLU,
+    Sequential,
+    seq,
 )
 from .common import imagenet
 from .registry import Reference, register_model

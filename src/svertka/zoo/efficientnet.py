@@ -5,8 +5,19 @@ from __future__ import annotations
 import math
 
 from ..spec.nodes import (
-    AdaptiveAvgPool2d, BatchNorm2d, Conv2d, Dropout, Flatten, Gate, Linear, Network, Residual,
-    Sequential, Sigmoid, SiLU, seq,
+    AdaptiveAvgPool2d,
+    BatchNorm2d,
+    Conv2d,
+    Dropout,
+    Flatten,
+    Gate,
+    Linear,
+    Network,
+    Residual,
+    Sequential,
+    Sigmoid,
+    SiLU,
+    seq,
 )
 from .common import conv_bn_act, imagenet, make_divisible
 from .registry import Reference, register_model

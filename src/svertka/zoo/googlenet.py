@@ -8,8 +8,18 @@ true 5x5, biases, no BN, LRN after the stem. Auxiliary heads are left out
 from __future__ import annotations
 
 from ..spec.nodes import (
-    AdaptiveAvgPool2d, BatchNorm2d, Concat, Conv2d, Dropout, Flatten, Linear, LocalResponseNorm,
-    MaxPool2d, ReLU, Sequential, seq,
+    AdaptiveAvgPool2d,
+    BatchNorm2d,
+    Concat,
+    Conv2d,
+    Dropout,
+    Flatten,
+    Linear,
+    LocalResponseNorm,
+    MaxPool2d,
+    ReLU,
+    Sequential,
+    seq,
 )
 from .common import imagenet
 from .registry import Reference, register_model

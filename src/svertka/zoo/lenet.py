@@ -2,8 +2,19 @@
 from __future__ import annotations
 
 from ..spec.nodes import (
-    Concat, Conv2d, Flatten, Linear, MaxPool2d, Network, RBFOutput, ReLU, ScaledTanh,
-    SelectChannels, Sequential, Subsample, seq,
+    Concat,
+    Conv2d,
+    Flatten,
+    Linear,
+    MaxPool2d,
+    Network,
+    RBFOutput,
+    ReLU,
+    ScaledTanh,
+    SelectChannels,
+    Sequential,
+    Subsample,
+    seq,
 )
 from .common import fashion_mnist
 from .registry import Reference, register_model

@@ -2,8 +2,18 @@
 from __future__ import annotations
 
 from ..spec.nodes import (
-    AdaptiveAvgPool2d, BatchNorm2d, Conv2d, Dropout, Flatten, Linear, Network, ReLU, ReLU6,
-    Residual, Sequential, seq,
+    AdaptiveAvgPool2d,
+    BatchNorm2d,
+    Conv2d,
+    Dropout,
+    Flatten,
+    Linear,
+    Network,
+    ReLU,
+    ReLU6,
+    Residual,
+    Sequential,
+    seq,
 )
 from .common import conv_bn_act, imagenet, make_divisible
 from .registry import Reference, register_model

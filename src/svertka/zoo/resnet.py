@@ -4,8 +4,17 @@ option-A (parameter-free) shortcuts."""
 from __future__ import annotations
 
 from ..spec.nodes import (
-    AdaptiveAvgPool2d, BatchNorm2d, Conv2d, Flatten, Linear, MaxPool2d, Network, ReLU, Residual,
-    Sequential, ShortcutA,
+    AdaptiveAvgPool2d,
+    BatchNorm2d,
+    Conv2d,
+    Flatten,
+    Linear,
+    MaxPool2d,
+    Network,
+    ReLU,
+    Residual,
+    Sequential,
+    ShortcutA,
 )
 from .common import imagenet
 from .registry import Reference, register_model

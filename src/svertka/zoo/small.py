@@ -12,8 +12,17 @@ All default to 1x28x28 inputs, 10 classes and Fashion-MNIST's mean/std.
 from __future__ import annotations
 
 from ..spec.nodes import (
-    AdaptiveAvgPool2d, BatchNorm2d, Conv2d, Dropout, Flatten, Linear, MaxPool2d, Network, ReLU,
-    Sequential, seq,
+    AdaptiveAvgPool2d,
+    BatchNorm2d,
+    Conv2d,
+    Dropout,
+    Flatten,
+    Linear,
+    MaxPool2d,
+    Network,
+    ReLU,
+    Sequential,
+    seq,
 )
 from .common import fashion_mnist
 from .registry import Reference, register_model

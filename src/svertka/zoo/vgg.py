@@ -2,8 +2,17 @@
 from __future__ import annotations
 
 from ..spec.nodes import (
-    AdaptiveAvgPool2d, BatchNorm2d, Conv2d, Dropout, Flatten, Linear, MaxPool2d, ReLU,
-    Network, Sequential, seq,
+    AdaptiveAvgPool2d,
+    BatchNorm2d,
+    Conv2d,
+    Dropout,
+    Flatten,
+    Linear,
+    MaxPool2d,
+    Network,
+    ReLU,
+    Sequential,
+    seq,
 )
 from .common import imagenet
 from .registry import Reference, register_model

@@ -261,11 +261,12 @@ def _check(x, weight, bias, stride, padding, dilation, groups, where):
         raise ShapeError(f"{where}: input {fmt_shape(x.shape)} has {C} channels but weight "
                          f"{fmt_shape(weight.shape)} expects {Cg} x groups {groups} = {Cg * groups}")
     if bias is not None and bias.shape != (O,):
-        raise ShapeError(f"{where}: bias shape {fmt_shape(bias.shape)} != ({O},) for weight {fmt_shape(weight.shape)}")
+        raise ShapeError(f"{where}: bias shape {fmt_shape(bias.shape)} != ({O},) for weight "
+                         f"{fmt_shape(weight.shape)}")
     if min(stride) < 1 or min(dilation) < 1 or min(padding) < 0:
         raise SvertkaError(f"{where}: stride {stride} and dilation {dilation} must be >= 1 and "
                            f"padding {padding} >= 0")
-    for axis, size, k, s, p, d in (("H", H, kh, *[v[0] for v in (stride, padding, dilation)]),
+    for axis, size, k, _s, p, d in (("H", H, kh, *[v[0] for v in (stride, padding, dilation)]),
                                    ("W", W, kw, *[v[1] for v in (stride, padding, dilation)])):
         if size + 2 * p < d * (k - 1) + 1:
             raise ShapeError(f"{where}: input {fmt_shape(x.shape)} is smaller than the kernel: {axis}="

@@ -30,7 +30,8 @@ def conv_transpose2d(x: Tensor, weight: Tensor, bias: Tensor | None = None, stri
                      where: str = "conv_transpose2d") -> Tensor:
     """torch.nn.functional.conv_transpose2d: x (N, C, H, W), weight (C, O/groups, kh, kw)."""
     (sh, sw), (ph, pw) = pair(stride, f"{where}: stride"), pair(padding, f"{where}: padding")
-    (oph, opw), (dh, dw) = pair(output_padding, f"{where}: output_padding"), pair(dilation, f"{where}: dilation")
+    oph, opw = pair(output_padding, f"{where}: output_padding")
+    dh, dw = pair(dilation, f"{where}: dilation")
     _check(x, weight, bias, groups, where)
     N, C, H, W = x.shape
     _, Og, kh, kw = weight.shape

@@ -13,8 +13,8 @@ from ...errors import ShapeError, SvertkaError
 from ...spec.geometry import fmt_shape, pair
 from .conv import conv2d
 from .conv_transpose import conv_transpose2d
+from .tensor import Tensor
 from .window import Geometry, pad, unpad, window_view
-from .tensor import Tensor, unbroadcast
 
 __all__ = [
     "conv2d", "conv_transpose2d", "linear", "relu", "relu6", "silu", "sigmoid", "tanh", "gelu", "scaled_tanh",
@@ -47,8 +47,8 @@ def _need4d(x: Tensor, where: str):
 def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None, where: str = "linear") -> Tensor:
     """y = x @ W.T + b, W is (out_features, in_features) as in torch."""
     if x.ndim != 2 or x.shape[1] != weight.shape[1]:
-        raise ShapeError(f"{where}: input {fmt_shape(x.shape)} does not fit weight {fmt_shape(weight.shape)}: "
-                         f"expected N x {weight.shape[1]}")
+        raise ShapeError(f"{where}: input {fmt_shape(x.shape)} does not fit weight "
+                         f"{fmt_shape(weight.shape)}: expected N x {weight.shape[1]}")
     if x.dtype != weight.dtype:
         raise SvertkaError(f"{where}: dtype mismatch: input {x.dtype} {fmt_shape(x.shape)}, weight "
                            f"{weight.dtype} {fmt_shape(weight.shape)}")
@@ -255,7 +255,8 @@ def batch_norm(x: Tensor, weight: Tensor | None, bias: Tensor | None, running_me
     _need4d(x, where)
     N, C, H, W = x.shape
     if weight is not None and weight.shape != (C,):
-        raise ShapeError(f"{where}: input {fmt_shape(x.shape)} has {C} channels, weight has {fmt_shape(weight.shape)}")
+        raise ShapeError(f"{where}: input {fmt_shape(x.shape)} has {C} channels, weight has "
+                         f"{fmt_shape(weight.shape)}")
     xd = x.data
     axes = (0, 2, 3)
     n = N * H * W
@@ -464,7 +465,8 @@ def cross_entropy(logits: Tensor, target, label_smoothing: float = 0.0, reductio
 def mse_loss(pred: Tensor, target, reduction: str = "mean") -> Tensor:
     tgt = target.data if isinstance(target, Tensor) else np.asarray(target, pred.dtype)
     if tgt.shape != pred.shape:
-        raise ShapeError(f"mse_loss: prediction {fmt_shape(pred.shape)} and target {fmt_shape(tgt.shape)} differ")
+        raise ShapeError(f"mse_loss: prediction {fmt_shape(pred.shape)} and target "
+                         f"{fmt_shape(tgt.shape)} differ")
     diff = pred.data - tgt
     n = diff.size if reduction == "mean" else 1
     out = np.asarray((diff * diff).sum() / n, dtype=pred.dtype)

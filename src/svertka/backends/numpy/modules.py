@@ -25,7 +25,8 @@ from . import functional as F
 from .tensor import Tensor
 
 __all__ = [
-    "BUILDERS", "Module", "Parameter", "Conv2d", "ConvTranspose2d", "Linear", "BatchNorm2d", "LocalResponseNorm", "ReLU", "ReLU6",
+    "BUILDERS", "Module", "Parameter", "Conv2d", "ConvTranspose2d", "Linear", "BatchNorm2d",
+    "LocalResponseNorm", "ReLU", "ReLU6",
     "SiLU", "Sigmoid", "Tanh", "GELU", "ScaledTanh", "Identity", "MaxPool2d", "AvgPool2d",
     "AdaptiveAvgPool2d", "Dropout", "Flatten", "ShortcutA", "SelectChannels", "Subsample",
     "RBFOutput", "Sequential", "Residual", "Concat", "Gate",
@@ -130,7 +131,7 @@ class Module:
     def astype(self, dtype) -> "Module":
         """Cast parameters and float buffers (float64 for gradient checks)."""
         for _, m in self.named_modules():
-            for name, p in m._params.items():
+            for p in m._params.values():
                 p.data = p.data.astype(dtype)
             for name, b in list(m._buffers.items()):
                 if b.dtype.kind == "f":
@@ -171,7 +172,8 @@ class Module:
                 problems.append(f"unexpected keys {_listing(unexpected)}")
             if wrong:
                 problems.append("wrong shapes " + ", ".join(
-                    f"{k} {fmt_shape(given[k].shape)} (model has {fmt_shape(own[k].shape)})" for k in wrong[:5])
+                    f"{k} {fmt_shape(given[k].shape)} (model has {fmt_shape(own[k].shape)})"
+                    for k in wrong[:5])
                     + (f", ... {len(wrong) - 5} more" if len(wrong) > 5 else ""))
             raise WeightsError("state_dict does not fit the model: " + "; ".join(problems)
                                + "; is it for another model or configuration?")

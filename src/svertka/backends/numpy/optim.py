@@ -33,7 +33,8 @@ class Optimizer:
             g["params"] = list(g["params"])
             for p in g["params"]:
                 if not isinstance(p, Tensor):
-                    raise SvertkaError(f"{type(self).__name__} expects engine Tensors, got {type(p).__name__}")
+                    raise SvertkaError(f"{type(self).__name__} expects engine Tensors, got "
+                                       f"{type(p).__name__}")
             for k, v in {**self.defaults, **hyper}.items():
                 g.setdefault(k, v)
             if g["lr"] < 0:
