@@ -1,0 +1,394 @@
+"""Canvas datasets: real Fashion-MNIST (or MNIST) items on a larger black canvas,
+with exact ground truth per item. The lecture's "other CV tasks" (points,
+box regression, detection, segmentation) train and are scored on these.
+
+    gen = CanvasGenerator.from_dataset(split="test", config=CanvasConfig(size=96, max_items=5))
+    c = gen.generate(1000, seed=0)       # Canvases: images, masks, labels, boxes, keypoints
+
+How a canvas is made (all of it batched over canvases; the only Python loops
+run over the item *slots* of a canvas, at most ``max_items``, and over redraw rounds):
+
+* **Items** come from one split only: training canvases from training images,
+  test canvases from test images. Each canvas holds ``min_items..max_items``
+  items (uniform), drawn uniformly with replacement from the split.
+* **Scale:** each item is resized to ``round(28 * s)`` px, ``s`` uniform in
+  ``scale`` (0.75x-2x by default), by a vectorised separable bilinear resample
+  written here in NumPy (pixel centres aligned as in Pillow and torch's
+  ``align_corners=False``; no antialiasing, so below 1x it may alias slightly),
+  then rounded to uint8.
+* **Position:** uniform, with the whole resized item inside the canvas.
+* **Silhouette:** an item's pixels brighter than ``threshold`` (uint8 value).
+  Boxes, masks, keypoints and the overlap cap are all defined on silhouettes.
+* **Overlap cap:** the silhouette boxes of any two items have IoU <= ``max_iou``;
+  each slot tries 64 random positions at once and takes the first that passes.
+* **Compositing, "top wins":** items are drawn in order, later ones on top. A
+  pixel belongs to the top-most item whose silhouette covers it and shows that
+  item's value; a pixel no silhouette covers shows the brightest faint
+  (below-threshold) value there, so the bilinear halo stays but belongs to no
+  one. Hence ``canvas > threshold`` is exactly the union of the items' masks.
+* **Visibility:** every item keeps at least ``min_visible`` of its silhouette
+  pixels after occlusion.
+* **Redraws:** a canvas whose items cannot all be placed, or where an item is
+  hidden too much, is drawn again with new scales and positions (its item count
+  and items stay), so crowded canvases lean towards smaller scales. After
+  ``MAX_ROUNDS`` failed rounds it is an error: more items than fit.
+* **Seeded:** canvases come in chunks of ``CHUNK``; chunk ``c`` is drawn from
+  ``numpy.random.default_rng([seed, c])``, so canvas ``i`` depends only on the
+  seed, ``i``, the split's images and the config.
+
+Ground truth per item (slots past a canvas's count hold label -1 and zeros):
+
+* ``labels``: the class index; ``sources``: the index of the item in the split;
+* ``boxes``: xyxy tight box of the *visible* pixels, x1/y1 exclusive (pixel
+  column ``c`` spans [c, c + 1));
+* ``keypoints``: (x, y) of, in ``KEYPOINT_NAMES`` order, the intensity-weighted
+  centre of mass of the visible pixels, then the top-, bottom-, left- and
+  right-most visible pixel; where several pixels share the extreme row or
+  column, the centre of them (as ExtremeNet does). Pixel centres are at +0.5;
+* ``masks``: per canvas pixel, 0 for background, else 1 + the index of the
+  item that owns it (top wins);
+* ``areas``: visible pixel count; ``touching``: per canvas, whether two
+  items' masks overlap or are 8-neighbours.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from svertka.errors import DataError, UsageError
+from svertka.tasks.boxes import iou
+
+__all__ = ["CanvasConfig", "Canvases", "CanvasGenerator", "TASK_PRESETS", "KEYPOINT_NAMES", "ITEM",
+           "CHUNK", "MAX_ROUNDS", "resize_items", "find_items_dataset"]
+
+ITEM = 28  # side of a Fashion-MNIST / MNIST image
+KEYPOINT_NAMES = ("center", "top", "bottom", "left", "right")
+CHUNK = 256  # canvases drawn from one generator
+MAX_ROUNDS = 50  # redraws before a layout counts as impossible
+TRIES = 64  # candidate positions per item slot and round
+MIN_ITEM_PIXELS = 16  # pool items with fewer silhouette pixels (at 28x28) are left out
+
+
+@dataclass(frozen=True)
+class CanvasConfig:
+    size: int = 96
+    min_items: int = 1
+    max_items: int = 5
+    scale: tuple[float, float] = (0.75, 2.0)
+    max_iou: float = 0.3
+    threshold: int = 16  # uint8 value a silhouette pixel must exceed
+    min_visible: float = 0.5  # fraction of its silhouette an item keeps after occlusion
+
+    @property
+    def patch(self) -> int:
+        """Side of the largest resized item."""
+        return item_side(self.scale[1])
+
+    def check(self) -> "CanvasConfig":
+        """Raise a one-line UsageError for a config no canvas can satisfy."""
+        if not (isinstance(self.size, int) and self.size >= 1):
+            raise UsageError(f"canvas size must be a positive integer, got {self.size!r}")
+        if not 1 <= self.min_items <= self.max_items:
+            raise UsageError(f"items per canvas: need 1 <= min_items <= max_items, got {self.min_items}..{self.max_items}")
+        lo, hi = self.scale
+        if not (math.isfinite(lo) and math.isfinite(hi) and 0.25 <= lo <= hi):
+            raise UsageError(f"bad scale range {lo}..{hi}: need 0.25 <= low <= high (items of at least 7 px), e.g. 0.75,2")
+        if self.patch > self.size:
+            raise UsageError(f"a {self.size}x{self.size} canvas is smaller than an item at scale {hi} "
+                             f"({self.patch} px); use a canvas of at least {self.patch} px or a smaller maximum scale")
+        if not 0.0 <= self.max_iou <= 1.0:
+            raise UsageError(f"max_iou must be in [0, 1], got {self.max_iou}")
+        if not 0 <= self.threshold < 255:
+            raise UsageError(f"threshold must be a uint8 value in 0..254, got {self.threshold}")
+        if not 0.0 < self.min_visible <= 1.0:
+            raise UsageError(f"min_visible must be in (0, 1], got {self.min_visible}")
+        return self
+
+
+# The issue's three tasks: a 64x64 canvas with one item for points and localize,
+# 96x96 with 1-5 items for detect.
+TASK_PRESETS = {
+    "points": CanvasConfig(size=64, min_items=1, max_items=1),
+    "localize": CanvasConfig(size=64, min_items=1, max_items=1),
+    "detect": CanvasConfig(size=96, min_items=1, max_items=5),
+}
+
+
+def item_side(scale) -> np.ndarray | int:
+    """Side in px of an item resized by ``scale``."""
+    side = np.maximum(np.rint(np.asarray(scale) * ITEM), 1).astype(np.int64)
+    return int(side) if side.ndim == 0 else side
+
+
+@dataclass
+class Canvases:
+    """A batch of canvases with their ground truth (see the module docstring)."""
+
+    images: np.ndarray  # uint8 N x H x W x 1
+    masks: np.ndarray  # uint8 N x H x W: 0 background, k = item k-1
+    labels: np.ndarray  # int64 N x K, -1 past the count
+    boxes: np.ndarray  # float32 N x K x 4, xyxy
+    keypoints: np.ndarray  # float32 N x K x 5 x 2, (x, y)
+    areas: np.ndarray  # int64 N x K, visible pixels
+    counts: np.ndarray  # int64 N
+    touching: np.ndarray  # bool N
+    sources: np.ndarray  # int64 N x K, index into the split's images
+    scales: np.ndarray  # float32 N x K, the item's side / 28
+    classes: tuple[str, ...] = ()
+    config: CanvasConfig = field(default_factory=CanvasConfig)
+    dataset: str = ""  # the items' dataset and split, e.g. "fashion-mnist-mini/test"
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def subset(self, index) -> "Canvases":
+        """Canvases at ``index`` (a slice, an index array or a boolean mask)."""
+        arrays = {k: getattr(self, k)[index] for k in _ARRAY_FIELDS}
+        return Canvases(**arrays, classes=self.classes, config=self.config, dataset=self.dataset)
+
+    @staticmethod
+    def concat(parts: list["Canvases"]) -> "Canvases":
+        first = parts[0]
+        arrays = {k: np.concatenate([getattr(p, k) for p in parts]) for k in _ARRAY_FIELDS}
+        return Canvases(**arrays, classes=first.classes, config=first.config, dataset=first.dataset)
+
+    def objects(self, i: int) -> list[dict]:
+        """The items of canvas ``i`` as plain dicts (label, class, box, keypoints, area)."""
+        out = []
+        for k in range(int(self.counts[i])):
+            out.append({"label": int(self.labels[i, k]), "class": self.classes[self.labels[i, k]],
+                        "box": self.boxes[i, k].tolist(), "keypoints": self.keypoints[i, k].tolist(),
+                        "area": int(self.areas[i, k]), "source": int(self.sources[i, k])})
+        return out
+
+
+_ARRAY_FIELDS = ("images", "masks", "labels", "boxes", "keypoints", "areas", "counts", "touching", "sources", "scales")
+
+
+def resize_items(items: np.ndarray, sides: np.ndarray, patch: int) -> np.ndarray:
+    """Bilinear resize of K square uint8 items (K x s x s) to ``sides[k]`` px each,
+    returned in a zero-padded K x patch x patch uint8 array (top-left aligned).
+
+    Resizing is linear, so each item is two small matrix products, A @ X @ A.T,
+    where row u of A (patch x s) holds the two bilinear weights of output pixel u:
+    its source coordinate is (u + 0.5) * s / side - 0.5, clamped to the image;
+    rows past ``side`` are zero.
+    """
+    k, s = items.shape[0], items.shape[1]
+    u = np.arange(patch)
+    src = np.clip((u[None, :] + 0.5) * (s / sides[:, None]) - 0.5, 0, s - 1)  # K x patch
+    i0 = np.floor(src).astype(np.intp)
+    w = (src - i0).astype(np.float32) * (u[None, :] < sides[:, None])
+    a = np.zeros((k, patch, s + 1), np.float32)  # one spare column takes i0 + 1 past the edge
+    np.put_along_axis(a, i0[..., None], ((1 - w) * (u[None, :] < sides[:, None]))[..., None], 2)
+    np.put_along_axis(a, i0[..., None] + 1, w[..., None], 2)
+    a = a[:, :, :s]
+    out = a @ items.astype(np.float32) @ a.transpose(0, 2, 1)
+    return np.rint(out).astype(np.uint8)
+
+
+def _extremes(any_: np.ndarray):
+    """First and last True index along the last axis (an all-False row gives 0, -1)."""
+    n = any_.shape[-1]
+    has = any_.any(-1)
+    first = np.where(has, np.argmax(any_, -1), 0)
+    last = np.where(has, n - 1 - np.argmax(any_[..., ::-1], -1), -1)
+    return first, last
+
+
+def _silhouette_boxes(sil: np.ndarray) -> np.ndarray:
+    """xyxy tight boxes (x1/y1 exclusive) of boolean ... x S x S silhouettes; empty ones give zeros."""
+    y0, y1 = _extremes(sil.any(-1))
+    x0, x1 = _extremes(sil.any(-2))
+    return np.stack([x0, y0, x1 + 1, y1 + 1], -1).astype(np.float64)
+
+
+def find_items_dataset(root=None) -> str:
+    """The dataset canvases use by default: the full Fashion-MNIST when its files
+    are found locally (no download), else the packaged fashion-mnist-mini."""
+    from svertka.data.datasets import load_dataset
+
+    try:
+        load_dataset("fashion-mnist", root=root, split="test", download=False)
+        return "fashion-mnist"
+    except DataError:
+        return "fashion-mnist-mini"
+
+
+class CanvasGenerator:
+    """Draws canvases from one split's item images (uint8 P x 28 x 28) and labels."""
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, classes, config: CanvasConfig | None = None,
+                 name: str = ""):
+        self.config = (config or CanvasConfig()).check()
+        images = np.asarray(images)
+        if images.ndim == 4 and images.shape[-1] == 1:
+            images = images[..., 0]
+        if images.ndim != 3 or images.shape[1] != images.shape[2] or images.dtype != np.uint8:
+            raise UsageError(f"canvas items must be uint8 P x S x S (or P x S x S x 1) images, got {images.dtype} {images.shape}")
+        if images.shape[1] != ITEM:
+            raise UsageError(f"canvas items must be {ITEM}x{ITEM} (MNIST-style), got {images.shape[1]}x{images.shape[2]}")
+        keep = (images > self.config.threshold).sum((1, 2)) >= MIN_ITEM_PIXELS
+        self.items = np.ascontiguousarray(images[keep])
+        self.item_ids = np.flatnonzero(keep)  # back to the split's indices
+        self.item_labels = np.asarray(labels, np.int64)[keep]
+        if not len(self.items):
+            raise DataError(f"{name or 'the dataset'}: no item has {MIN_ITEM_PIXELS} pixels above {self.config.threshold}")
+        self.classes = tuple(classes)
+        self.name = name
+        self._cache: tuple[tuple, Canvases] | None = None
+
+    @classmethod
+    def from_dataset(cls, data: str = "auto", split: str = "train", config: CanvasConfig | None = None, root=None):
+        """Items from a dataset split: ``data`` is "auto" (full Fashion-MNIST when found,
+        else fashion-mnist-mini), or a 28x28 grey dataset name (fashion-mnist, mnist, ...)."""
+        from svertka.data.datasets import load_dataset
+
+        if split not in ("train", "test"):
+            raise UsageError(f"canvases are drawn from the train or test split, got {split!r}")
+        name = find_items_dataset(root) if data == "auto" else data
+        ds = load_dataset(name, root=root, split=split)
+        if ds.image_shape != (ITEM, ITEM, 1):
+            raise UsageError(f"{name} has {ds.image_shape} images; canvases need 28x28 grey items "
+                             f"(fashion-mnist, fashion-mnist-mini or mnist)")
+        return cls(ds.images, ds.labels, ds.classes, config, name=f"{name}/{split}")
+
+    # ------------------------------------------------------------------ public
+
+    def generate(self, n: int, seed: int = 0, start: int = 0) -> Canvases:
+        """Canvases ``start .. start + n - 1`` of the stream fixed by ``seed``."""
+        if n < 1 or start < 0:
+            raise UsageError(f"need n >= 1 canvases from start >= 0, got n={n}, start={start}")
+        if not (isinstance(seed, (int, np.integer)) and seed >= 0):
+            raise UsageError(f"the canvas seed must be a non-negative integer, got {seed!r}")
+        first, last = start // CHUNK, (start + n - 1) // CHUNK
+        parts = [self._chunk(int(seed), c) for c in range(first, last + 1)]
+        out = parts[0] if len(parts) == 1 else Canvases.concat(parts)
+        lo = start - first * CHUNK
+        return out.subset(slice(lo, lo + n))
+
+    # ---------------------------------------------------------------- drawing
+
+    def _chunk(self, seed: int, c: int) -> Canvases:
+        key = (seed, c)
+        if self._cache is not None and self._cache[0] == key:  # consecutive batches share a chunk
+            return self._cache[1]
+        out = self._draw(np.random.default_rng([seed, c]), CHUNK)
+        self._cache = (key, out)
+        return out
+
+    def _draw(self, rng: np.random.Generator, b: int) -> Canvases:
+        cfg = self.config
+        k, side = cfg.max_items, cfg.size
+        counts = rng.integers(cfg.min_items, cfg.max_items + 1, b)
+        active = np.arange(k)[None, :] < counts[:, None]
+        picks = rng.integers(0, len(self.items), (b, k))
+        images = np.zeros((b, side, side), np.uint8)
+        masks = np.zeros((b, side, side), np.uint8)
+        scales = np.zeros((b, k), np.float32)
+        todo = np.arange(b)
+        for _ in range(MAX_ROUNDS):
+            sides = item_side(rng.uniform(cfg.scale[0], cfg.scale[1], (len(todo), k)))
+            img, own, ok = self._layout(rng, picks[todo], sides, active[todo])
+            done = todo[ok]
+            images[done], masks[done], scales[done] = img[ok], own[ok], sides[ok] / ITEM
+            todo = todo[~ok]
+            if not len(todo):
+                break
+        else:
+            raise UsageError(
+                f"cannot fit up to {cfg.max_items} items at scale {cfg.scale[0]}-{cfg.scale[1]} on a {side}x{side} "
+                f"canvas with box IoU <= {cfg.max_iou} and {cfg.min_visible:.0%} of each item visible "
+                f"({len(todo)} of {b} canvases failed {MAX_ROUNDS} redraws); use a larger canvas, fewer items, "
+                f"smaller scales or a higher overlap cap")
+        truth = _ground_truth(images, masks, k, cfg.threshold)
+        labels = np.where(active, self.item_labels[picks], -1)
+        sources = np.where(active, self.item_ids[picks], -1)
+        return Canvases(images=images[..., None], masks=masks, labels=labels, sources=sources,
+                        scales=np.where(active, scales, 0).astype(np.float32), counts=counts.astype(np.int64),
+                        classes=self.classes, config=cfg, dataset=self.name, **truth)
+
+    def _layout(self, rng, picks, sides, active):
+        """Place and composite one round for m canvases; returns (images, masks, ok)."""
+        cfg = self.config
+        m, k = picks.shape
+        p, size = cfg.patch, cfg.size
+        patches = resize_items(self.items[picks.ravel()], sides.ravel(), p).reshape(m, k, p, p)
+        sil = patches > cfg.threshold
+        rel = _silhouette_boxes(sil)  # m x k x 4, relative to the patch
+        sil_px = sil.sum((2, 3))
+        ok = ((sil_px > 0) | ~active).all(1)
+        # positions, slot by slot, TRIES candidates at once for every canvas
+        tops, lefts = np.zeros((m, k), np.intp), np.zeros((m, k), np.intp)
+        placed = np.zeros((m, k, 4))
+        for j in range(k):
+            span = (size - sides[:, j] + 1)[:, None]
+            ty = (rng.random((m, TRIES)) * span).astype(np.intp)
+            tx = (rng.random((m, TRIES)) * span).astype(np.intp)
+            cand = rel[:, None, j, :] + np.stack([tx, ty, tx, ty], -1)  # m x TRIES x 4
+            fits = np.ones((m, TRIES), bool)
+            if j:
+                overlap = iou(cand[:, :, None, :], placed[:, None, :j, :])  # m x TRIES x j
+                fits = ((overlap <= cfg.max_iou) | ~active[:, None, :j]).all(2)
+            first = np.argmax(fits, 1)
+            tops[:, j], lefts[:, j] = ty[np.arange(m), first], tx[np.arange(m), first]
+            placed[:, j] = cand[np.arange(m), first]
+            ok &= fits.any(1) | ~active[:, j]
+        # composite, bottom slot first: a silhouette pixel of a later item wins. Flat
+        # indices into m padded canvases; within one slot they are unique, so plain
+        # fancy assignment is exact.
+        pad = size + p  # room for the zero padding of every patch
+        flat = lambda a: a.reshape(-1)  # noqa: E731
+        val, faint, own = (np.zeros(m * pad * pad, np.uint8) for _ in range(3))
+        win = np.arange(p)
+        for j in range(k):
+            rows = np.arange(m)[:, None] * pad + tops[:, j, None] + win  # m x p
+            idx = flat((rows * pad)[:, :, None] + (lefts[:, j, None] + win)[:, None, :])
+            on = flat(np.broadcast_to(active[:, j, None, None], (m, p, p)))
+            s, patch = flat(sil[:, j]) & on, flat(patches[:, j])
+            val[idx[s]] = patch[s]
+            own[idx[s]] = j + 1
+            dim = ~s & on & (patch > 0)
+            faint[idx[dim]] = np.maximum(faint[idx[dim]], patch[dim])
+        val, faint, own = (a.reshape(m, pad, pad)[:, :size, :size] for a in (val, faint, own))
+        images = np.where(own > 0, val, faint)
+        visible = np.bincount((np.arange(m)[:, None, None] * (k + 1) + own).ravel(), minlength=m * (k + 1))
+        visible = visible.reshape(m, k + 1)[:, 1:]
+        ok &= ((visible >= cfg.min_visible * sil_px) | ~active).all(1)
+        return images, own, ok
+
+
+def _ground_truth(images: np.ndarray, masks: np.ndarray, k: int, threshold: int) -> dict:
+    """Boxes, keypoints, areas and the touching flag from composited canvases, vectorised per slot."""
+    b, h, w = masks.shape
+    ys, xs = np.arange(h) + 0.5, np.arange(w) + 0.5
+    boxes = np.zeros((b, k, 4), np.float32)
+    points = np.zeros((b, k, len(KEYPOINT_NAMES), 2), np.float32)
+    areas = np.zeros((b, k), np.int64)
+    bi = np.arange(b)
+    for j in range(k):
+        vis = masks == j + 1  # b x h x w
+        areas[:, j] = vis.sum((1, 2))
+        has = areas[:, j] > 0
+        boxes[:, j] = _silhouette_boxes(vis) * has[:, None]
+        x0, y0, x1, y1 = (boxes[:, j, i].astype(np.intp) for i in range(4))
+        weight = vis * images.astype(np.float64)
+        total = np.maximum(weight.sum((1, 2)), 1e-12)
+        cx, cy = (weight.sum(1) * xs).sum(1) / total, (weight.sum(2) * ys).sum(1) / total
+
+        def mean_along(line):  # centre of the visible pixels of one row or column per canvas
+            return (line * (np.arange(line.shape[1]) + 0.5)).sum(1) / np.maximum(line.sum(1), 1)
+
+        top, bottom = vis[bi, np.maximum(y0, 0)], vis[bi, np.maximum(y1 - 1, 0)]
+        left, right = vis[bi, :, np.maximum(x0, 0)], vis[bi, :, np.maximum(x1 - 1, 0)]
+        pts = [(cx, cy), (mean_along(top), y0 + 0.5), (mean_along(bottom), y1 - 0.5),
+               (x0 + 0.5, mean_along(left)), (x1 - 0.5, mean_along(right))]
+        points[:, j] = np.stack([np.stack(p, -1) for p in pts], 1) * has[:, None, None]
+    touching = np.zeros(b, bool)
+    for a, c in ((masks[:, :, :-1], masks[:, :, 1:]), (masks[:, :-1, :], masks[:, 1:, :]),
+                 (masks[:, :-1, :-1], masks[:, 1:, 1:]), (masks[:, :-1, 1:], masks[:, 1:, :-1])):
+        touching |= ((a > 0) & (c > 0) & (a != c)).any((1, 2))
+    return {"boxes": boxes, "keypoints": points, "areas": areas, "touching": touching}
