@@ -28,7 +28,7 @@ from svertka.data.canvas import KEYPOINT_NAMES, Canvases
 from svertka.errors import DataError, UsageError
 from svertka.fileio import atomic_write_text
 
-__all__ = ["canvases_to_coco", "export_canvases", "CocoSet", "CocoResults", "read_coco", "read_coco_results",
+__all__ = ["canvases_to_coco", "export_canvases", "CocoSet", "CocoResults", "read_coco", "coco_from_dict", "read_coco_results",
            "mask_to_rle"]
 
 
@@ -145,7 +145,11 @@ def _int_field(path, where, obj, key) -> int:
 
 def read_coco(path) -> CocoSet:
     """Read and check a COCO ground-truth file (object detection; iscrowd 0 only)."""
-    d = _load_json(path, "COCO annotations")
+    return coco_from_dict(_load_json(path, "COCO annotations"), path)
+
+
+def coco_from_dict(d, path="COCO data") -> CocoSet:
+    """Check a COCO ground-truth dict (as :func:`canvases_to_coco` makes) and turn it into arrays."""
     if not isinstance(d, dict):
         raise DataError(f"{path}: a COCO file is a JSON object with images, annotations and categories")
     for key in ("images", "annotations", "categories"):
