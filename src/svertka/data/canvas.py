@@ -12,10 +12,10 @@ run over the item *slots* of a canvas, at most ``max_items``, and over redraw ro
   test canvases from test images. Each canvas holds ``min_items..max_items``
   items (uniform), drawn uniformly with replacement from the split.
 * **Scale:** each item is resized to ``round(28 * s)`` px, ``s`` uniform in
-  ``scale`` (0.75x-2x by default), by a vectorised separable bilinear resample
-  written here in NumPy (pixel centres aligned as in Pillow and torch's
-  ``align_corners=False``; no antialiasing, so below 1x it may alias slightly),
-  then rounded to uint8.
+  ``scale`` (0.75x-2x by default), by a bilinear resample written here in NumPy
+  as two small matrix products per item (pixel centres aligned as in Pillow
+  and torch's ``align_corners=False``, zero outside the 28x28 image; no
+  antialiasing, so below 1x it may alias slightly), then rounded to uint8.
 * **Position:** uniform, with the whole resized item inside the canvas.
 * **Silhouette:** an item's pixels brighter than ``threshold`` (uint8 value).
   Boxes, masks, keypoints and the overlap cap are all defined on silhouettes.
@@ -62,7 +62,7 @@ from svertka.errors import DataError, UsageError
 from svertka.tasks.boxes import iou
 
 __all__ = ["CanvasConfig", "Canvases", "CanvasGenerator", "TASK_PRESETS", "KEYPOINT_NAMES", "ITEM",
-           "CHUNK", "MAX_ROUNDS", "resize_items", "find_items_dataset"]
+           "CHUNK", "MAX_ROUNDS", "resize_items", "bilinear_matrices", "resample", "find_items_dataset"]
 
 ITEM = 28  # side of a Fashion-MNIST / MNIST image
 KEYPOINT_NAMES = ("center", "top", "bottom", "left", "right")
@@ -168,26 +168,41 @@ class Canvases:
 _ARRAY_FIELDS = ("images", "masks", "labels", "boxes", "keypoints", "areas", "counts", "touching", "sources", "scales")
 
 
-def resize_items(items: np.ndarray, sides: np.ndarray, patch: int) -> np.ndarray:
-    """Bilinear resize of K square uint8 items (K x s x s) to ``sides[k]`` px each,
-    returned in a zero-padded K x patch x patch uint8 array (top-left aligned).
+def bilinear_matrices(start, step, n_src: int, n_out: int, n_valid) -> np.ndarray:
+    """K x n_out x n_src bilinear sampling matrices: output pixel u (u < n_valid[k])
+    reads source coordinate start[k] + (u + 0.5) * step[k] - 0.5 (pixel centres
+    aligned, as Pillow and torch's ``align_corners=False``); the source is zero
+    outside [0, n_src). Rows from n_valid on are zero."""
+    start, step, n_valid = (np.asarray(v, np.float64).reshape(-1) for v in (start, step, n_valid))
+    k = len(start)
+    u = np.arange(n_out)
+    src = start[:, None] + (u[None, :] + 0.5) * step[:, None] - 0.5  # K x n_out
+    i0 = np.floor(src)
+    w = src - i0
+    live = u[None, :] < n_valid[:, None]
+    # columns 0 and n_src + 1 stand for "outside" and are dropped
+    col0 = (np.clip(i0, -1, n_src) + 1).astype(np.intp)
+    col1 = (np.clip(i0 + 1, -1, n_src) + 1).astype(np.intp)
+    a = np.zeros((k, n_out, n_src + 2), np.float32)
+    np.put_along_axis(a, col0[..., None], ((1 - w) * live)[..., None].astype(np.float32), 2)
+    # two taps land in one column only when both are outside; adding keeps the weights exact
+    a += np.eye(n_src + 2, dtype=np.float32)[col1] * (w * live)[..., None].astype(np.float32)
+    return a[:, :, 1:-1]
 
-    Resizing is linear, so each item is two small matrix products, A @ X @ A.T,
-    where row u of A (patch x s) holds the two bilinear weights of output pixel u:
-    its source coordinate is (u + 0.5) * s / side - 0.5, clamped to the image;
-    rows past ``side`` are zero.
-    """
-    k, s = items.shape[0], items.shape[1]
-    u = np.arange(patch)
-    src = np.clip((u[None, :] + 0.5) * (s / sides[:, None]) - 0.5, 0, s - 1)  # K x patch
-    i0 = np.floor(src).astype(np.intp)
-    w = (src - i0).astype(np.float32) * (u[None, :] < sides[:, None])
-    a = np.zeros((k, patch, s + 1), np.float32)  # one spare column takes i0 + 1 past the edge
-    np.put_along_axis(a, i0[..., None], ((1 - w) * (u[None, :] < sides[:, None]))[..., None], 2)
-    np.put_along_axis(a, i0[..., None] + 1, w[..., None], 2)
-    a = a[:, :, :s]
-    out = a @ items.astype(np.float32) @ a.transpose(0, 2, 1)
-    return np.rint(out).astype(np.uint8)
+
+def resample(images: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """Bilinear resampling of K images (K x H x W) as two matrix products per image,
+    A_rows @ X @ A_cols.T (see :func:`bilinear_matrices`); float32 out."""
+    return rows @ images.astype(np.float32) @ cols.transpose(0, 2, 1)
+
+
+def resize_items(items: np.ndarray, sides: np.ndarray, patch: int) -> np.ndarray:
+    """Resize K square uint8 items (K x s x s) to ``sides[k]`` px each, returned in a
+    zero-padded K x patch x patch uint8 array (top-left aligned). Resizing is
+    linear, so each item is A @ X @ A.T with A a patch x s bilinear matrix."""
+    s = items.shape[1]
+    a = bilinear_matrices(np.zeros(len(items)), s / np.asarray(sides), s, patch, sides)
+    return np.rint(resample(items, a, a)).astype(np.uint8)
 
 
 def _extremes(any_: np.ndarray):
