@@ -48,7 +48,9 @@ Ground truth per item (slots past a canvas's count hold label -1 and zeros):
 * ``masks``: per canvas pixel, 0 for background, else 1 + the index of the
   item that owns it (top wins);
 * ``areas``: visible pixel count; ``touching``: per canvas, whether two
-  items' masks overlap or are 8-neighbours.
+  items' masks overlap or are 8-neighbours;
+* ``full_boxes``: the box of the whole silhouette, hidden parts included (the
+  overlap cap holds between these).
 """
 
 from __future__ import annotations
@@ -137,6 +139,7 @@ class Canvases:
     touching: np.ndarray  # bool N
     sources: np.ndarray  # int64 N x K, index into the split's images
     scales: np.ndarray  # float32 N x K, the item's side / 28
+    full_boxes: np.ndarray  # float32 N x K x 4, xyxy box of the whole silhouette, occluded parts too
     classes: tuple[str, ...] = ()
     config: CanvasConfig = field(default_factory=CanvasConfig)
     dataset: str = ""  # the items' dataset and split, e.g. "fashion-mnist-mini/test"
@@ -165,7 +168,8 @@ class Canvases:
         return out
 
 
-_ARRAY_FIELDS = ("images", "masks", "labels", "boxes", "keypoints", "areas", "counts", "touching", "sources", "scales")
+_ARRAY_FIELDS = ("images", "masks", "labels", "boxes", "keypoints", "areas", "counts", "touching", "sources", "scales",
+                 "full_boxes")
 
 
 def bilinear_matrices(start, step, n_src: int, n_out: int, n_valid) -> np.ndarray:
@@ -304,12 +308,13 @@ class CanvasGenerator:
         images = np.zeros((b, side, side), np.uint8)
         masks = np.zeros((b, side, side), np.uint8)
         scales = np.zeros((b, k), np.float32)
+        full = np.zeros((b, k, 4), np.float32)
         todo = np.arange(b)
         for _ in range(MAX_ROUNDS):
             sides = item_side(rng.uniform(cfg.scale[0], cfg.scale[1], (len(todo), k)))
-            img, own, ok = self._layout(rng, picks[todo], sides, active[todo])
+            ok, img, own, placed = self._layout(rng, picks[todo], sides, active[todo])
             done = todo[ok]
-            images[done], masks[done], scales[done] = img[ok], own[ok], sides[ok] / ITEM
+            images[done], masks[done], scales[done], full[done] = img, own, sides[ok] / ITEM, placed
             todo = todo[~ok]
             if not len(todo):
                 break
@@ -324,10 +329,12 @@ class CanvasGenerator:
         sources = np.where(active, self.item_ids[picks], -1)
         return Canvases(images=images[..., None], masks=masks, labels=labels, sources=sources,
                         scales=np.where(active, scales, 0).astype(np.float32), counts=counts.astype(np.int64),
+                        full_boxes=full * active[..., None],
                         classes=self.classes, config=cfg, dataset=self.name, **truth)
 
     def _layout(self, rng, picks, sides, active):
-        """Place and composite one round for m canvases; returns (images, masks, ok)."""
+        """One round for m canvases: place, then composite those placed. Returns ok (m,)
+        and the images, masks and silhouette boxes of the canvases that are ok."""
         cfg = self.config
         m, k = picks.shape
         p, size = cfg.patch, cfg.size
@@ -352,9 +359,13 @@ class CanvasGenerator:
             tops[:, j], lefts[:, j] = ty[np.arange(m), first], tx[np.arange(m), first]
             placed[:, j] = cand[np.arange(m), first]
             ok &= fits.any(1) | ~active[:, j]
-        # composite, bottom slot first: a silhouette pixel of a later item wins. Flat
-        # indices into m padded canvases; within one slot they are unique, so plain
-        # fancy assignment is exact.
+        # composite the placed canvases, bottom slot first: a silhouette pixel of a later
+        # item wins. Flat indices into m padded canvases; within one slot they are
+        # unique, so plain fancy assignment is exact.
+        go = np.flatnonzero(ok)
+        patches, sil, sil_px, active, tops, lefts, placed = (
+            a[go] for a in (patches, sil, sil_px, active, tops, lefts, placed))
+        m = len(go)
         pad = size + p  # room for the zero padding of every patch
         flat = lambda a: a.reshape(-1)  # noqa: E731
         val, faint, own = (np.zeros(m * pad * pad, np.uint8) for _ in range(3))
@@ -372,8 +383,9 @@ class CanvasGenerator:
         images = np.where(own > 0, val, faint)
         visible = np.bincount((np.arange(m)[:, None, None] * (k + 1) + own).ravel(), minlength=m * (k + 1))
         visible = visible.reshape(m, k + 1)[:, 1:]
-        ok &= ((visible >= cfg.min_visible * sil_px) | ~active).all(1)
-        return images, own, ok
+        seen = ((visible >= cfg.min_visible * sil_px) | ~active).all(1)
+        ok[go] = seen
+        return ok, images[seen], own[seen], placed[seen]
 
 
 def _ground_truth(images: np.ndarray, masks: np.ndarray, k: int, threshold: int) -> dict:
