@@ -202,11 +202,24 @@ def resample(images: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarr
 
 def resize_items(items: np.ndarray, sides: np.ndarray, patch: int) -> np.ndarray:
     """Resize K square uint8 items (K x s x s) to ``sides[k]`` px each, returned in a
-    zero-padded K x patch x patch uint8 array (top-left aligned). Resizing is
-    linear, so each item is A @ X @ A.T with A a patch x s bilinear matrix."""
-    s = items.shape[1]
-    a = bilinear_matrices(np.zeros(len(items)), s / np.asarray(sides), s, patch, sides)
-    return np.rint(resample(items, a, a)).astype(np.uint8)
+    zero-padded K x patch x patch uint8 array (top-left aligned).
+
+    Resizing is linear: an item X becomes A @ X @ A.T with A the patch x s
+    bilinear matrix of its side. Items of one side share A, so each side is two
+    large GEMMs over all its items (a loop over the distinct sides, never over items).
+    """
+    k, s = items.shape[0], items.shape[1]
+    sides = np.asarray(sides)
+    out = np.zeros((k, patch, patch), np.uint8)
+    x = items.astype(np.float32)
+    for side in np.unique(sides):
+        sel = np.flatnonzero(sides == side)
+        n = len(sel)
+        a = bilinear_matrices([0.0], [s / side], s, patch, [side])[0]  # patch x s
+        rows = a @ x[sel].transpose(1, 0, 2).reshape(s, n * s)  # patch x (n * s)
+        both = rows.reshape(patch, n, s).transpose(1, 0, 2).reshape(n * patch, s) @ a.T
+        out[sel] = np.rint(both.reshape(n, patch, patch))
+    return out
 
 
 def _extremes(any_: np.ndarray):
