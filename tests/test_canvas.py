@@ -234,19 +234,18 @@ def test_cli_export_and_its_errors(tmp_path, capsys):
         assert words in err and "\n" not in err and "Traceback" not in err
 
 
+_ONE = '{"images": [{"id": 1}], "categories": [{"id": 1}], "annotations": [%s]}'
+
+
 @pytest.mark.parametrize("content, words", [
     ("not json", "not a readable JSON"),
     ("[]", "JSON object"),
     ('{"images": [], "annotations": []}', "'categories'"),
-    ('{"images": [{"id": 1}], "categories": [{"id": 1}], "annotations": [{"image_id": 2, "category_id": 1, '
-     '"bbox": [0, 0, 1, 1]}]}', "image 2"),
-    ('{"images": [{"id": 1}], "categories": [{"id": 1}], "annotations": [{"image_id": 1, "category_id": 1, '
-     '"bbox": [0, 0, 1]}]}', "four finite numbers"),
-    ('{"images": [{"id": 1}], "categories": [{"id": 1}], "annotations": [{"image_id": 1, "category_id": 7, '
-     '"bbox": [0, 0, 1, 1]}]}', "category 7"),
+    (_ONE % '{"image_id": 2, "category_id": 1, "bbox": [0, 0, 1, 1]}', "image 2"),
+    (_ONE % '{"image_id": 1, "category_id": 1, "bbox": [0, 0, 1]}', "four finite numbers"),
+    (_ONE % '{"image_id": 1, "category_id": 7, "bbox": [0, 0, 1, 1]}', "category 7"),
     ('{"images": [{"id": "a"}], "categories": [], "annotations": []}', "integer 'id'"),
-    ('{"images": [{"id": 1}], "categories": [{"id": 1}], "annotations": [{"image_id": 1, "category_id": 1, '
-     '"bbox": [0, 0, 1, 1], "iscrowd": 1}]}', "iscrowd"),
+    (_ONE % '{"image_id": 1, "category_id": 1, "bbox": [0, 0, 1, 1], "iscrowd": 1}', "iscrowd"),
 ])
 def test_malformed_coco_gets_one_line_error(tmp_path, content, words):
     path = tmp_path / "bad.json"

@@ -89,7 +89,7 @@ class CanvasConfig:
         """Side of the largest resized item."""
         return item_side(self.scale[1])
 
-    def check(self) -> "CanvasConfig":
+    def check(self) -> CanvasConfig:
         """Raise a one-line UsageError for a config no canvas can satisfy."""
         if not (isinstance(self.size, int) and self.size >= 1):
             raise UsageError(f"canvas size must be a positive integer, got {self.size!r}")
@@ -147,13 +147,13 @@ class Canvases:
     def __len__(self) -> int:
         return len(self.images)
 
-    def subset(self, index) -> "Canvases":
+    def subset(self, index) -> Canvases:
         """Canvases at ``index`` (a slice, an index array or a boolean mask)."""
         arrays = {k: getattr(self, k)[index] for k in _ARRAY_FIELDS}
         return Canvases(**arrays, classes=self.classes, config=self.config, dataset=self.dataset)
 
     @staticmethod
-    def concat(parts: list["Canvases"]) -> "Canvases":
+    def concat(parts: list[Canvases]) -> Canvases:
         first = parts[0]
         arrays = {k: np.concatenate([getattr(p, k) for p in parts]) for k in _ARRAY_FIELDS}
         return Canvases(**arrays, classes=first.classes, config=first.config, dataset=first.dataset)
@@ -380,7 +380,7 @@ class CanvasGenerator:
             a[go] for a in (patches, sil, sil_px, active, tops, lefts, placed))
         m = len(go)
         pad = size + p  # room for the zero padding of every patch
-        flat = lambda a: a.reshape(-1)  # noqa: E731
+        flat = lambda a: a.reshape(-1)
         val, faint, own = (np.zeros(m * pad * pad, np.uint8) for _ in range(3))
         win = np.arange(p)
         for j in range(k):

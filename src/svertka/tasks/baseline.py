@@ -110,7 +110,7 @@ def _describe(lab: np.ndarray, counts: np.ndarray):
 def _merge_nested(lab: np.ndarray, counts: np.ndarray):
     """Merge every component whose box lies inside another's box of the same image
     into the largest such box's component (a fragment of a dark or strappy item)."""
-    image, number, boxes, pixels = _describe(lab, counts)
+    image, number, boxes, _ = _describe(lab, counts)
     b, m = len(lab), int(counts.max(initial=0))
     if m < 2:
         return lab, counts

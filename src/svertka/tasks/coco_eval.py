@@ -54,7 +54,7 @@ class DetectionMetrics:
 
     def as_dict(self, names: dict | None = None) -> dict:
         names = names or {}
-        nan = lambda v: None if np.isnan(v) else round(float(v), 6)  # noqa: E731
+        nan = lambda v: None if np.isnan(v) else round(float(v), 6)
         return {"mAP": nan(self.map), "mAP50": nan(self.map50), "mAP75": nan(self.map75),
                 "per_class_AP": {names.get(int(c), str(int(c))): nan(v) for c, v in zip(self.category_ids, self.per_class)},
                 "per_class_AP50": {names.get(int(c), str(int(c))): nan(v) for c, v in zip(self.category_ids, self.per_class50)},
@@ -183,7 +183,7 @@ def evaluate_detections(gt_image_ids, gt_category_ids, gt_boxes, dt_image_ids, d
         v = p[p > -1]
         return float(v.mean()) if v.size else float("nan")
 
-    at = lambda x: np.flatnonzero(IOU_THRESHOLDS == x)  # noqa: E731  (as COCOeval picks them)
+    at = lambda x: np.flatnonzero(IOU_THRESHOLDS == x)
     per_class = np.array([mean(precision[:, :, k]) for k in range(len(cats))])
     per_class50 = np.array([mean(precision[at(0.5), :, k]) for k in range(len(cats))])
     return DetectionMetrics(map=mean(precision), map50=mean(precision[at(0.5)]), map75=mean(precision[at(0.75)]),
