@@ -351,7 +351,8 @@ class CanvasGenerator:
         cfg = self.config
         m, k = picks.shape
         p, size = cfg.patch, cfg.size
-        patches = resize_items(self.items[picks.ravel()], sides.ravel(), p).reshape(m, k, p, p)
+        patches = np.zeros((m, k, p, p), np.uint8)
+        patches[active] = resize_items(self.items[picks[active]], sides[active], p)  # empty slots stay black
         sil = patches > cfg.threshold
         rel = _silhouette_boxes(sil)  # m x k x 4, relative to the patch
         sil_px = sil.sum((2, 3))
@@ -373,36 +374,39 @@ class CanvasGenerator:
             placed[:, j] = cand[np.arange(m), first]
             ok &= fits.any(1) | ~active[:, j]
         # composite the placed canvases, bottom slot first: a silhouette pixel of a later
-        # item wins. Flat indices into m padded canvases; within one slot they are
-        # unique, so plain fancy assignment is exact.
+        # item wins. Each slot reads and writes back one p x p window per canvas, through
+        # a writeable sliding-window view (windows of different canvases never share memory).
         go = np.flatnonzero(ok)
         patches, sil, sil_px, active, tops, lefts, placed = (
             a[go] for a in (patches, sil, sil_px, active, tops, lefts, placed))
         m = len(go)
         pad = size + p  # room for the zero padding of every patch
-        flat = lambda a: a.reshape(-1)
-        val, faint, own = (np.zeros(m * pad * pad, np.uint8) for _ in range(3))
-        win = np.arange(p)
+        val, faint, own = (np.zeros((m, pad, pad), np.uint8) for _ in range(3))
+        views = [np.lib.stride_tricks.sliding_window_view(a, (p, p), axis=(1, 2), writeable=True)
+                 for a in (val, faint, own)]
         for j in range(k):
-            rows = np.arange(m)[:, None] * pad + tops[:, j, None] + win  # m x p
-            idx = flat((rows * pad)[:, :, None] + (lefts[:, j, None] + win)[:, None, :])
-            on = flat(np.broadcast_to(active[:, j, None, None], (m, p, p)))
-            s, patch = flat(sil[:, j]) & on, flat(patches[:, j])
-            val[idx[s]] = patch[s]
-            own[idx[s]] = j + 1
-            dim = ~s & on & (patch > 0)
-            faint[idx[dim]] = np.maximum(faint[idx[dim]], patch[dim])
-        val, faint, own = (a.reshape(m, pad, pad)[:, :size, :size] for a in (val, faint, own))
-        images = np.where(own > 0, val, faint)
-        visible = np.bincount((np.arange(m)[:, None, None] * (k + 1) + own).ravel(), minlength=m * (k + 1))
-        visible = visible.reshape(m, k + 1)[:, 1:]
+            on = np.flatnonzero(active[:, j])  # canvases with an item in slot j
+            at = (on, tops[on, j], lefts[on, j])
+            s, patch = sil[on, j], patches[on, j]
+            # masks by multiplication, not np.where: no branch per pixel, several times faster
+            keep = ~s
+            views[0][at] = views[0][at] * keep + patch * s
+            views[1][at] = np.maximum(views[1][at], patch * keep)
+            views[2][at] = views[2][at] * keep + np.uint8(j + 1) * s
+        val, faint, own = (a[:, :size, :size] for a in (val, faint, own))
+        mine = own > 0
+        images = val * mine + faint * ~mine
+        visible = np.stack([(own == j + 1).sum((1, 2)) for j in range(k)], 1)
         seen = ((visible >= cfg.min_visible * sil_px) | ~active).all(1)
         ok[go] = seen
         return ok, images[seen], own[seen], placed[seen]
 
 
 def _ground_truth(images: np.ndarray, masks: np.ndarray, k: int, threshold: int) -> dict:
-    """Boxes, keypoints, areas and the touching flag from composited canvases, vectorised per slot."""
+    """Boxes, keypoints, areas and the touching flag from composited canvases,
+    vectorised over canvases, one item slot at a time: per slot only row and
+    column reductions of the item's mask and of its masked image (integers,
+    so the centre of mass is exact before the final division)."""
     b, h, w = masks.shape
     ys, xs = np.arange(h) + 0.5, np.arange(w) + 0.5
     boxes = np.zeros((b, k, 4), np.float32)
@@ -411,21 +415,21 @@ def _ground_truth(images: np.ndarray, masks: np.ndarray, k: int, threshold: int)
     bi = np.arange(b)
     for j in range(k):
         vis = masks == j + 1  # b x h x w
-        areas[:, j] = vis.sum((1, 2))
+        row_n, col_n = vis.sum(2, dtype=np.int32), vis.sum(1, dtype=np.int32)  # pixels per row / column
+        areas[:, j] = row_n.sum(1)
         has = areas[:, j] > 0
-        boxes[:, j] = _silhouette_boxes(vis) * has[:, None]
-        x0, y0, x1, y1 = (boxes[:, j, i].astype(np.intp) for i in range(4))
-        weight = vis * images.astype(np.float64)
-        total = np.maximum(weight.sum((1, 2)), 1e-12)
-        cx, cy = (weight.sum(1) * xs).sum(1) / total, (weight.sum(2) * ys).sum(1) / total
-
-        def mean_along(line):  # centre of the visible pixels of one row or column per canvas
-            return (line * (np.arange(line.shape[1]) + 0.5)).sum(1) / np.maximum(line.sum(1), 1)
-
-        top, bottom = vis[bi, np.maximum(y0, 0)], vis[bi, np.maximum(y1 - 1, 0)]
-        left, right = vis[bi, :, np.maximum(x0, 0)], vis[bi, :, np.maximum(x1 - 1, 0)]
-        pts = [(cx, cy), (mean_along(top), y0 + 0.5), (mean_along(bottom), y1 - 0.5),
-               (x0 + 0.5, mean_along(left)), (x1 - 0.5, mean_along(right))]
+        y0, y1 = _extremes(row_n > 0)
+        x0, x1 = _extremes(col_n > 0)
+        boxes[:, j] = np.stack([x0, y0, x1 + 1, y1 + 1], -1) * has[:, None]
+        lit = images * vis
+        row_mass, col_mass = lit.sum(2, dtype=np.int64), lit.sum(1, dtype=np.int64)
+        total = np.maximum(row_mass.sum(1), 1)
+        top, bottom = vis[bi, np.maximum(y0, 0)], vis[bi, np.maximum(y1, 0)]  # b x w: the extreme rows
+        left, right = vis[bi, :, np.maximum(x0, 0)], vis[bi, :, np.maximum(x1, 0)]  # b x h: the extreme columns
+        mean_x = lambda line: (line @ xs) / np.maximum(line.sum(1), 1)  # noqa: E731
+        mean_y = lambda line: (line @ ys) / np.maximum(line.sum(1), 1)  # noqa: E731
+        pts = [(col_mass @ xs / total, row_mass @ ys / total), (mean_x(top), y0 + 0.5), (mean_x(bottom), y1 + 0.5),
+               (x0 + 0.5, mean_y(left)), (x1 + 0.5, mean_y(right))]
         points[:, j] = np.stack([np.stack(p, -1) for p in pts], 1) * has[:, None, None]
     touching = np.zeros(b, bool)
     for a, c in ((masks[:, :, :-1], masks[:, :, 1:]), (masks[:, :-1, :], masks[:, 1:, :]),
