@@ -11,6 +11,10 @@ ground truth. The ratio is the figure; both run in this process, one after
 the other, with the machine's load recorded. BLAS runs one thread (the
 generator's resize is GEMMs; a multi-threaded BLAS on a loaded 2-core machine
 only spins).
+
+Then the classical detection baseline's boxes (svertka.tasks.baseline) on the
+detect canvases: the share of canvases whose boxes equal the ground truth
+exactly, for canvases with and without touching items, and canvases/s.
 """
 from __future__ import annotations
 
@@ -26,6 +30,7 @@ from PIL import Image  # noqa: E402
 
 from machine import LoadMonitor, write_results  # noqa: E402
 from svertka.data.canvas import ITEM, KEYPOINT_NAMES, TASK_PRESETS, CanvasGenerator  # noqa: E402
+from svertka.tasks.baseline import find_components  # noqa: E402
 
 
 def peer_canvases(gen: CanvasGenerator, n: int, seed: int):
@@ -81,6 +86,24 @@ def _iou(a, b):
     return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
 
 
+def baseline_boxes(c) -> dict:
+    """Share of canvases where connected components give exactly the true boxes."""
+    t = time.perf_counter()
+    comps = find_components(c.images, threshold=c.config.threshold)
+    speed = len(c) / (time.perf_counter() - t)
+    exact = np.zeros(len(c), bool)
+    for i in range(len(c)):
+        found = sorted(map(tuple, comps.boxes[comps.image == i].tolist()))
+        exact[i] = found == sorted(map(tuple, c.boxes[i, :c.counts[i]].tolist()))
+    out = {"canvases": len(c), "separated": int((~c.touching).sum()), "touching": int(c.touching.sum()),
+           "exact_separated": float(exact[~c.touching].mean()), "exact_touching": float(exact[c.touching].mean()),
+           "canvases_per_s": speed}
+    print(f"baseline boxes (connected components): exact on {100 * out['exact_separated']:.1f}% of "
+          f"{out['separated']} canvases without touching items, {100 * out['exact_touching']:.1f}% of "
+          f"{out['touching']} with; {speed:.0f} canvases/s")
+    return out
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--n", type=int, default=2048, help="canvases from svertka's generator per preset")
@@ -104,9 +127,11 @@ def main():
             print(f"{task:7s} {gen.config.size}x{gen.config.size} ({gen.name}, {c.counts.mean():.2f} items/canvas, "
                   f"{100 * c.touching.mean():.0f}% touching): svertka {ours:8.0f} canvases/s, per-item Pillow loop "
                   f"{peer:6.0f} canvases/s, x{ours / peer:.1f}", flush=True)
+        baseline = baseline_boxes(CanvasGenerator.from_dataset(args.data, split="test", config=TASK_PRESETS["detect"])
+                                  .generate(args.n, seed=2))
     flag = " CONTENDED" if load.contended else ""
     print(f"other processes used {load.other_cores:.2f} cores during the run{flag}")
-    path = write_results("canvas_speed", {"rows": rows, "load": load.as_dict(), "keypoints": list(KEYPOINT_NAMES),
+    path = write_results("canvas_speed", {"rows": rows, "baseline": baseline, "load": load.as_dict(), "keypoints": list(KEYPOINT_NAMES),
                                           "blas_threads": os.environ.get("OPENBLAS_NUM_THREADS")})
     print(f"wrote {path}")
 

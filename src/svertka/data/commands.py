@@ -47,7 +47,7 @@ def add_parsers(sub, positive_int):
     s = dsub.add_parser("export", help="write a dataset to disk: canvas (PNG images + COCO annotations.json)")
     s.add_argument("what", choices=EXPORTS, help="what to export")
     s.add_argument("--task", choices=TASKS, default="detect",
-                   help="picks the canvas defaults: detect 96 px with 1-5 items; localize and points 64 px with one item")
+                   help="the canvas preset: detect is 96 px with 1-5 items, localize and points 64 px with one item")
     s.add_argument("--out", required=True, help="new or empty folder for images/ and annotations.json (required)")
     s.add_argument("--n", type=positive_int, default=1000, help="number of canvases")
     s.add_argument("--seed", type=_nonneg_int, default=0, help="canvas stream seed")
