@@ -28,7 +28,7 @@ from svertka.data.canvas import KEYPOINT_NAMES, Canvases
 from svertka.errors import DataError, UsageError
 from svertka.fileio import atomic_write_text
 
-__all__ = ["canvases_to_coco", "export_canvases", "CocoSet", "CocoResults", "read_coco", "coco_from_dict", "read_coco_results",
+__all__ = ["canvases_to_coco", "check_export_dir", "export_canvases", "coco_results", "CocoSet", "CocoResults", "read_coco", "coco_from_dict", "read_coco_results",
            "mask_to_rle"]
 
 
@@ -72,21 +72,38 @@ def canvases_to_coco(canvases: Canvases, keypoints: bool = False, info: dict | N
     return {"info": info or {}, "images": images, "annotations": anns, "categories": categories}
 
 
-def export_canvases(canvases: Canvases, out, keypoints: bool = False, info: dict | None = None) -> Path:
-    """Write ``out/images/*.png`` and ``out/annotations.json``; ``out`` must be new or empty."""
+def check_export_dir(out) -> Path:
+    """``out`` as a Path if it is new or an empty folder (and Pillow is there), else a UsageError."""
     try:
-        from PIL import Image
+        import PIL  # noqa: F401
     except ImportError:
         raise UsageError("writing PNG canvases needs Pillow: pip install 'svertka[images]'") from None
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise UsageError(f"{out} exists and is not an empty folder; pass a new --out folder")
+    return out
+
+
+def export_canvases(canvases: Canvases, out, keypoints: bool = False, info: dict | None = None) -> Path:
+    """Write ``out/images/*.png`` and ``out/annotations.json``; ``out`` must be new or empty."""
+    from PIL import Image
+
+    out = check_export_dir(out)
     coco = canvases_to_coco(canvases, keypoints, info)
     (out / "images").mkdir(parents=True, exist_ok=True)
     for entry, image in zip(coco["images"], canvases.images):
         Image.fromarray(image[..., 0], mode="L").save(out / "images" / entry["file_name"])
     atomic_write_text(out / "annotations.json", json.dumps(coco))
     return out / "annotations.json"
+
+
+def coco_results(image_ids, boxes_xyxy, scores, labels) -> list[dict]:
+    """Detections as a COCO results list: {image_id, category_id (label + 1, as
+    exported), bbox [x, y, w, h], score}; any COCO tool scores it against an export."""
+    boxes = np.asarray(boxes_xyxy, np.float64).reshape(-1, 4)
+    return [{"image_id": int(i), "category_id": int(c) + 1, "bbox": [x0, y0, x1 - x0, y1 - y0], "score": float(s)}
+            for i, (x0, y0, x1, y1), s, c in zip(np.asarray(image_ids).tolist(), boxes.tolist(),
+                                                  np.asarray(scores).tolist(), np.asarray(labels).tolist())]
 
 
 # ------------------------------------------------------------------- reading

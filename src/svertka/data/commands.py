@@ -70,7 +70,7 @@ def cmd_data_export(args):
     from dataclasses import asdict, replace
 
     from .canvas import TASK_PRESETS, CanvasGenerator
-    from .coco import export_canvases
+    from .coco import check_export_dir, export_canvases
 
     changes = {k: getattr(args, k) for k in ("size", "min_items", "max_items", "scale", "max_iou")
                if getattr(args, k) is not None}
@@ -78,6 +78,7 @@ def cmd_data_export(args):
     if args.min_items is not None and args.max_items is None and config.min_items > config.max_items:
         raise UsageError(f"--min-items {args.min_items} is above the {args.task} task's {config.max_items} items; "
                          f"add --max-items")
+    check_export_dir(args.out)  # before minutes of work, not after
     gen = CanvasGenerator.from_dataset(args.data, split=args.split, config=config, root=args.root)
     canvases = gen.generate(args.n, seed=args.seed)
     keypoints = args.keypoints or args.task == "points"
