@@ -91,7 +91,7 @@ class CanvasConfig:
 
     def check(self) -> CanvasConfig:
         """Raise a one-line UsageError for a config no canvas can satisfy."""
-        if not (isinstance(self.size, int) and self.size >= 1):
+        if not (isinstance(self.size, (int, np.integer)) and self.size >= 1):
             raise UsageError(f"canvas size must be a positive integer, got {self.size!r}")
         if not 1 <= self.min_items <= self.max_items:
             raise UsageError(f"items per canvas: need 1 <= min_items <= max_items, got {self.min_items}..{self.max_items}")

@@ -121,8 +121,12 @@ def evaluate_detections(gt_image_ids, gt_category_ids, gt_boxes, dt_image_ids, d
     gorder = np.arange(len(gi))
     gkeys, ggroup, grank = _groups(gi, gc, gorder)
     # the ground truth of each detection group, padded: G x gmax boxes
-    where = {tuple(k): n for n, k in enumerate(gkeys.tolist())}
-    gt_of = np.array([where.get(tuple(k), -1) for k in dkeys.tolist()], np.int64)
+    span = int(max(gi.max(initial=0), di.max(initial=0)) - min(gi.min(initial=0), di.min(initial=0))) + 1
+    gcode, dcode = gkeys[:, 0] * span + gkeys[:, 1], dkeys[:, 0] * span + dkeys[:, 1]  # (cat, image) -> one int
+    gt_of = np.full(len(dkeys), -1)  # the ground-truth group of each detection group, -1 if none
+    if len(gkeys):
+        at = np.minimum(np.searchsorted(gcode, dcode), len(gkeys) - 1)
+        gt_of = np.where(gcode[at] == dcode, at, -1)
     n_groups, dmax = len(dkeys), int(drank.max()) + 1 if len(drank) else 0
     gmax = int(grank.max()) + 1 if len(grank) else 0
     gpad = np.zeros((len(gkeys) + 1, max(gmax, 1), 4))  # last row: no ground truth
