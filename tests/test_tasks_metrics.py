@@ -310,6 +310,8 @@ def test_baseline_boxes_equal_ground_truth_on_separated_items():
     assert len(keep) >= 60
     s = c.subset(np.array(keep))
     comps = find_components(s.images, threshold=gen.config.threshold)
+    chunked = find_components(s.images, threshold=gen.config.threshold, chunk=7)  # memory-bounded batches agree
+    assert all(np.array_equal(getattr(comps, f), getattr(chunked, f)) for f in ("image", "number", "boxes", "labels"))
     for i in range(len(s)):
         found = sorted(map(tuple, comps.boxes[comps.image == i].tolist()))
         assert found == sorted(map(tuple, s.boxes[i, :s.counts[i]].tolist()))

@@ -1,9 +1,11 @@
 """The classical detection baseline: threshold the canvas, label its connected
 components, box each one, and let a classifier name each crop.
 
-It is exact on separated items (a component is an item) and fails where items
-touch (two items make one component, one box, one class): the CNN detector's
-job is to beat it there.
+It is exact on separated items whose visible pixels form one piece, or pieces
+whose boxes nest (a component is an item), and fails where items touch (two
+items make one component, one box, one class): the CNN detector's job is to
+beat it there. Items that fall apart into side-by-side pieces (strappy sandals,
+dark coats) give it a box per piece.
 
 Connected components are labelled here, vectorised over a whole batch, as a
 parallel union-find: every pixel starts as its own tree; each round, for every
@@ -132,21 +134,31 @@ def _merge_nested(lab: np.ndarray, counts: np.ndarray):
 
 
 def find_components(images: np.ndarray, threshold: int = 16, min_pixels: int = 1, bridge: int = 0,
-                    merge_nested: bool = True, connectivity: int = 8) -> Components:
+                    merge_nested: bool = True, connectivity: int = 8, chunk: int = 512) -> Components:
     """Boxes of the connected components of ``images > threshold`` (uint8 B x H x W or B x H x W x 1).
 
     ``merge_nested``: a component whose box lies inside another's joins it
     (fragments of an item split by dark or thin parts). ``bridge`` > 0 joins
     pieces less than 2 * bridge + 1 px apart (the mask is dilated by a
     (2 * bridge + 1)^2 square before labelling; boxes still come from the
-    undilated pixels). Components under ``min_pixels`` are dropped.
+    undilated pixels). Components under ``min_pixels`` are dropped. Works
+    ``chunk`` images at a time to bound memory.
     """
     x = np.asarray(images)
     if x.ndim == 4 and x.shape[-1] == 1:
         x = x[..., 0]
     if x.ndim != 3:
         raise ShapeError(f"find_components needs B x H x W (or B x H x W x 1) images, got shape {x.shape}")
-    fg = x > threshold
+    parts = [_find_chunk(x[lo:lo + chunk] > threshold, min_pixels, bridge, merge_nested, connectivity)
+             for lo in range(0, max(len(x), 1), chunk)]
+    if len(parts) == 1:
+        return parts[0]
+    starts = np.arange(len(parts)) * chunk
+    return Components(np.concatenate([p.image + s for p, s in zip(parts, starts)]),
+                      *(np.concatenate([getattr(p, f) for p in parts]) for f in ("number", "boxes", "pixels", "labels")))
+
+
+def _find_chunk(fg, min_pixels, bridge, merge_nested, connectivity) -> Components:
     grown = fg
     for _ in range(bridge):  # separable 3x3 max filter, bridge times
         p = np.pad(grown, ((0, 0), (1, 1), (1, 1)))
@@ -166,24 +178,28 @@ def find_components(images: np.ndarray, threshold: int = 16, min_pixels: int = 1
     return Components(image[keep], number[keep], boxes[keep], pixels[keep], lab)
 
 
-def crop_components(images: np.ndarray, comps: Components, size: int = ITEM) -> np.ndarray:
+def crop_components(images: np.ndarray, comps: Components, size: int = ITEM, chunk: int = 512) -> np.ndarray:
     """Each component as a size x size uint8 crop, Fashion-MNIST style: its box
     padded to a square about the box centre, only its own pixels kept (the
-    rest black), resampled bilinearly. Returns n x size x size x 1."""
+    rest black), resampled bilinearly. Returns n x size x size x 1. Works
+    ``chunk`` components at a time to bound memory (a float copy of each one's image)."""
     x = np.asarray(images)
     if x.ndim == 4:
         x = x[..., 0]
-    if not len(comps.image):
-        return np.zeros((0, size, size, 1), np.uint8)
-    own = np.where(comps.labels[comps.image] == comps.number[:, None, None], x[comps.image], 0)
-    x0, y0, x1, y1 = comps.boxes.T.astype(np.float64)
-    side = np.maximum(x1 - x0, y1 - y0)
-    top, left = (y0 + y1 - side) / 2, (x0 + x1 - side) / 2
     h, w = x.shape[1:]
-    n = len(side)
-    rows = bilinear_matrices(top, side / size, h, size, np.full(n, size))
-    cols = bilinear_matrices(left, side / size, w, size, np.full(n, size))
-    return np.clip(np.rint(resample(own, rows, cols)), 0, 255).astype(np.uint8)[..., None]
+    out = np.zeros((len(comps.image), size, size, 1), np.uint8)
+    for lo in range(0, len(comps.image), chunk):
+        part = slice(lo, lo + chunk)
+        img, num = comps.image[part], comps.number[part]
+        own = x[img] * (comps.labels[img] == num[:, None, None])  # this component's pixels only
+        x0, y0, x1, y1 = comps.boxes[part].T.astype(np.float64)
+        side = np.maximum(x1 - x0, y1 - y0)
+        top, left = (y0 + y1 - side) / 2, (x0 + x1 - side) / 2
+        n = len(side)
+        rows = bilinear_matrices(top, side / size, h, size, np.full(n, size))
+        cols = bilinear_matrices(left, side / size, w, size, np.full(n, size))
+        out[part, ..., 0] = np.clip(np.rint(resample(own, rows, cols)), 0, 255)
+    return out
 
 
 @dataclass
