@@ -55,6 +55,7 @@ Ground truth per item (slots past a canvas's count hold label -1 and zeros):
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
 
@@ -200,6 +201,15 @@ def resample(images: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarr
     return rows @ images.astype(np.float32) @ cols.transpose(0, 2, 1)
 
 
+@functools.lru_cache(maxsize=1024)
+def _item_matrix(side: int, s: int, patch: int) -> np.ndarray:
+    """The patch x s bilinear matrix that resizes an s x s item to ``side`` px (cached:
+    only a few dozen sides occur)."""
+    a = bilinear_matrices([0.0], [s / side], s, patch, [side])[0]
+    a.flags.writeable = False
+    return a
+
+
 def resize_items(items: np.ndarray, sides: np.ndarray, patch: int) -> np.ndarray:
     """Resize K square uint8 items (K x s x s) to ``sides[k]`` px each, returned in a
     zero-padded K x patch x patch uint8 array (top-left aligned).
@@ -215,7 +225,7 @@ def resize_items(items: np.ndarray, sides: np.ndarray, patch: int) -> np.ndarray
     for side in np.unique(sides):
         sel = np.flatnonzero(sides == side)
         n = len(sel)
-        a = bilinear_matrices([0.0], [s / side], s, patch, [side])[0]  # patch x s
+        a = _item_matrix(int(side), s, patch)  # patch x s
         rows = a @ x[sel].transpose(1, 0, 2).reshape(s, n * s)  # patch x (n * s)
         both = rows.reshape(patch, n, s).transpose(1, 0, 2).reshape(n * patch, s) @ a.T
         out[sel] = np.rint(both.reshape(n, patch, patch))
