@@ -31,7 +31,8 @@ run over the item *slots* of a canvas, at most ``max_items``, and over redraw ro
 * **Redraws:** a canvas whose items cannot all be placed, or where an item is
   hidden too much, is drawn again with new scales and positions (its item count
   and items stay), so crowded canvases lean towards smaller scales. After
-  ``MAX_ROUNDS`` failed rounds it is an error: more items than fit.
+  ``MAX_ROUNDS`` failed rounds it is an error: more items than fit (after
+  ``HOPELESS_ROUNDS`` already, when no canvas of the chunk has fitted at all).
 * **Seeded:** canvases come in chunks of ``CHUNK``; chunk ``c`` is drawn from
   ``numpy.random.default_rng([seed, c])``, so canvas ``i`` depends only on the
   seed, ``i``, the split's images and the config.
@@ -71,6 +72,7 @@ ITEM = 28  # side of a Fashion-MNIST / MNIST image
 KEYPOINT_NAMES = ("center", "top", "bottom", "left", "right")
 CHUNK = 256  # canvases drawn from one generator
 MAX_ROUNDS = 50  # redraws before a layout counts as impossible
+HOPELESS_ROUNDS = 10  # ... or this many, when not one canvas of the chunk has fitted yet
 TRIES = 64  # candidate positions per item slot and round
 MIN_ITEM_PIXELS = 16  # pool items with fewer silhouette pixels (at 28x28) are left out
 
@@ -333,19 +335,19 @@ class CanvasGenerator:
         scales = np.zeros((b, k), np.float32)
         full = np.zeros((b, k, 4), np.float32)
         todo = np.arange(b)
-        for _ in range(MAX_ROUNDS):
+        for rounds in range(1, MAX_ROUNDS + 1):
             sides = item_side(rng.uniform(cfg.scale[0], cfg.scale[1], (len(todo), k)))
             ok, img, own, placed = self._layout(rng, picks[todo], sides, active[todo])
             done = todo[ok]
             images[done], masks[done], scales[done], full[done] = img, own, sides[ok] / ITEM, placed
             todo = todo[~ok]
-            if not len(todo):
+            if not len(todo) or (rounds == HOPELESS_ROUNDS and len(todo) == b):
                 break
-        else:
+        if len(todo):
             raise UsageError(
                 f"cannot fit up to {cfg.max_items} items at scale {cfg.scale[0]}-{cfg.scale[1]} on a {side}x{side} "
                 f"canvas with box IoU <= {cfg.max_iou} and {cfg.min_visible:.0%} of each item visible "
-                f"({len(todo)} of {b} canvases failed {MAX_ROUNDS} redraws); use a larger canvas, fewer items, "
+                f"({len(todo)} of {b} canvases failed {rounds} redraws); use a larger canvas, fewer items, "
                 f"smaller scales or a higher overlap cap")
         truth = _ground_truth(images, masks, k, cfg.threshold)
         labels = np.where(active, self.item_labels[picks], -1)
