@@ -25,12 +25,12 @@ import time
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-import numpy as np  # noqa: E402
-from PIL import Image  # noqa: E402
+import numpy as np
+from machine import LoadMonitor, write_results
+from PIL import Image
 
-from machine import LoadMonitor, write_results  # noqa: E402
-from svertka.data.canvas import ITEM, KEYPOINT_NAMES, TASK_PRESETS, CanvasGenerator  # noqa: E402
-from svertka.tasks.baseline import find_components  # noqa: E402
+from svertka.data.canvas import ITEM, KEYPOINT_NAMES, TASK_PRESETS, CanvasGenerator
+from svertka.tasks.baseline import find_components
 
 
 def peer_canvases(gen: CanvasGenerator, n: int, seed: int):

@@ -9,9 +9,23 @@ import pytest
 
 from svertka.cli import main
 from svertka.data import load_dataset
-from svertka.data.canvas import (CHUNK, ITEM, KEYPOINT_NAMES, TASK_PRESETS, CanvasConfig, CanvasGenerator,
-                                 bilinear_matrices, resize_items)
-from svertka.data.coco import canvases_to_coco, coco_from_dict, export_canvases, read_coco, read_coco_results
+from svertka.data.canvas import (
+    CHUNK,
+    ITEM,
+    KEYPOINT_NAMES,
+    TASK_PRESETS,
+    CanvasConfig,
+    CanvasGenerator,
+    bilinear_matrices,
+    resize_items,
+)
+from svertka.data.coco import (
+    canvases_to_coco,
+    coco_from_dict,
+    export_canvases,
+    read_coco,
+    read_coco_results,
+)
 from svertka.errors import DataError, UsageError
 from svertka.tasks.boxes import iou
 

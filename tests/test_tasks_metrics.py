@@ -10,12 +10,35 @@ import pytest
 
 from svertka.data import load_dataset
 from svertka.data.canvas import TASK_PRESETS, CanvasConfig, CanvasGenerator
-from svertka.data.coco import canvases_to_coco, coco_from_dict, coco_results, export_canvases
+from svertka.data.coco import (
+    canvases_to_coco,
+    coco_from_dict,
+    coco_results,
+    export_canvases,
+)
 from svertka.errors import ShapeError
-from svertka.tasks import (batched_nms, box_iou, cxcywh_to_xyxy, evaluate_coco_files, evaluate_detections,
-                           generalized_box_iou, giou, iou, keypoint_metrics, localization_metrics, nms,
-                           xywh_to_xyxy, xyxy_to_cxcywh, xyxy_to_xywh)
-from svertka.tasks.baseline import crop_components, detect_components, find_components, label_components
+from svertka.tasks import (
+    batched_nms,
+    box_iou,
+    cxcywh_to_xyxy,
+    evaluate_coco_files,
+    evaluate_detections,
+    generalized_box_iou,
+    giou,
+    iou,
+    keypoint_metrics,
+    localization_metrics,
+    nms,
+    xywh_to_xyxy,
+    xyxy_to_cxcywh,
+    xyxy_to_xywh,
+)
+from svertka.tasks.baseline import (
+    crop_components,
+    detect_components,
+    find_components,
+    label_components,
+)
 
 DATA = "fashion-mnist-mini"
 

@@ -438,8 +438,8 @@ def _ground_truth(images: np.ndarray, masks: np.ndarray, k: int, threshold: int)
         total = np.maximum(row_mass.sum(1), 1)
         top, bottom = vis[bi, np.maximum(y0, 0)], vis[bi, np.maximum(y1, 0)]  # b x w: the extreme rows
         left, right = vis[bi, :, np.maximum(x0, 0)], vis[bi, :, np.maximum(x1, 0)]  # b x h: the extreme columns
-        mean_x = lambda line: (line @ xs) / np.maximum(line.sum(1), 1)  # noqa: E731
-        mean_y = lambda line: (line @ ys) / np.maximum(line.sum(1), 1)  # noqa: E731
+        mean_x = lambda line: (line @ xs) / np.maximum(line.sum(1), 1)
+        mean_y = lambda line: (line @ ys) / np.maximum(line.sum(1), 1)
         pts = [(col_mass @ xs / total, row_mass @ ys / total), (mean_x(top), y0 + 0.5), (mean_x(bottom), y1 + 0.5),
                (x0 + 0.5, mean_y(left)), (x1 + 0.5, mean_y(right))]
         points[:, j] = np.stack([np.stack(p, -1) for p in pts], 1) * has[:, None, None]
