@@ -44,17 +44,19 @@ def mask_to_rle(mask: np.ndarray) -> dict:
     return {"size": list(mask.shape), "counts": runs}
 
 
-def canvases_to_coco(canvases: Canvases, keypoints: bool = False, info: dict | None = None) -> dict:
-    """The COCO dict of ``canvases`` (image ids 1..N, files ``NNNNNN.png``)."""
+def canvases_to_coco(canvases: Canvases, keypoints: bool = False, info: dict | None = None,
+                     first_image: int = 1, first_annotation: int = 1) -> dict:
+    """The COCO dict of ``canvases``: image ids from ``first_image`` (files
+    ``NNNNNN.png``), annotation ids from ``first_annotation``."""
     n, h, w = canvases.masks.shape
     images, anns = [], []
     for i in range(n):
-        image_id = i + 1
+        image_id = first_image + i
         images.append({"id": image_id, "file_name": f"{image_id:06d}.png", "width": w, "height": h,
                        "touching": bool(canvases.touching[i])})
         for k in range(int(canvases.counts[i])):
             x0, y0, x1, y1 = (float(v) for v in canvases.boxes[i, k])
-            ann = {"id": len(anns) + 1, "image_id": image_id, "category_id": int(canvases.labels[i, k]) + 1,
+            ann = {"id": first_annotation + len(anns), "image_id": image_id, "category_id": int(canvases.labels[i, k]) + 1,
                    "bbox": [x0, y0, x1 - x0, y1 - y0], "area": int(canvases.areas[i, k]), "iscrowd": 0,
                    "segmentation": mask_to_rle(canvases.masks[i] == k + 1)}
             if keypoints:
@@ -84,15 +86,26 @@ def check_export_dir(out) -> Path:
     return out
 
 
-def export_canvases(canvases: Canvases, out, keypoints: bool = False, info: dict | None = None) -> Path:
-    """Write ``out/images/*.png`` and ``out/annotations.json``; ``out`` must be new or empty."""
+def export_canvases(canvases, out, keypoints: bool = False, info: dict | None = None) -> Path:
+    """Write ``out/images/*.png`` and ``out/annotations.json``; ``out`` must be new or empty.
+
+    ``canvases`` is one Canvases or an iterable of them (written one part at a
+    time, so a large export never holds all its canvases in memory)."""
     from PIL import Image
 
     out = check_export_dir(out)
-    coco = canvases_to_coco(canvases, keypoints, info)
     (out / "images").mkdir(parents=True, exist_ok=True)
-    for entry, image in zip(coco["images"], canvases.images):
-        Image.fromarray(image[..., 0], mode="L").save(out / "images" / entry["file_name"])
+    coco = None
+    for part in [canvases] if isinstance(canvases, Canvases) else canvases:
+        if coco is None:
+            coco = canvases_to_coco(part, keypoints, info)
+        else:
+            more = canvases_to_coco(part, keypoints, first_image=len(coco["images"]) + 1,
+                                    first_annotation=len(coco["annotations"]) + 1)
+            coco["images"] += more["images"]
+            coco["annotations"] += more["annotations"]
+        for entry, image in zip(coco["images"][-len(part):], part.images):
+            Image.fromarray(image[..., 0], mode="L").save(out / "images" / entry["file_name"])
     atomic_write_text(out / "annotations.json", json.dumps(coco))
     return out / "annotations.json"
 

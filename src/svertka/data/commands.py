@@ -69,7 +69,7 @@ def add_parsers(sub, positive_int):
 def cmd_data_export(args):
     from dataclasses import asdict, replace
 
-    from .canvas import TASK_PRESETS, CanvasGenerator
+    from .canvas import CHUNK, TASK_PRESETS, CanvasGenerator
     from .coco import check_export_dir, export_canvases
 
     changes = {k: getattr(args, k) for k in ("size", "min_items", "max_items", "scale", "max_iou")
@@ -80,12 +80,19 @@ def cmd_data_export(args):
                          f"add --max-items")
     check_export_dir(args.out)  # before minutes of work, not after
     gen = CanvasGenerator.from_dataset(args.data, split=args.split, config=config, root=args.root)
-    canvases = gen.generate(args.n, seed=args.seed)
+    seen = {"items": 0, "touching": 0}
+
+    def parts():  # one chunk at a time, so the export never holds every canvas
+        for start in range(0, args.n, CHUNK):
+            part = gen.generate(min(CHUNK, args.n - start), seed=args.seed, start=start)
+            seen["items"] += int(part.counts.sum())
+            seen["touching"] += int(part.touching.sum())
+            yield part
+
     keypoints = args.keypoints or args.task == "points"
     info = {"description": f"svertka canvases ({args.task}) of {gen.name} items",
             "svertka": {"task": args.task, "items": gen.name, "seed": args.seed, "n": args.n,
                         "config": asdict(config), "keypoints": keypoints}}
-    path = export_canvases(canvases, args.out, keypoints=keypoints, info=info)
-    touching = int(canvases.touching.sum())
-    print(f"wrote {args.n} canvases ({config.size}x{config.size}, {int(canvases.counts.sum())} items from {gen.name}, "
-          f"{touching} canvases with touching items) to {path.parent}/images and {path}")
+    path = export_canvases(parts(), args.out, keypoints=keypoints, info=info)
+    print(f"wrote {args.n} canvases ({config.size}x{config.size}, {seen['items']} items from {gen.name}, "
+          f"{seen['touching']} canvases with touching items) to {path.parent}/images and {path}")
