@@ -321,6 +321,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .train.config import BACKENDS
     add_train_parsers(sub, _positive_int)  # train, eval, predict, augment
 
+    from .data.commands import add_parsers as add_data_parsers
+    add_data_parsers(sub, _positive_int)  # data export
+
     s = sub.add_parser("demo", help="the main job (what `make demo` runs)")
     s.add_argument("--backend", choices=BACKENDS, help="default: torch; numpy where PyTorch is not installed")
     s.set_defaults(func=cmd_demo)
