@@ -12,11 +12,11 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
+from ..backends import NAMES as BACKENDS
 from ..errors import UsageError
 from .schedule import SCHEDULES
 
 OPTIMIZERS = ("sgd", "nesterov", "adam", "adamw")
-BACKENDS = ("torch", "numpy")
 AMP = ("none", "bf16")
 
 
