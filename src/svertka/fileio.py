@@ -16,6 +16,16 @@ from .errors import WriteError
 TEMP_SUFFIX = ".tmp"
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+# mkstemp makes its file 0600; the final file gets the mode a plain open() would give it
+FILE_MODE = 0o666 & ~_umask()
+
+
 def atomic_write(path, write) -> Path:
     """Call ``write(tmp_path)`` then move the result onto ``path`` in one rename.
     An OSError on the way (a full disk, no permission) becomes a WriteError."""
@@ -25,6 +35,7 @@ def atomic_write(path, write) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
         os.close(fd)
+        os.chmod(tmp, FILE_MODE)
         write(tmp)
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
