@@ -35,8 +35,8 @@ def atomic_write(path, write) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
         os.close(fd)
-        os.chmod(tmp, FILE_MODE)
         write(tmp)
+        os.chmod(tmp, FILE_MODE)  # after write: a writer may have made the file anew
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)

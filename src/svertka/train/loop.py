@@ -228,10 +228,13 @@ def open_run(cfg: TrainConfig, resume, out: Progress) -> Run:
             "data": cfg.data, "backend": cfg.backend, "aug": cfg.aug}
     run_dir = Path(resume) if resume is not None else Path(cfg.output) if cfg.output else default_run_dir(cfg)
     run = Run(cfg, run_dir, adapter, train_ds, val_ds, test_ds, bs, spe, sched, aug, meta, history=[])
+    if resume is None and (run_dir / LAST).exists():
+        raise UsageError(f"--output {run_dir} already holds a run; use --resume {run_dir} or another --output")
+    if run_dir.is_dir():
+        for p in remove_stale_temps(run_dir, RUN_FILES):
+            out.line(f"svertka train: removed {p.name}, left by an interrupted write")
     if resume is not None:
         resume_run(run, out)
-    elif (run_dir / LAST).exists():
-        raise UsageError(f"--output {run_dir} already holds a run; use --resume {run_dir} or another --output")
     cfg.output = str(run_dir)
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -244,11 +247,9 @@ def open_run(cfg: TrainConfig, resume, out: Progress) -> Run:
 
 
 def resume_run(run: Run, out: Progress) -> None:
-    """Load ``last`` into ``run`` and make the folder agree with it: no temp
-    files, metrics as in ``last``, ``best`` from the epoch ``last`` names."""
+    """Load ``last`` into ``run`` and make the folder agree with it: metrics
+    as in ``last``, ``best`` from the epoch ``last`` names."""
     run_dir, last = run.run_dir, run.run_dir / LAST
-    for p in remove_stale_temps(run_dir, RUN_FILES):
-        out.line(f"svertka train: removed {p.name}, left by an interrupted write")
     if not last.is_file():
         out.line(f"svertka train: {run_dir} has no finished epoch yet; starting it from epoch 1")
         return
