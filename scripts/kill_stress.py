@@ -90,10 +90,15 @@ def train_args(backend: str, epochs: int, run_dir: Path) -> list[str]:
             "--aug", "flip,crop:2", "--threads", "1", "--output", str(run_dir)]
 
 
+CHILDREN: list[subprocess.Popen] = []  # killed if this script stops early
+
+
 def launch(args, log: Path, env: dict):
     with open(log, "ab") as out:
-        return subprocess.Popen([sys.executable, "-c", BOOT, *args], stdout=out, stderr=subprocess.STDOUT, env=env,
+        proc = subprocess.Popen([sys.executable, "-c", BOOT, *args], stdout=out, stderr=subprocess.STDOUT, env=env,
                                 cwd=ROOT)
+    CHILDREN.append(proc)
+    return proc
 
 
 def wait_for(cond, proc, timeout: float) -> bool:
@@ -274,6 +279,9 @@ def main(argv=None) -> int:
                 runs += campaign(backend, kind, total, args, work, ref, ref_seconds, rng, sys.stdout)
             results[backend] = runs
     finally:
+        for proc in CHILDREN:
+            if proc.poll() is None:
+                proc.kill()
         if not args.workdir:
             shutil.rmtree(work, ignore_errors=True)
     rows = []
