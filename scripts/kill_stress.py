@@ -39,6 +39,7 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))  # the svertka beside this script, as the children use
 TIMING_KEYS = {"images_per_s", "seconds", "train_seconds", "elapsed", "other_cores"}
 CHILD_TIMEOUT = 900  # seconds; a child that hangs this long is a failure
 
@@ -264,6 +265,7 @@ def main(argv=None) -> int:
     p.add_argument("--workdir", help="where the runs go (default: a temp folder, removed at the end)")
     p.add_argument("--json", help="write the results here")
     args = p.parse_args(argv)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so the children are killed too
     rng = random.Random(args.seed)
     work = Path(args.workdir or tempfile.mkdtemp(prefix="svertka-kill-"))
     work.mkdir(parents=True, exist_ok=True)
