@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test venv clean bench
+.PHONY: demo test venv clean bench kill-stress
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -24,6 +24,10 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/analysis_speed.py
+
+# SIGKILL training runs (random moments and inside checkpoint writes), resume, compare bit for bit
+kill-stress: $(STAMP)
+	nice $(BIN)/python scripts/kill_stress.py
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info
