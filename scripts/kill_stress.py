@@ -56,8 +56,9 @@ if hook:
     target, phase, marker = hook.split(":", 2)
     target, count, atomic_write = int(target), [0], fileio.atomic_write
 
-    def pause(path):
-        Path(marker).write_text(f"{phase} {Path(path).name}")
+    def pause(path):  # tell the parent where, in one rename so it never reads half a note
+        Path(marker + ".w").write_text(f"{phase} {Path(path).name}")
+        os.replace(marker + ".w", marker)
         time.sleep(3600)
 
     def paused_write(path, write):

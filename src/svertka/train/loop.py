@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sys
 import threading
 import time
@@ -64,7 +65,8 @@ class Progress:
             return
         from tqdm import tqdm
 
-        bar = tqdm(total=total, desc=desc, unit="img", file=self.stream, leave=False, dynamic_ncols=True,
+        cols, rows = self.size()
+        bar = tqdm(total=total, desc=desc, unit="img", file=self.stream, leave=False, ncols=cols, nrows=rows,
                    mininterval=0.2, smoothing=0.1)
         stop = threading.Event()
 
@@ -80,6 +82,15 @@ class Progress:
             stop.set()
             ticker.join()
             bar.close()
+
+    def size(self) -> tuple[int, int]:
+        """The terminal's (columns, rows); (100, 24) where it reports none: a pty
+        without a size gives 0 x 0, and tqdm then draws nothing."""
+        try:
+            cols, rows = os.get_terminal_size(self.stream.fileno())
+        except (AttributeError, OSError, ValueError):
+            cols = rows = 0
+        return cols or 100, rows or 24
 
     def line(self, text: str):
         if self.enabled:
