@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import SvertkaError, UsageError, WeightsError, WriteError
-from ..fileio import atomic_write_text, remove_stale_temps, write_error_message
+from ..fileio import atomic_write_text, remove_stale_temps
 from ..sysload import OtherLoad
 from .backends import Adapter, make_adapter
 from .checkpoint import read_checkpoint, save_checkpoint, write_metrics
@@ -214,9 +214,8 @@ def best_epoch(history: list) -> int | None:
 # ------------------------------------------------------------------ the steps
 
 
-def open_run(cfg: TrainConfig, resume, out: Progress) -> Run:
-    """Data, model, optimizer and schedule; then the run folder, fresh or
-    resumed (its state read from ``last``, its other files repaired)."""
+def build_run(cfg: TrainConfig, run_dir: Path) -> Run:
+    """Data, model, optimizer, schedule and augmentation, as ``cfg`` says."""
     train_ds, val_ds, test_ds = load_data(cfg)
     net = build_network(cfg, train_ds)
     adapter = make_adapter(net, cfg, train_ds.mean, train_ds.std)
@@ -224,9 +223,8 @@ def open_run(cfg: TrainConfig, resume, out: Progress) -> Run:
     for name, ds in (("train", train_ds), ("val", val_ds), ("test", test_ds)):
         if ds is not None:
             adapter.add_split(name, ds.images, ds.labels)
-    n = len(train_ds)
-    bs = min(cfg.batch_size, n)
-    spe = n // bs
+    bs = min(cfg.batch_size, len(train_ds))
+    spe = len(train_ds) // bs
     sched = Schedule(cfg.sched, cfg.epochs * spe, warmup_steps=round(cfg.warmup_epochs * spe),
                      min_factor=cfg.min_lr_factor, decay_steps=round(cfg.decay_epochs * spe) if cfg.decay_epochs else None,
                      decay_rate=cfg.decay_rate)
@@ -237,10 +235,16 @@ def open_run(cfg: TrainConfig, resume, out: Progress) -> Run:
     meta = {"model": net.name, "num_classes": int(net.num_classes), "input_shape": list(net.input_shape),
             "mean": list(train_ds.mean), "std": list(train_ds.std), "classes": list(train_ds.classes),
             "data": cfg.data, "backend": cfg.backend, "aug": cfg.aug}
+    return Run(cfg, run_dir, adapter, train_ds, val_ds, test_ds, bs, spe, sched, aug, meta, history=[])
+
+
+def open_run(cfg: TrainConfig, resume, out: Progress) -> Run:
+    """The run, fresh or resumed (its state read from ``last``, its other
+    files repaired), and its folder with config.json and model.json."""
     run_dir = Path(resume) if resume is not None else Path(cfg.output) if cfg.output else default_run_dir(cfg)
-    run = Run(cfg, run_dir, adapter, train_ds, val_ds, test_ds, bs, spe, sched, aug, meta, history=[])
     if resume is None and (run_dir / LAST).exists():
         raise UsageError(f"--output {run_dir} already holds a run; use --resume {run_dir} or another --output")
+    run = build_run(cfg, run_dir)
     if run_dir.is_dir():
         for p in remove_stale_temps(run_dir, RUN_FILES):
             out.line(f"svertka train: removed {p.name}, left by an interrupted write")
@@ -250,10 +254,10 @@ def open_run(cfg: TrainConfig, resume, out: Progress) -> Run:
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise WriteError(write_error_message(run_dir, e)) from None
+        raise WriteError(f"--output {run_dir}: cannot make that folder ({e.strerror or e}); pick another --output") from None
     atomic_write_text(run_dir / "config.json", json.dumps(cfg.to_dict(), indent=1))
     from ..spec import network_to_dict
-    atomic_write_text(run_dir / "model.json", json.dumps(network_to_dict(net), indent=1))
+    atomic_write_text(run_dir / "model.json", json.dumps(network_to_dict(run.adapter.net), indent=1))
     return run
 
 
