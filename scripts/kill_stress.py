@@ -36,8 +36,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))  # the svertka beside this script, as the children use
 TIMING_KEYS = {"images_per_s", "seconds", "train_seconds", "elapsed", "other_cores"}
@@ -97,8 +95,8 @@ CHILDREN: list[subprocess.Popen] = []  # killed if this script stops early
 
 def launch(args, log: Path, env: dict):
     with open(log, "ab") as out:
-        proc = subprocess.Popen([sys.executable, "-c", BOOT, *args], stdout=out, stderr=subprocess.STDOUT, env=env,
-                                cwd=ROOT)
+        proc = subprocess.Popen([sys.executable, "-c", BOOT, *args], stdout=out, stderr=subprocess.STDOUT,
+                                env=env, cwd=ROOT)
     CHILDREN.append(proc)
     return proc
 
@@ -245,7 +243,7 @@ def campaign(backend, kind, total, args, work, ref, ref_seconds, rng, out) -> li
                 break  # it finished before the kill
             kills.append(ev)
             landed += 1
-        run_clean(backend, args.epochs, run_dir, log)  # the last resume, never killed (a no-op on a finished run)
+        run_clean(backend, args.epochs, run_dir, log)  # the last resume, never killed (no-op if finished)
         problems = compare(ref, run_dir)
         runs.append({"run": run_dir.name, "kind": kind, "kills": kills, "identical": not problems,
                      "problems": problems})
@@ -259,8 +257,10 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False)
     p.add_argument("--backends", nargs="+", default=["torch", "numpy"], choices=["torch", "numpy"])
     p.add_argument("--random", type=int, default=10, help="random kills per backend (default 10)")
-    p.add_argument("--in-write", type=int, default=10, help="kills inside checkpoint writes per backend (default 10)")
-    p.add_argument("--kills-per-run", type=int, default=3, help="kills before a run is let finish (default 3)")
+    p.add_argument("--in-write", type=int, default=10,
+                   help="kills inside checkpoint writes per backend (default 10)")
+    p.add_argument("--kills-per-run", type=int, default=3,
+                   help="kills before a run is let finish (default 3)")
     p.add_argument("--epochs", type=int, default=3, help="epochs per run (default 3)")
     p.add_argument("--seed", type=int, default=0, help="seed of the kill times and write choices (default 0)")
     p.add_argument("--workdir", help="where the runs go (default: a temp folder, removed at the end)")
@@ -298,11 +298,13 @@ def main(argv=None) -> int:
                          "where": {w: sum(1 for k in kills if k.get("where", "").startswith(w))
                                    for w in ("before last", "after last", "before best", "after best")}
                          if kind == "in-write" else {}})
-    print(f"\n| backend | kills | count | runs | bit-identical runs (last and best) | runs with temp files left |")
+    print("\n| backend | kills | count | runs | bit-identical runs (last and best) "
+          "| runs with temp files left |")
     print("|---|---|---:|---:|---:|---:|")
     for r in rows:
         where = ", ".join(f"{v} {k}" for k, v in r["where"].items() if v)
-        print(f"| {r['backend']} | {r['kind']}{f' ({where})' if where else ''} | {r['kills']} | {r['runs']} | "
+        kind = f"{r['kind']} ({where})" if where else r["kind"]
+        print(f"| {r['backend']} | {kind} | {r['kills']} | {r['runs']} | "
               f"{r['identical']} of {r['runs']} | {r['temp_left']} |")
     print(f"\n{time.monotonic() - t0:.0f} s in all")
     if args.json:

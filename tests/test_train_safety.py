@@ -19,14 +19,14 @@ import pytest
 
 from svertka.cli import main
 from svertka.errors import UsageError, WeightsError, WriteError
-from svertka.train import make_config, resume_config, train
 from svertka.train import loop as loop_mod
+from svertka.train import make_config, resume_config, train
 from svertka.train.checkpoint import CHECKSUM_KEY, META_KEY, read_checkpoint, save_checkpoint
 from svertka.train.loop import BEST, LAST, TIMING_KEYS, Progress
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = {"data": "fashion-mnist-mini", "limit_train": 192, "limit_test": 64, "batch_size": 64, "eval_batch_size": 128,
-        "threads": 1, "backend": "numpy", "epochs": 3}
+TINY = {"data": "fashion-mnist-mini", "limit_train": 192, "limit_test": 64, "batch_size": 64,
+        "eval_batch_size": 128, "threads": 1, "backend": "numpy", "epochs": 3}
 
 
 def run(tmp_path, name="run", stop_after=None, stream=None, **kw):
@@ -78,8 +78,8 @@ def reference(tmp_path_factory):
 
 def test_checkpoint_checksum_refuses_corruption(tmp_path, capsys):
     path = tmp_path / "w.safetensors"
-    save_checkpoint(path, {"w": np.arange(6, dtype=np.float32).reshape(2, 3), "n": np.array(3)}, {"model": "lenet5"},
-                    {"m": np.zeros(2, np.float32)}, {"epoch": 1})
+    weights = {"w": np.arange(6, dtype=np.float32).reshape(2, 3), "n": np.array(3)}
+    save_checkpoint(path, weights, {"model": "lenet5"}, {"m": np.zeros(2, np.float32)}, {"epoch": 1})
     w, meta, optim, state = read_checkpoint(path)  # it reads back, checksum and all
     assert state["epoch"] == 1 and w["w"][1, 2] == 5 and w["n"].shape == ()
     data = bytearray(path.read_bytes())
@@ -142,7 +142,8 @@ def small_disk(tmp_path):
     disk.mkdir()
 
     def mount(size, *extra):
-        return subprocess.run(["mount", "-t", "tmpfs", "-o", ",".join([*extra, f"size={size}"]), "tmpfs", str(disk)],
+        options = ",".join([*extra, f"size={size}"])
+        return subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(disk)],
                               capture_output=True, text=True)
 
     r = mount(4096)
@@ -178,7 +179,8 @@ def test_save_order_is_best_metrics_last(tmp_path, monkeypatch):
     writes = []
     for name in ("save_checkpoint", "write_metrics"):
         real = getattr(loop_mod, name)
-        monkeypatch.setattr(loop_mod, name, lambda *a, _real=real, **k: writes.append(Path(a[0]).name) or _real(*a, **k))
+        monkeypatch.setattr(loop_mod, name,
+                            lambda *a, _real=real, **k: writes.append(Path(a[0]).name) or _real(*a, **k))
     run(tmp_path, epochs=1)
     assert writes == [BEST, "run", LAST]  # write_metrics gets the folder
 
@@ -316,8 +318,9 @@ def test_kill_stress_bounded(tmp_path):
     backend; each run ends bit-identical to an uninterrupted one."""
     pytest.importorskip("torch")
     out = tmp_path / "result.json"
-    r = subprocess.run([sys.executable, str(ROOT / "scripts" / "kill_stress.py"), "--backends", "torch", "--random",
-                        "1", "--in-write", "2", "--epochs", "2", "--seed", "1", "--json", str(out)],
+    argv = ["--backends", "torch", "--random", "1", "--in-write", "2", "--epochs", "2", "--seed", "1",
+            "--json", str(out)]
+    r = subprocess.run([sys.executable, str(ROOT / "scripts" / "kill_stress.py"), *argv],
                        capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stdout + r.stderr
     rows = json.loads(out.read_text())["rows"]

@@ -18,8 +18,8 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from svertka.errors import DataError
 from svertka.data.formats import read_bytes
+from svertka.errors import DataError
 
 __all__ = ["Checksum", "digest", "verify_file", "fetch", "extract_members"]
 

@@ -183,7 +183,8 @@ def resume_config(run_dir, epochs: int | None = None) -> TrainConfig:
     run_dir = Path(run_dir)
     cfg_path = run_dir / "config.json"
     if not cfg_path.is_file():
-        raise UsageError(f"--resume {run_dir}: no config.json there; pass a run folder written by svertka train")
+        raise UsageError(f"--resume {run_dir}: no config.json there; "
+                         f"pass a run folder written by svertka train")
     try:
         d = json.loads(cfg_path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
@@ -225,9 +226,9 @@ def build_run(cfg: TrainConfig, run_dir: Path) -> Run:
             adapter.add_split(name, ds.images, ds.labels)
     bs = min(cfg.batch_size, len(train_ds))
     spe = len(train_ds) // bs
+    decay_steps = round(cfg.decay_epochs * spe) if cfg.decay_epochs else None
     sched = Schedule(cfg.sched, cfg.epochs * spe, warmup_steps=round(cfg.warmup_epochs * spe),
-                     min_factor=cfg.min_lr_factor, decay_steps=round(cfg.decay_epochs * spe) if cfg.decay_epochs else None,
-                     decay_rate=cfg.decay_rate)
+                     min_factor=cfg.min_lr_factor, decay_steps=decay_steps, decay_rate=cfg.decay_rate)
     aug = None
     if cfg.aug:
         from ..data.augment import Compose
@@ -243,7 +244,8 @@ def open_run(cfg: TrainConfig, resume, out: Progress) -> Run:
     files repaired), and its folder with config.json and model.json."""
     run_dir = Path(resume) if resume is not None else Path(cfg.output) if cfg.output else default_run_dir(cfg)
     if resume is None and (run_dir / LAST).exists():
-        raise UsageError(f"--output {run_dir} already holds a run; use --resume {run_dir} or another --output")
+        raise UsageError(f"--output {run_dir} already holds a run; "
+                         f"use --resume {run_dir} or another --output")
     run = build_run(cfg, run_dir)
     if run_dir.is_dir():
         for p in remove_stale_temps(run_dir, RUN_FILES):
@@ -254,7 +256,8 @@ def open_run(cfg: TrainConfig, resume, out: Progress) -> Run:
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise WriteError(f"--output {run_dir}: cannot make that folder ({e.strerror or e}); pick another --output") from None
+        raise WriteError(f"--output {run_dir}: cannot make that folder ({e.strerror or e}); "
+                         f"pick another --output") from None
     atomic_write_text(run_dir / "config.json", json.dumps(cfg.to_dict(), indent=1))
     from ..spec import network_to_dict
     atomic_write_text(run_dir / "model.json", json.dumps(network_to_dict(run.adapter.net), indent=1))
@@ -300,8 +303,9 @@ def repair_best(run: Run, weights: dict, meta: dict, out: Progress) -> None:
         save_checkpoint(path, weights, {**meta, "epoch": want})
         out.line(f"svertka train: rebuilt {BEST} (epoch {want}) from {LAST}")
     else:
-        out.line(f"svertka train: note: {BEST} should hold epoch {want} but holds "
-                 f"{'no readable epoch' if got is None else f'epoch {got}'}; it cannot be rebuilt from {LAST}")
+        holds = "no readable epoch" if got is None else f"epoch {got}"
+        out.line(f"svertka train: note: {BEST} should hold epoch {want} but holds {holds}; "
+                 f"it cannot be rebuilt from {LAST}")
 
 
 def train_epoch(run: Run, epoch: int, bar) -> dict:
@@ -316,19 +320,21 @@ def train_epoch(run: Run, epoch: int, bar) -> dict:
     for s in range(run.steps):
         adapter.set_lr(run.sched(epoch * run.steps + s))
         x, y = adapter.batch("train", perm[s * bs:(s + 1) * bs], run.aug, rng, epoch)
-        l, c = adapter.train_step(x, y)
-        loss_sum, correct, seen = loss_sum + l, correct + c, seen + bs
+        loss, right = adapter.train_step(x, y)
+        loss_sum, correct, seen = loss_sum + loss, correct + right, seen + bs
         if bar is not None:
             bar.update(bs)
             now = time.perf_counter()
             if now - shown > 0.5 or s == run.steps - 1:  # reading the loss syncs a GPU: not every step
                 shown = now
-                bar.set_postfix_str(f"loss {adapter.value(loss_sum) / seen:.4f} "
-                                    f"acc {100 * adapter.value(correct) / seen:.2f}% lr {adapter.lr:.2e}", refresh=False)
+                bar.set_postfix_str(f"loss {adapter.value(loss_sum) / seen:.4f} acc "
+                                    f"{100 * adapter.value(correct) / seen:.2f}% lr {adapter.lr:.2e}",
+                                    refresh=False)
     train_s = time.perf_counter() - t0
     train_loss = adapter.value(loss_sum) / seen
     if not math.isfinite(train_loss):
-        raise UsageError(f"training diverged at epoch {epoch + 1} (loss {train_loss}); lower --lr (now {cfg.lr:g})")
+        raise UsageError(f"training diverged at epoch {epoch + 1} (loss {train_loss}); "
+                         f"lower --lr (now {cfg.lr:g})")
     return {"train_loss": round(train_loss, 6), "train_acc": round(adapter.value(correct) / seen, 6),
             "images_per_s": round(seen / train_s, 1), "train_seconds": round(train_s, 3)}
 
@@ -354,9 +360,9 @@ def save_epoch(run: Run, epoch: int, rec: dict) -> None:
         run.best = rec.get("val_acc")
     weights = run.adapter.model_state()
     opt_tensors, opt_skel = run.adapter.optim_state()
-    state = {"epoch": epoch + 1, "step": (epoch + 1) * run.steps, "steps_per_epoch": run.steps, "history": run.history,
-             "best": run.best, "best_epoch": best_epoch(run.history), "optimizer": opt_skel,
-             "config": run.cfg.to_dict()}
+    state = {"epoch": epoch + 1, "step": (epoch + 1) * run.steps, "steps_per_epoch": run.steps,
+             "history": run.history, "best": run.best, "best_epoch": best_epoch(run.history),
+             "optimizer": opt_skel, "config": run.cfg.to_dict()}
     try:
         if is_best:
             save_checkpoint(run.run_dir / BEST, weights, {**run.meta, "epoch": epoch + 1})
@@ -367,9 +373,10 @@ def save_epoch(run: Run, epoch: int, rec: dict) -> None:
 
 
 def epoch_line(rec: dict, epochs: int) -> str:
-    return (f"epoch {rec['epoch']}/{epochs}  loss {rec['train_loss']:.4f}  train {100 * rec['train_acc']:.2f}%"
-            + (f"  val {100 * rec['val_acc']:.2f}%" if "val_acc" in rec else "")
-            + f"  test {100 * rec['test_acc']:.2f}%  {rec['images_per_s']:,.0f} img/s  {rec['seconds']:.1f} s")
+    val = f"  val {100 * rec['val_acc']:.2f}%" if "val_acc" in rec else ""
+    return (f"epoch {rec['epoch']}/{epochs}  loss {rec['train_loss']:.4f}  "
+            f"train {100 * rec['train_acc']:.2f}%{val}  test {100 * rec['test_acc']:.2f}%  "
+            f"{rec['images_per_s']:,.0f} img/s  {rec['seconds']:.1f} s")
 
 
 # ------------------------------------------------------------------ the loop
@@ -384,9 +391,10 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, stop_after: int | 
     out = Progress(stream, progress)
     run = open_run(cfg, resume, out)
     where = run.test_ds.location or cfg.data
-    out.line(f"svertka train: {run.adapter.net.name} on {cfg.data} ({len(run.train_ds)} train images from {where}), "
-             f"backend {cfg.backend}" + (f" on {run.adapter.device}" if cfg.backend == "torch" else "")
-             + f", {cfg.epochs} epochs, batch {run.batch}, {cfg.opt} lr {cfg.lr:g} {cfg.sched}; run folder {run.run_dir}")
+    device = f" on {run.adapter.device}" if cfg.backend == "torch" else ""
+    out.line(f"svertka train: {run.adapter.net.name} on {cfg.data} ({len(run.train_ds)} train images from "
+             f"{where}), backend {cfg.backend}{device}, {cfg.epochs} epochs, batch {run.batch}, "
+             f"{cfg.opt} lr {cfg.lr:g} {cfg.sched}; run folder {run.run_dir}")
     stop = cfg.epochs if stop_after is None else min(cfg.epochs, stop_after)
     try:
         for epoch in range(run.start_epoch, stop):
@@ -396,17 +404,20 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, stop_after: int | 
                 if bar is not None:
                     bar.set_description(f"epoch {epoch + 1}/{cfg.epochs} evaluating")
                 scores = evaluate_epoch(run, epoch)
-            rec = {"epoch": epoch + 1, "train_loss": fig["train_loss"], "train_acc": fig["train_acc"], **scores,
-                   "images_per_s": fig["images_per_s"], "seconds": round(time.perf_counter() - t0, 3),
-                   "train_seconds": fig["train_seconds"], "lr": run.adapter.lr, "other_cores": _round(load.other_cores()),
-                   "elapsed": round(time.perf_counter() - t_start + run.elapsed_before, 3)}
+            now = time.perf_counter()
+            rec = {"epoch": epoch + 1, "train_loss": fig["train_loss"], "train_acc": fig["train_acc"],
+                   **scores, "images_per_s": fig["images_per_s"], "seconds": round(now - t0, 3),
+                   "train_seconds": fig["train_seconds"], "lr": run.adapter.lr,
+                   "other_cores": _round(load.other_cores()),
+                   "elapsed": round(now - t_start + run.elapsed_before, 3)}
             save_epoch(run, epoch, rec)
             out.line(epoch_line(rec, cfg.epochs))
     except KeyboardInterrupt:
+        again = f"`svertka train --resume {run.run_dir}`"
         if (run.run_dir / LAST).is_file():
-            out.line(f"interrupted: the last checkpoint is whole; continue with `svertka train --resume {run.run_dir}`")
+            out.line(f"interrupted: the last checkpoint is whole; continue with {again}")
         else:
-            out.line(f"interrupted before the first epoch ended; `svertka train --resume {run.run_dir}` starts it again")
+            out.line(f"interrupted before the first epoch ended; {again} starts it again")
         raise
     test_acc = run.history[-1]["test_acc"] if run.history else float("nan")
     return RunResult(run.run_dir, cfg, run.history, where, test_acc, time.perf_counter() - t_start)
