@@ -138,20 +138,23 @@ def run_clean(backend, epochs, run_dir, log) -> float:
     return time.monotonic() - t0
 
 
-def kill_random(backend, epochs, run_dir, log, ref_seconds, rng) -> dict | None:
-    """Start or resume, kill at a random moment of training; None if it finished first."""
+def kill_random(backend, epochs, run_dir, log, pace: dict, rng) -> dict | None:
+    """Start or resume, kill at a random moment of training; None if it finished first.
+    ``pace["epoch_s"]``, the seconds an epoch takes, is updated whenever a child
+    finishes first: the machine's load changes, and with it the pace."""
     remaining = max(1, epochs - epochs_done(run_dir))
     seen = header_count(log)
     proc = launch(train_args(backend, epochs, run_dir), log, child_env())
     if not wait_for(lambda: header_count(log) > seen, proc, CHILD_TIMEOUT):
         finish(proc, log)
         return None
-    delay = rng.uniform(0, ref_seconds * remaining / epochs)
-    t_end = time.monotonic() + delay
-    while time.monotonic() < t_end and proc.poll() is None:
+    t0 = time.monotonic()
+    delay = rng.uniform(0, pace["epoch_s"] * remaining)
+    while time.monotonic() < t0 + delay and proc.poll() is None:
         time.sleep(0.005)
     if proc.poll() is not None:
         finish(proc, log)
+        pace["epoch_s"] = (time.monotonic() - t0) / remaining
         return None
     proc.send_signal(signal.SIGKILL)
     proc.wait()
@@ -229,7 +232,7 @@ def compare(ref: Path, run: Path) -> list[str]:
     return problems
 
 
-def campaign(backend, kind, total, args, work, ref, ref_seconds, rng, out) -> list[dict]:
+def campaign(backend, kind, total, args, work, ref, pace, rng, out) -> list[dict]:
     runs, landed, i = [], 0, 0
     marker = work / "paused"
     while landed < total:
@@ -237,12 +240,14 @@ def campaign(backend, kind, total, args, work, ref, ref_seconds, rng, out) -> li
         i += 1
         kills = []
         while len(kills) < args.kills_per_run and landed < total:
-            ev = (kill_random(backend, args.epochs, run_dir, log, ref_seconds, rng) if kind == "random"
+            ev = (kill_random(backend, args.epochs, run_dir, log, pace, rng) if kind == "random"
                   else kill_in_write(backend, args.epochs, run_dir, log, rng, marker))
             if ev is None:
                 break  # it finished before the kill
             kills.append(ev)
             landed += 1
+        if not kills:
+            continue  # it finished before the first kill: a clean run, not counted
         run_clean(backend, args.epochs, run_dir, log)  # the last resume, never killed (no-op if finished)
         problems = compare(ref, run_dir)
         runs.append({"run": run_dir.name, "kind": kind, "kills": kills, "identical": not problems,
@@ -279,7 +284,8 @@ def main(argv=None) -> int:
             print(f"{backend}: reference run, {ref_seconds:.1f} s of training", flush=True)
             runs = []
             for kind, total in (("random", args.random), ("in-write", args.in_write)):
-                runs += campaign(backend, kind, total, args, work, ref, ref_seconds, rng, sys.stdout)
+                pace = {"epoch_s": ref_seconds / args.epochs}
+                runs += campaign(backend, kind, total, args, work, ref, pace, rng, sys.stdout)
             results[backend] = runs
     finally:
         for proc in CHILDREN:
