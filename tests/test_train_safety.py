@@ -325,3 +325,42 @@ def test_kill_stress_bounded(tmp_path):
     assert r.returncode == 0, r.stdout + r.stderr
     rows = json.loads(out.read_text())["rows"]
     assert [row["kills"] for row in rows] == [1, 2] and all(row["identical"] == row["runs"] for row in rows)
+
+
+# ------------------------------------------------------------------ the adapters
+
+
+@pytest.mark.parametrize("backend", ["numpy", "torch"])
+def test_a_model_without_parameters_is_one_line(backend):
+    if backend == "torch":
+        pytest.importorskip("torch")
+    from svertka.spec.nodes import AdaptiveAvgPool2d, Flatten, Network, seq
+    from svertka.train import TrainConfig
+    from svertka.train.backends import make_adapter
+
+    net = Network("pool_only", seq(AdaptiveAvgPool2d(1), Flatten()), (1, 28, 28), 1)
+    adapter = make_adapter(net, TrainConfig(model="pool_only", backend=backend, threads=1), (0.5,), (0.5,))
+    with pytest.raises(UsageError, match="no trainable parameters"):
+        adapter.make_optimizer()
+
+
+def test_one_backend_switch():
+    from svertka.backends import backend_of, get_backend
+    from svertka.data.augment import Compose
+
+    assert get_backend("numpy").__name__ == "svertka.backends.numpy"
+    with pytest.raises(UsageError, match="unknown backend 'jax'"):
+        get_backend("jax")
+    assert backend_of(np.zeros(2)) == "numpy" and backend_of([0.0]) is None
+    with pytest.raises(UsageError, match="NumPy array or a torch tensor"):
+        Compose("flip")([[0.0]])
+    with pytest.raises(UsageError, match="float N x C x H x W"):
+        Compose("flip")(np.zeros((2, 1, 4, 4), np.uint8))
+
+
+def test_output_that_cannot_be_a_folder_is_one_line(tmp_path, capsys):
+    (tmp_path / "file").write_text("x")
+    argv = ["train", "--data", "fashion-mnist-mini", "--limit-train", "64", "--epochs", "1", "--threads", "1",
+            "-q", "--backend", "numpy", "--output"]
+    assert "cannot make that folder" in one_line_error(capsys, [*argv, str(tmp_path / "file")])
+    assert "cannot make that folder" in one_line_error(capsys, [*argv, str(tmp_path / "file" / "run")])
