@@ -22,7 +22,8 @@ from svertka.errors import UsageError, WeightsError, WriteError
 from svertka.train import loop as loop_mod
 from svertka.train import make_config, resume_config, train
 from svertka.train.checkpoint import CHECKSUM_KEY, META_KEY, read_checkpoint, save_checkpoint
-from svertka.train.loop import BEST, LAST, TIMING_KEYS, Progress
+from svertka.train.loop import BEST, LAST, TIMING_KEYS
+from svertka.train.progress import Progress
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = {"data": "fashion-mnist-mini", "limit_train": 192, "limit_test": 64, "batch_size": 64,

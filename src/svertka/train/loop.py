@@ -21,11 +21,7 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import sys
-import threading
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,64 +34,12 @@ from .backends import Adapter, make_adapter
 from .checkpoint import read_checkpoint, save_checkpoint, write_metrics
 from .config import TrainConfig
 from .nets import resolve_model
+from .progress import Progress
 from .schedule import Schedule
 
 LAST, BEST = "last.safetensors", "best.safetensors"
 RUN_FILES = (LAST, BEST, "metrics.jsonl", "metrics.csv", "config.json", "model.json")
 TIMING_KEYS = ("images_per_s", "seconds", "train_seconds", "elapsed", "other_cores")  # differ run to run
-
-
-class Progress:
-    """Where the loop reports. One line per epoch (on a TTY, in a pipe or a
-    file: logs get no bar spam), and on a TTY a tqdm bar inside each epoch.
-    A ticker thread redraws the bar every ``tick`` seconds, so it moves (its
-    clock at least) even while one step or the evaluation takes longer."""
-
-    def __init__(self, stream=None, enabled: bool = True, tick: float = 1.0):
-        self.stream = stream if stream is not None else sys.stderr
-        self.enabled = enabled
-        self.tty = enabled and hasattr(self.stream, "isatty") and self.stream.isatty()
-        self.tick = tick
-
-    @contextmanager
-    def bar(self, desc: str, total: int):
-        """A tqdm bar for one epoch (None off a TTY), closed and cleared on exit."""
-        if not self.tty:
-            yield None
-            return
-        from tqdm import tqdm
-
-        cols, rows = self.size()
-        bar = tqdm(total=total, desc=desc, unit="img", file=self.stream, leave=False, ncols=cols, nrows=rows,
-                   mininterval=0.2, smoothing=0.1)
-        stop = threading.Event()
-
-        def tick():
-            while not stop.wait(self.tick):
-                bar.refresh()
-
-        ticker = threading.Thread(target=tick, name="svertka-progress", daemon=True)
-        ticker.start()
-        try:
-            yield bar
-        finally:
-            stop.set()
-            ticker.join()
-            bar.close()
-
-    def size(self) -> tuple[int, int]:
-        """The terminal's (columns, rows); (100, 24) where it reports none: a pty
-        without a size gives 0 x 0, and tqdm then draws nothing."""
-        try:
-            cols, rows = os.get_terminal_size(self.stream.fileno())
-        except (AttributeError, OSError, ValueError):
-            cols = rows = 0
-        return cols or 100, rows or 24
-
-    def line(self, text: str):
-        if self.enabled:
-            self.stream.write(text + "\n")
-            self.stream.flush()
 
 
 def _round(v, digits=2):
