@@ -113,8 +113,18 @@ def wait_for(cond, proc, timeout: float) -> bool:
     raise TimeoutError("child ran past the time limit")
 
 
+def count_in(log: Path, text: str) -> int:
+    return log.read_text(errors="replace").count(text) if log.exists() else 0
+
+
 def header_count(log: Path) -> int:
-    return log.read_text(errors="replace").count("svertka train: lenet5") if log.exists() else 0
+    """Children that started training (their data loaded)."""
+    return count_in(log, "svertka train: lenet5")
+
+
+def final_count(log: Path, epochs: int) -> int:
+    """Children that saved their last epoch (the line comes after the save)."""
+    return count_in(log, f"epoch {epochs}/{epochs}  loss")
 
 
 def epochs_done(run_dir: Path) -> int:
@@ -129,13 +139,16 @@ def finish(proc, log: Path) -> None:
 
 
 def run_clean(backend, epochs, run_dir, log) -> float:
-    """Run (or resume) to the end with no kill; the seconds from header to exit."""
+    """Run (or resume) to the end with no kill; the seconds from its header to
+    its last epoch's line (training and saving, not the start-up or the exit)."""
+    seen, done = header_count(log), final_count(log, epochs)
     proc = launch(train_args(backend, epochs, run_dir), log, child_env())
-    seen = header_count(log)
     wait_for(lambda: header_count(log) > seen, proc, CHILD_TIMEOUT)
     t0 = time.monotonic()
+    wait_for(lambda: final_count(log, epochs) > done, proc, CHILD_TIMEOUT)
+    seconds = time.monotonic() - t0
     finish(proc, log)
-    return time.monotonic() - t0
+    return seconds
 
 
 def kill_random(backend, epochs, run_dir, log, pace: dict, rng) -> dict | None:
@@ -143,18 +156,18 @@ def kill_random(backend, epochs, run_dir, log, pace: dict, rng) -> dict | None:
     ``pace["epoch_s"]``, the seconds an epoch takes, is updated whenever a child
     finishes first: the machine's load changes, and with it the pace."""
     remaining = max(1, epochs - epochs_done(run_dir))
-    seen = header_count(log)
+    seen, done = header_count(log), final_count(log, epochs)
     proc = launch(train_args(backend, epochs, run_dir), log, child_env())
     if not wait_for(lambda: header_count(log) > seen, proc, CHILD_TIMEOUT):
         finish(proc, log)
         return None
     t0 = time.monotonic()
     delay = rng.uniform(0, pace["epoch_s"] * remaining)
-    while time.monotonic() < t0 + delay and proc.poll() is None:
-        time.sleep(0.005)
-    if proc.poll() is not None:
-        finish(proc, log)
+    while time.monotonic() < t0 + delay and proc.poll() is None and final_count(log, epochs) == done:
+        time.sleep(0.01)
+    if proc.poll() is not None or final_count(log, epochs) > done:  # training ended first: no kill
         pace["epoch_s"] = (time.monotonic() - t0) / remaining
+        finish(proc, log)
         return None
     proc.send_signal(signal.SIGKILL)
     proc.wait()
@@ -303,7 +316,9 @@ def main(argv=None) -> int:
                          "temp_left": sum(any("temp" in p for p in r["problems"]) for r in rs),
                          "where": {w: sum(1 for k in kills if k.get("where", "").startswith(w))
                                    for w in ("before last", "after last", "before best", "after best")}
-                         if kind == "in-write" else {}})
+                         if kind == "in-write" else
+                         {f"in epoch {e}": sum(1 for k in kills if k["epochs_saved"] + 1 == e)
+                          for e in range(1, args.epochs + 1)}})
     print("\n| backend | kills | count | runs | bit-identical runs (last and best) "
           "| runs with temp files left |")
     print("|---|---|---:|---:|---:|---:|")
