@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # The CPU wheel of torch 2.13.0 lies on disk; installed first, so that no range pulls a CUDA build.
 TORCH := torch==2.13.0
 
-.PHONY: demo test test-slow lint check-install venv clean bench
+.PHONY: demo test test-slow lint check-install venv clean bench kill-stress
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -36,6 +36,10 @@ check-install:
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/analysis_speed.py
+
+# SIGKILL training runs (random moments and inside checkpoint writes), resume, compare bit for bit
+kill-stress: $(STAMP)
+	nice $(BIN)/python scripts/kill_stress.py
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info

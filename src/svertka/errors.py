@@ -32,3 +32,7 @@ class WeightsError(SvertkaError):
 
 class UsageError(SvertkaError):
     """A bad command-line flag or argument value."""
+
+
+class WriteError(SvertkaError):
+    """A file that cannot be written: a full disk, no permission, a missing folder."""

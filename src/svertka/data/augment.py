@@ -382,19 +382,21 @@ def parse_pipeline(spec) -> list[Op]:
 
 
 def _backend(x):
-    if isinstance(x, np.ndarray):
-        if x.ndim != 4 or x.dtype.kind != "f":
-            raise UsageError(f"augmentation takes a float N x C x H x W batch, got {x.dtype} of shape {x.shape}; convert with to_float_nchw")
+    """The primitives for ``x``'s backend (the switch itself is svertka.backends.backend_of)."""
+    from svertka.backends import backend_of
+
+    name = backend_of(x)
+    if name is None:
+        raise UsageError(f"augmentation takes a NumPy array or a torch tensor, got {type(x).__name__}")
+    floating = x.dtype.kind == "f" if name == "numpy" else x.is_floating_point()
+    if x.ndim != 4 or not floating:
+        raise UsageError(f"augmentation takes a float N x C x H x W batch, got {x.dtype} of shape "
+                         f"{tuple(x.shape)}; convert with to_float_nchw")
+    if name == "numpy":
         return _NumpyBackend
-    try:
-        import torch
-    except ImportError:
-        torch = None
-    if torch is not None and isinstance(x, torch.Tensor):
-        if x.ndim != 4 or not x.is_floating_point():
-            raise UsageError(f"augmentation takes a float N x C x H x W tensor, got {x.dtype} of shape {tuple(x.shape)}")
-        return _TorchBackend(torch)
-    raise UsageError(f"augmentation takes a NumPy array or a torch tensor, got {type(x).__name__}")
+    import torch
+
+    return _TorchBackend(torch)
 
 
 class Compose:

@@ -13,14 +13,13 @@ import os
 import sys
 import tarfile
 import tempfile
-import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from svertka.errors import DataError
 from svertka.data.formats import read_bytes
+from svertka.errors import DataError
 
 __all__ = ["Checksum", "digest", "verify_file", "fetch", "extract_members"]
 
@@ -61,34 +60,14 @@ def verify_file(path: Path, check: Checksum, archive: bool = False) -> None:
             raise DataError(f"{path}: {algo} of the decompressed data does not match {want}; delete it and download again")
 
 
-class _Progress:
-    """A one-line progress bar on stderr, redrawn at most 10 times a second."""
+def _progress(label: str, total: int | None, quiet: bool):
+    """A tqdm byte counter on a TTY, disabled elsewhere: a pipe or a log gets
+    one line when the file is in place, not a redrawn bar."""
+    from tqdm import tqdm
 
-    def __init__(self, label: str, total: int | None, stream=None):
-        self.label, self.total, self.done = label, total, 0
-        self.stream = stream or sys.stderr
-        self._last = 0.0
-
-    def update(self, n: int) -> None:
-        self.done += n
-        now = time.monotonic()
-        if now - self._last >= 0.1:
-            self._last = now
-            self._draw()
-
-    def _draw(self, end: str = "") -> None:
-        mb = self.done / 1e6
-        if self.total:
-            frac = min(self.done / self.total, 1.0)
-            bar = "#" * int(frac * 30)
-            text = f"\r{self.label} [{bar:<30}] {mb:7.1f}/{self.total / 1e6:.1f} MB"
-        else:
-            text = f"\r{self.label} {mb:7.1f} MB"
-        self.stream.write(text + end)
-        self.stream.flush()
-
-    def close(self) -> None:
-        self._draw("\n")
+    tty = hasattr(sys.stderr, "isatty") and sys.stderr.isatty()
+    return tqdm(total=total, desc=label, unit="B", unit_scale=True, file=sys.stderr, mininterval=0.1,
+                disable=quiet or not tty)
 
 
 def fetch(urls, dest: Path, check: Checksum | None = None, timeout: float = 30.0, quiet: bool = False) -> Path:
@@ -134,20 +113,20 @@ def _fetch_one(url: str, dest: Path, check: Checksum | None, timeout: float, qui
         with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as resp:
             length = resp.headers.get("Content-Length")
             total = int(length) if length and length.isdigit() else None
-            bar = None if quiet else _Progress(dest.name, total)
             got = 0
-            while chunk := resp.read(1 << 16):
-                out.write(chunk)
-                got += len(chunk)
-                if bar:
+            with _progress(dest.name, total, quiet) as bar:
+                drawn = not bar.disable
+                while chunk := resp.read(1 << 16):
+                    out.write(chunk)
+                    got += len(chunk)
                     bar.update(len(chunk))
-            if bar:
-                bar.close()
             if total is not None and got != total:
                 raise DataError(f"connection closed after {got} of {total} bytes")
         if check is not None:
             verify_file(Path(tmp), check, archive=True)
         os.replace(tmp, dest)
+        if not quiet and not drawn:
+            print(f"downloaded {dest.name} ({got / 1e6:.1f} MB)", file=sys.stderr, flush=True)
     except BaseException:
         # http.client raises IncompleteRead for short bodies; all paths end here.
         Path(tmp).unlink(missing_ok=True)

@@ -3,7 +3,10 @@
 An adapter holds the model, its optimizer and the whole dataset as uint8 on
 the backend's device. The loop asks it for batches by index, for one training
 step, for logits, and for its state as NumPy arrays (for checkpoints).
+``Adapter`` below is the contract: what every backend must supply is marked
+there, and what both backends do alike is written there once.
 
+    adapter = make_adapter(net, cfg, mean, std)   # cfg.backend picks the class
     adapter.set_data(name, images_uint8_nhwc, labels)
     x, y = adapter.batch(name, idx, aug, rng)     # float, normalised, augmented
     loss, correct = adapter.train_step(x, y)      # backend scalars; adapter.value() reads one
@@ -15,6 +18,7 @@ import os
 
 import numpy as np
 
+from ..backends import get_backend
 from ..errors import UsageError, WeightsError
 
 OPTIM_PREFIX = "__optim__."
@@ -90,6 +94,9 @@ def check_meta(net, meta, source) -> None:
 
 
 class Adapter:
+    """What the training loop calls. A backend subclass sets ``backend`` and
+    supplies the methods that raise NotImplementedError here."""
+
     backend = ""
 
     def __init__(self, net, cfg, mean, std):
@@ -98,7 +105,31 @@ class Adapter:
         self.shift = np.asarray([-m / s for m, s in zip(mean, std)], np.float32)
         self.mean, self.std = tuple(mean), tuple(std)
         self.data = {}
+        self.labels_np = {}  # split name -> labels as NumPy (accuracy is counted there)
         self.base_lrs = []
+        self.optimizer = None
+        self.model = None  # set by the subclass: a module with named_parameters() and state_dict()
+        self.optim = None  # the backend's optimizer package (SGD, Adam, AdamW)
+
+    # ---- written once for both backends
+
+    def make_optimizer(self) -> None:
+        cfg = self.cfg
+        groups = param_groups(self.model.named_parameters(), cfg.weight_decay, cfg.no_decay_norm_bias)
+        if not groups:
+            raise UsageError(f"{self.net.name or 'the model'} has no trainable parameters; nothing to train")
+        self.group_names = [g.pop("names") for g in groups]
+        if cfg.opt in ("sgd", "nesterov"):
+            self.optimizer = self.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum,
+                                            nesterov=cfg.opt == "nesterov" and cfg.momentum > 0)
+        else:  # each group carries its own weight_decay, so the classes' defaults never apply
+            self.optimizer = (self.optim.Adam if cfg.opt == "adam" else self.optim.AdamW)(groups, lr=cfg.lr)
+        self.base_lrs = [g["lr"] for g in self.optimizer.param_groups]
+
+    def add_split(self, name: str, images, labels) -> None:
+        """Hold a split on the device, and its labels as NumPy for counting."""
+        self.set_data(name, images, labels)
+        self.labels_np[name] = labels
 
     def set_lr(self, factor: float) -> None:
         for g, base in zip(self.optimizer.param_groups, self.base_lrs):
@@ -107,6 +138,53 @@ class Adapter:
     @property
     def lr(self) -> float:
         return self.optimizer.param_groups[0]["lr"]
+
+    @staticmethod
+    def value(v) -> float:
+        """A loss or count from ``train_step`` as a Python float (syncs a GPU)."""
+        return float(v)
+
+    def optim_state(self):
+        """(flat {name: ndarray}, JSON skeleton) of the optimizer, for a checkpoint."""
+        return split_state(self.optimizer.state_dict(), "optim")
+
+    def load_optim_state(self, tensors, skeleton) -> None:
+        sd = join_state(skeleton, tensors, self.from_numpy)
+        sd["state"] = {int(k): v for k, v in sd["state"].items()}
+        self.optimizer.load_state_dict(sd)
+
+    # ---- each backend supplies these
+
+    def from_numpy(self, a: np.ndarray):
+        """A backend array holding a copy of ``a``."""
+        raise NotImplementedError
+
+    def set_data(self, name: str, images, labels) -> None:
+        raise NotImplementedError
+
+    def seed_epoch(self, seed: int, epoch: int) -> None:
+        """Reseed the backend's own RNG (dropout) for this epoch."""
+        raise NotImplementedError
+
+    def batch(self, name: str, idx, aug=None, rng=None, epoch: int = 0):
+        raise NotImplementedError
+
+    def train_step(self, x, y):
+        """One optimizer step; returns (summed loss, correct count) as backend scalars."""
+        raise NotImplementedError
+
+    def logits(self, name: str, idx, tta: str = "none") -> np.ndarray:
+        raise NotImplementedError
+
+    def logits_of(self, x_float_nchw: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def model_state(self) -> dict:
+        """The model's state_dict as NumPy arrays."""
+        raise NotImplementedError
+
+    def load_model_state(self, state: dict, meta: dict | None = None, source: str = "checkpoint") -> None:
+        raise NotImplementedError
 
 
 # ---------------------------------------------------------------------- torch
@@ -119,9 +197,8 @@ class TorchAdapter(Adapter):
         super().__init__(net, cfg, mean, std)
         import torch
 
-        from ..backends.torch import compile as compile_torch
-
-        self.torch = torch
+        self.torch, self.backend_pkg = torch, get_backend("torch")
+        self.optim = torch.optim
         torch.set_num_threads(cfg.threads or cpu_count())
         dev = cfg.device
         if dev == "auto":
@@ -133,7 +210,7 @@ class TorchAdapter(Adapter):
             raise UsageError(f"--device {cfg.device!r} is not available here ({str(e).splitlines()[0][:80]}); "
                              f"use --device cpu or auto") from None
         torch.manual_seed(cfg.seed)
-        self.model = compile_torch(net).to(self.device)
+        self.model = self.backend_pkg.compile(net).to(self.device)
         self.memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
         if cfg.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
@@ -141,20 +218,9 @@ class TorchAdapter(Adapter):
         self.amp = torch.bfloat16 if cfg.amp == "bf16" else None
         self._scale = torch.tensor(self.scale, device=self.device).view(1, -1, 1, 1)
         self._shift = torch.tensor(self.shift, device=self.device).view(1, -1, 1, 1)
-        self.optimizer = None
 
-    def make_optimizer(self):
-        torch, cfg = self.torch, self.cfg
-        groups = param_groups(self.model.named_parameters(), cfg.weight_decay, cfg.no_decay_norm_bias)
-        self.group_names = [g.pop("names") for g in groups]
-        if cfg.opt in ("sgd", "nesterov"):
-            self.optimizer = torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum,
-                                             nesterov=cfg.opt == "nesterov" and cfg.momentum > 0)
-        elif cfg.opt == "adam":
-            self.optimizer = torch.optim.Adam(groups, lr=cfg.lr)
-        else:
-            self.optimizer = torch.optim.AdamW(groups, lr=cfg.lr)
-        self.base_lrs = [g["lr"] for g in self.optimizer.param_groups]
+    def from_numpy(self, a):
+        return self.torch.from_numpy(np.array(a))
 
     def set_data(self, name, images, labels):
         torch = self.torch
@@ -191,10 +257,6 @@ class TorchAdapter(Adapter):
         correct = (out.detach().argmax(1) == y).sum()
         return loss.detach() * len(y), correct
 
-    @staticmethod
-    def value(v) -> float:
-        return float(v)
-
     def logits(self, name, idx, tta: str = "none"):
         torch = self.torch
         x, _ = self.data[name]
@@ -212,25 +274,14 @@ class TorchAdapter(Adapter):
         with torch.inference_mode():
             return self.run_model(torch.from_numpy(x_float_nchw).to(self.device)).float().cpu().numpy()
 
-    # state as NumPy arrays
     def model_state(self) -> dict:
         return {k: v.detach().cpu().numpy() for k, v in self.model.state_dict().items()}
 
     def load_model_state(self, state: dict, meta: dict | None = None, source: str = "checkpoint") -> None:
-        from ..backends.torch import check_state_dict
-        torch = self.torch
         check_meta(self.net, meta, source)
-        tensors = {k: torch.from_numpy(np.array(v)) for k, v in state.items()}
-        tensors = check_state_dict(self.model, tensors, meta or {}, source)
+        tensors = {k: self.from_numpy(v) for k, v in state.items()}
+        tensors = self.backend_pkg.check_state_dict(self.model, tensors, meta or {}, source)
         self.model.load_state_dict(tensors, strict=True)
-
-    def optim_state(self):
-        return split_state(self.optimizer.state_dict(), "optim")
-
-    def load_optim_state(self, tensors, skeleton):
-        sd = join_state(skeleton, tensors, lambda a: self.torch.from_numpy(np.array(a)))
-        sd["state"] = {int(k): v for k, v in sd["state"].items()}
-        self.optimizer.load_state_dict(sd)
 
 
 # ---------------------------------------------------------------------- numpy
@@ -241,27 +292,15 @@ class NumpyAdapter(Adapter):
 
     def __init__(self, net, cfg, mean, std):
         super().__init__(net, cfg, mean, std)
-        from ..backends import numpy as engine
-
-        self.engine = engine
-        engine.manual_seed(cfg.seed)
-        self.model = engine.compile(net)
-        self.optimizer = None
+        self.engine = get_backend("numpy")
+        self.optim = self.engine.optim
+        self.engine.manual_seed(cfg.seed)
+        self.model = self.engine.compile(net)
         self._scale = self.scale.reshape(1, -1, 1, 1)
         self._shift = self.shift.reshape(1, -1, 1, 1)
 
-    def make_optimizer(self):
-        optim, cfg = self.engine.optim, self.cfg
-        groups = param_groups(self.model.named_parameters(), cfg.weight_decay, cfg.no_decay_norm_bias)
-        self.group_names = [g.pop("names") for g in groups]
-        if cfg.opt in ("sgd", "nesterov"):
-            self.optimizer = optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum,
-                                       nesterov=cfg.opt == "nesterov" and cfg.momentum > 0)
-        elif cfg.opt == "adam":
-            self.optimizer = optim.Adam(groups, lr=cfg.lr, weight_decay=0.0)
-        else:
-            self.optimizer = optim.AdamW(groups, lr=cfg.lr, weight_decay=0.0)
-        self.base_lrs = [g["lr"] for g in self.optimizer.param_groups]
+    def from_numpy(self, a):
+        return np.array(a)
 
     def set_data(self, name, images, labels):
         self.data[name] = (np.ascontiguousarray(images.transpose(0, 3, 1, 2)), np.asarray(labels, np.int64))
@@ -291,10 +330,6 @@ class NumpyAdapter(Adapter):
         self.optimizer.step()
         return float(loss.data) * len(y), int((out.data.argmax(1) == y).sum())
 
-    @staticmethod
-    def value(v) -> float:
-        return float(v)
-
     def logits(self, name, idx, tta: str = "none"):
         x, _ = self.data[name]
         return self.logits_of(self._float(x[idx], None, None), tta)
@@ -317,20 +352,10 @@ class NumpyAdapter(Adapter):
         except WeightsError as e:
             raise WeightsError(f"{source}: {e}") from None
 
-    def optim_state(self):
-        return split_state(self.optimizer.state_dict(), "optim")
 
-    def load_optim_state(self, tensors, skeleton):
-        sd = join_state(skeleton, tensors, lambda a: np.array(a))
-        sd["state"] = {int(k): v for k, v in sd["state"].items()}
-        self.optimizer.load_state_dict(sd)
+ADAPTERS = {"torch": TorchAdapter, "numpy": NumpyAdapter}
 
 
 def make_adapter(net, cfg, mean, std) -> Adapter:
-    if cfg.backend == "torch":
-        try:
-            import torch  # noqa: F401
-        except ImportError:
-            raise UsageError("--backend torch needs PyTorch: pip install 'svertka[torch]', or use --backend numpy") from None
-        return TorchAdapter(net, cfg, mean, std)
-    return NumpyAdapter(net, cfg, mean, std)
+    get_backend(cfg.backend)  # a one-line error for an unknown name or a missing torch
+    return ADAPTERS[cfg.backend](net, cfg, mean, std)

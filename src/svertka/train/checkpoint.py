@@ -7,9 +7,14 @@ fsync, os.replace): a crash or Ctrl-C mid-write leaves the previous file whole.
   (key ``svertka_train``: epoch, step, history, optimizer skeleton). Nothing is
   pickled.
 - ``best.safetensors``: weights only, loadable by any svertka tool.
+
+Each file carries a sha256 over its tensors and its svertka header entries
+(key ``svertka_sha256``), so a corrupted file is refused, never loaded
+silently. Files written before the checksum existed load as before.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -19,11 +24,26 @@ from ..errors import WeightsError
 from ..fileio import atomic_write, atomic_write_text
 from .backends import OPTIM_PREFIX
 
-META_KEY, STATE_KEY = "svertka", "svertka_train"
+META_KEY, STATE_KEY, CHECKSUM_KEY = "svertka", "svertka_train", "svertka_sha256"
+
+
+def checksum(tensors: dict, header: dict) -> str:
+    """sha256 over every tensor (name, dtype, shape, bytes) and every header
+    entry but the checksum itself, in sorted order."""
+    h = hashlib.sha256()
+    for k in sorted(tensors):
+        a = np.ascontiguousarray(tensors[k])  # a 0-d array becomes (1,), its bytes stay the same
+        h.update(json.dumps([k, a.dtype.str, list(np.shape(tensors[k]))]).encode())
+        h.update(a)
+    for k in sorted(header):
+        if k != CHECKSUM_KEY:
+            h.update(json.dumps([k, header[k]]).encode())
+    return h.hexdigest()
 
 
 def save_checkpoint(path, weights: dict, meta: dict, optim_tensors: dict | None = None,
                     state: dict | None = None) -> Path:
+    from safetensors import SafetensorError
     from safetensors.numpy import save_file
 
     # np.require, not np.ascontiguousarray: the latter turns 0-d arrays (BatchNorm's
@@ -34,7 +54,21 @@ def save_checkpoint(path, weights: dict, meta: dict, optim_tensors: dict | None 
     header = {META_KEY: json.dumps(meta, sort_keys=True), "format": "pt"}
     if state is not None:
         header[STATE_KEY] = json.dumps(state)
-    return atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=header))
+    header[CHECKSUM_KEY] = checksum(tensors, header)
+
+    def write(tmp):
+        try:
+            save_file(tensors, tmp, metadata=header)
+        except SafetensorError as e:  # valid arrays fail only on I/O: report it as an OSError would be
+            raise OSError(_errno_of(str(e)), str(e).rsplit(": ", 1)[-1]) from None
+
+    return atomic_write(path, write)
+
+
+def _errno_of(message: str) -> int | None:
+    """The errno in a safetensors I/O message ("... (os error 28)"), if any."""
+    tail = message.rsplit("(os error ", 1)
+    return int(tail[1].rstrip(")")) if len(tail) == 2 and tail[1].rstrip(")").isdigit() else None
 
 
 def read_checkpoint(path):
@@ -58,6 +92,9 @@ def read_checkpoint(path):
         raise WeightsError(f"cannot read {path}: not a valid safetensors file "
                            f"({str(e).splitlines()[0][:100] if str(e) else type(e).__name__}); "
                            f"use a file written by svertka train or save_weights") from None
+    if CHECKSUM_KEY in header and checksum(tensors, header) != header[CHECKSUM_KEY]:
+        raise WeightsError(f"{path} is corrupted: its contents do not match the checksum saved with them; "
+                           f"use another copy, or train again")
     try:
         meta = json.loads(header.get(META_KEY, "{}"))
         state = json.loads(header[STATE_KEY]) if STATE_KEY in header else None

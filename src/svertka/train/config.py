@@ -14,11 +14,11 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
+from ..backends import NAMES as BACKENDS
 from ..errors import UsageError
 from .schedule import SCHEDULES
 
 OPTIMIZERS = ("sgd", "nesterov", "adam", "adamw")
-BACKENDS = ("torch", "numpy")
 AMP = ("none", "bf16")
 DEVICE = re.compile(r"auto|cpu|cuda(:[0-9]+)?|mps")  # what --device takes
 # Options only the torch backend has: (field, its off value, the flag that turns it off)

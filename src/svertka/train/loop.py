@@ -1,66 +1,49 @@
 """The training loop, shared by both backends.
 
+``train`` is four named steps: open (or resume) the run, train one epoch,
+evaluate it, save it.
+
 Reproducibility and exact resume: the data order and the augmentation of
 epoch e come from ``numpy.random.default_rng([seed, e])``, the backend's own
 RNG (dropout) is reseeded from (seed, e) at the start of each epoch, and the LR
 is a function of the global step. A checkpoint therefore only needs the
 weights, the optimizer state and the epoch: a run resumed after epoch k ends
 bit-identical to one that was never interrupted (same backend and device).
+
+Crash safety: an epoch is saved as best, then the metrics, then last, each
+file written atomically. ``last`` is what a resume continues from, so a kill
+at any moment leaves the files at or ahead of ``last``: a resume redoes the
+unsaved epoch and rewrites them alike. Opening a run removes the temp files a
+kill left, checks ``best`` against the epoch ``last`` names, and rebuilds it
+where it can (older runs wrote last before best).
 """
 from __future__ import annotations
 
 import json
 import math
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from ..errors import UsageError, WeightsError
-from ..fileio import atomic_write_text
+from ..errors import SvertkaError, UsageError, WeightsError, WriteError
+from ..fileio import atomic_write_text, remove_stale_temps
 from ..sysload import OtherLoad
 from ..zoo import resolve_model
-from .backends import make_adapter
+from .backends import Adapter, make_adapter
 from .checkpoint import read_checkpoint, save_checkpoint, write_metrics
 from .config import TrainConfig
+from .progress import Progress
 from .schedule import Schedule
 
-
-class Progress:
-    """One status line on stderr, redrawn at most 5 times a second (a TTY), or
-    one line per epoch (a pipe or file)."""
-
-    def __init__(self, stream=None, enabled: bool = True):
-        self.stream = stream if stream is not None else sys.stderr
-        self.enabled = enabled
-        self.tty = enabled and hasattr(self.stream, "isatty") and self.stream.isatty()
-        self.last = 0.0
-
-    def update(self, text: str, force: bool = False):
-        if not self.tty:
-            return
-        now = time.perf_counter()
-        if force or now - self.last > 0.2:
-            self.stream.write("\r" + text[:150].ljust(100))
-            self.stream.flush()
-            self.last = now
-
-    def line(self, text: str):
-        if not self.enabled:
-            return
-        self.stream.write(("\r" if self.tty else "") + text.ljust(100 if self.tty else 0) + "\n")
-        self.stream.flush()
+LAST, BEST = "last.safetensors", "best.safetensors"
+RUN_FILES = (LAST, BEST, "metrics.jsonl", "metrics.csv", "config.json", "model.json")
+TIMING_KEYS = ("images_per_s", "seconds", "train_seconds", "elapsed", "other_cores")  # differ run to run
 
 
 def _round(v, digits=2):
     return None if v is None else round(v, digits)
-
-
-def bar(done: int, total: int, width: int = 20) -> str:
-    k = int(width * done / max(1, total))
-    return "[" + "#" * k + "." * (width - k) + "]"
 
 
 @dataclass
@@ -71,6 +54,27 @@ class RunResult:
     data_location: str
     test_acc: float
     seconds: float
+
+
+@dataclass
+class Run:
+    """What the steps of one training run share."""
+
+    cfg: TrainConfig
+    run_dir: Path
+    adapter: Adapter
+    train_ds: object
+    val_ds: object
+    test_ds: object
+    batch: int  # images per step
+    steps: int  # steps per epoch: full batches only, so every step sees the same batch size
+    sched: Schedule
+    aug: object  # a data.augment.Compose, or None
+    meta: dict  # the model metadata every checkpoint carries
+    history: list
+    best: float | None = None  # best validation score so far (None: no validation split yet)
+    start_epoch: int = 0
+    elapsed_before: float = 0.0  # seconds the run spent before this process resumed it
 
 
 def load_data(cfg: TrainConfig):
@@ -123,7 +127,8 @@ def resume_config(run_dir, epochs: int | None = None) -> TrainConfig:
     run_dir = Path(run_dir)
     cfg_path = run_dir / "config.json"
     if not cfg_path.is_file():
-        raise UsageError(f"--resume {run_dir}: no config.json there; pass a run folder written by svertka train")
+        raise UsageError(f"--resume {run_dir}: no config.json there; "
+                         f"pass a run folder written by svertka train")
     try:
         d = json.loads(cfg_path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
@@ -135,6 +140,192 @@ def resume_config(run_dir, epochs: int | None = None) -> TrainConfig:
     return cfg.validate()
 
 
+def is_better(score, best) -> bool:
+    """Whether an epoch with validation ``score`` replaces ``best``. "Best" is
+    chosen on the validation split; with none, it is the latest epoch (choosing
+    on the test set would make the test accuracy a tuned number)."""
+    return score is None or best is None or score > best
+
+
+def best_epoch(history: list) -> int | None:
+    """The epoch ``best.safetensors`` must hold after ``history``."""
+    best = found = None
+    for rec in history:
+        if is_better(rec.get("val_acc"), best):
+            best, found = rec.get("val_acc"), rec["epoch"]
+    return found
+
+
+# ------------------------------------------------------------------ the steps
+
+
+def build_run(cfg: TrainConfig, run_dir: Path) -> Run:
+    """Data, model, optimizer, schedule and augmentation, as ``cfg`` says."""
+    train_ds, val_ds, test_ds = load_data(cfg)
+    net = build_network(cfg, train_ds)
+    adapter = make_adapter(net, cfg, train_ds.mean, train_ds.std)
+    adapter.make_optimizer()
+    for name, ds in (("train", train_ds), ("val", val_ds), ("test", test_ds)):
+        if ds is not None:
+            adapter.add_split(name, ds.images, ds.labels)
+    bs = min(cfg.batch_size, len(train_ds))
+    spe = len(train_ds) // bs
+    decay_steps = round(cfg.decay_epochs * spe) if cfg.decay_epochs else None
+    sched = Schedule(cfg.sched, cfg.epochs * spe, warmup_steps=round(cfg.warmup_epochs * spe),
+                     min_factor=cfg.min_lr_factor, decay_steps=decay_steps, decay_rate=cfg.decay_rate)
+    aug = None
+    if cfg.aug:
+        from ..data.augment import Compose
+        aug = Compose(cfg.aug)
+    meta = {"model": net.name, "num_classes": int(net.num_classes), "input_shape": list(net.input_shape),
+            "mean": list(train_ds.mean), "std": list(train_ds.std), "classes": list(train_ds.classes),
+            "data": cfg.data, "backend": cfg.backend, "aug": cfg.aug}
+    return Run(cfg, run_dir, adapter, train_ds, val_ds, test_ds, bs, spe, sched, aug, meta, history=[])
+
+
+def open_run(cfg: TrainConfig, resume, out: Progress) -> Run:
+    """The run, fresh or resumed (its state read from ``last``, its other
+    files repaired), and its folder with config.json and model.json."""
+    run_dir = Path(resume) if resume is not None else Path(cfg.output) if cfg.output else default_run_dir(cfg)
+    if resume is None and (run_dir / LAST).exists():
+        raise UsageError(f"--output {run_dir} already holds a run; "
+                         f"use --resume {run_dir} or another --output")
+    run = build_run(cfg, run_dir)
+    if run_dir.is_dir():
+        for p in remove_stale_temps(run_dir, RUN_FILES):
+            out.line(f"svertka train: removed {p.name}, left by an interrupted write")
+    if resume is not None:
+        resume_run(run, out)
+    cfg.output = str(run_dir)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise WriteError(f"--output {run_dir}: cannot make that folder ({e.strerror or e}); "
+                         f"pick another --output") from None
+    atomic_write_text(run_dir / "config.json", json.dumps(cfg.to_dict(), indent=1))
+    from ..spec import network_to_dict
+    atomic_write_text(run_dir / "model.json", json.dumps(network_to_dict(run.adapter.net), indent=1))
+    return run
+
+
+def resume_run(run: Run, out: Progress) -> None:
+    """Load ``last`` into ``run`` and make the folder agree with it: metrics
+    as in ``last``, ``best`` from the epoch ``last`` names."""
+    run_dir, last = run.run_dir, run.run_dir / LAST
+    if not last.is_file():
+        out.line(f"svertka train: {run_dir} has no finished epoch yet; starting it from epoch 1")
+        return
+    weights, fmeta, optim_t, state = read_checkpoint(last)
+    if state is None:
+        raise WeightsError(f"{last} holds weights only, no training state; cannot resume from it")
+    if state.get("steps_per_epoch") != run.steps:
+        raise UsageError(f"--resume {run_dir}: the data or batch size changed since the run started")
+    if run.cfg.epochs < state["epoch"]:
+        raise UsageError(f"--resume {run_dir}: the run already has {state['epoch']} epochs; "
+                         f"pass --epochs {state['epoch']} or more")
+    run.adapter.load_model_state(weights, fmeta, str(last))
+    run.adapter.load_optim_state(optim_t, state["optimizer"])
+    run.start_epoch, run.history, run.best = state["epoch"], state["history"], state.get("best")
+    run.elapsed_before = run.history[-1].get("elapsed", 0.0) if run.history else 0.0
+    write_metrics(run_dir, run.history)  # they may hold an epoch that last does not
+    repair_best(run, weights, fmeta, out)
+
+
+def repair_best(run: Run, weights: dict, meta: dict, out: Progress) -> None:
+    """Make ``best`` hold the epoch the history in ``last`` chose. With this
+    loop's save order it already does; a run written by an older svertka (last
+    before best) may have been killed in between."""
+    want = best_epoch(run.history)
+    path = run.run_dir / BEST
+    try:
+        got = read_checkpoint(path)[1].get("epoch") if path.is_file() else None
+    except SvertkaError:
+        got = None  # unreadable or corrupted: rebuilt below where possible
+    if want is None or got == want:
+        return
+    if want == run.start_epoch:  # the best epoch is the one last holds
+        save_checkpoint(path, weights, {**meta, "epoch": want})
+        out.line(f"svertka train: rebuilt {BEST} (epoch {want}) from {LAST}")
+    else:
+        holds = "no readable epoch" if got is None else f"epoch {got}"
+        out.line(f"svertka train: note: {BEST} should hold epoch {want} but holds {holds}; "
+                 f"it cannot be rebuilt from {LAST}")
+
+
+def train_epoch(run: Run, epoch: int, bar) -> dict:
+    """One pass over the training split: loss, accuracy, speed."""
+    cfg, adapter, bs = run.cfg, run.adapter, run.batch
+    t0 = time.perf_counter()
+    rng = np.random.default_rng([cfg.seed, epoch])
+    perm = rng.permutation(len(run.train_ds))
+    adapter.seed_epoch(cfg.seed, epoch)
+    loss_sum = correct = 0
+    seen, shown = 0, t0
+    for s in range(run.steps):
+        adapter.set_lr(run.sched(epoch * run.steps + s))
+        x, y = adapter.batch("train", perm[s * bs:(s + 1) * bs], run.aug, rng, epoch)
+        loss, right = adapter.train_step(x, y)
+        loss_sum, correct, seen = loss_sum + loss, correct + right, seen + bs
+        if bar is not None:
+            bar.update(bs)
+            now = time.perf_counter()
+            if now - shown > 0.5 or s == run.steps - 1:  # reading the loss syncs a GPU: not every step
+                shown = now
+                bar.set_postfix_str(f"loss {adapter.value(loss_sum) / seen:.4f} acc "
+                                    f"{100 * adapter.value(correct) / seen:.2f}% lr {adapter.lr:.2e}",
+                                    refresh=False)
+    train_s = time.perf_counter() - t0
+    train_loss = adapter.value(loss_sum) / seen
+    if not math.isfinite(train_loss):
+        raise UsageError(f"training diverged at epoch {epoch + 1} (loss {train_loss}); "
+                         f"lower --lr (now {cfg.lr:g})")
+    return {"train_loss": round(train_loss, 6), "train_acc": round(adapter.value(correct) / seen, 6),
+            "images_per_s": round(seen / train_s, 1), "train_seconds": round(train_s, 3)}
+
+
+def evaluate_epoch(run: Run, epoch: int) -> dict:
+    """Validation (if any) and test accuracy after ``epoch``."""
+    cfg, rec = run.cfg, {}
+    # TTA doubles an evaluation's cost; the epochs before the last only track progress
+    tta = cfg.tta if epoch == cfg.epochs - 1 else "none"
+    if run.val_ds is not None:
+        rec["val_acc"] = round(accuracy(run.adapter, "val", len(run.val_ds), cfg.eval_batch_size, tta), 6)
+    rec["test_acc"] = round(accuracy(run.adapter, "test", len(run.test_ds), cfg.eval_batch_size, tta), 6)
+    rec["tta"] = tta
+    return rec
+
+
+def save_epoch(run: Run, epoch: int, rec: dict) -> None:
+    """Add ``rec`` to the history and write best, the metrics, then last (the
+    order that keeps them consistent across a kill; see the module's notes)."""
+    run.history.append(rec)
+    is_best = is_better(rec.get("val_acc"), run.best)
+    if is_best:
+        run.best = rec.get("val_acc")
+    weights = run.adapter.model_state()
+    opt_tensors, opt_skel = run.adapter.optim_state()
+    state = {"epoch": epoch + 1, "step": (epoch + 1) * run.steps, "steps_per_epoch": run.steps,
+             "history": run.history, "best": run.best, "best_epoch": best_epoch(run.history),
+             "optimizer": opt_skel, "config": run.cfg.to_dict()}
+    try:
+        if is_best:
+            save_checkpoint(run.run_dir / BEST, weights, {**run.meta, "epoch": epoch + 1})
+        write_metrics(run.run_dir, run.history)
+        save_checkpoint(run.run_dir / LAST, weights, run.meta, opt_tensors, state)
+    except WriteError as e:
+        raise WriteError(f"{e}; then continue with `svertka train --resume {run.run_dir}`") from None
+
+
+def epoch_line(rec: dict, epochs: int) -> str:
+    val = f"  val {100 * rec['val_acc']:.2f}%" if "val_acc" in rec else ""
+    return (f"epoch {rec['epoch']}/{epochs}  loss {rec['train_loss']:.4f}  "
+            f"train {100 * rec['train_acc']:.2f}%{val}  test {100 * rec['test_acc']:.2f}%  "
+            f"{rec['images_per_s']:,.0f} img/s  {rec['seconds']:.1f} s")
+
+
+# ------------------------------------------------------------------ the loop
+
+
 def train(cfg: TrainConfig, resume: str | Path | None = None, stop_after: int | None = None,
           progress: bool = True, stream=None) -> RunResult:
     """Train as ``cfg`` says; with ``resume`` (a run folder) continue from its
@@ -142,129 +333,35 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, stop_after: int | 
     (as if killed), leaving a resumable run."""
     t_start = time.perf_counter()
     out = Progress(stream, progress)
-    train_ds, val_ds, test_ds = load_data(cfg)
-    net = build_network(cfg, train_ds)
-    adapter = make_adapter(net, cfg, train_ds.mean, train_ds.std)
-    adapter.make_optimizer()
-    adapter.labels_np = {}
-    for name, ds in (("train", train_ds), ("val", val_ds), ("test", test_ds)):
-        if ds is not None:
-            adapter.set_data(name, ds.images, ds.labels)
-            adapter.labels_np[name] = ds.labels
-
-    n = len(train_ds)
-    bs = min(cfg.batch_size, n)
-    spe = n // bs  # full batches only: every step sees the same batch size
-    total = cfg.epochs * spe
-    sched = Schedule(cfg.sched, total, warmup_steps=round(cfg.warmup_epochs * spe), min_factor=cfg.min_lr_factor,
-                     decay_steps=round(cfg.decay_epochs * spe) if cfg.decay_epochs else None,
-                     decay_rate=cfg.decay_rate)
-    aug = None
-    if cfg.aug:
-        from ..data.augment import Compose
-        aug = Compose(cfg.aug)
-
-    history, start_epoch, best = [], 0, None
-    meta = {"model": net.name, "num_classes": int(net.num_classes), "input_shape": list(net.input_shape),
-            "mean": list(train_ds.mean), "std": list(train_ds.std), "classes": list(train_ds.classes),
-            "data": cfg.data, "backend": cfg.backend, "aug": cfg.aug}
-    if resume is not None:
-        run_dir = Path(resume)
-        last = run_dir / "last.safetensors"
-        if not last.is_file():
-            raise UsageError(f"--resume {run_dir}: no last.safetensors (the run never finished an epoch); start afresh")
-        weights, fmeta, optim_t, state = read_checkpoint(last)
-        if state is None:
-            raise WeightsError(f"{last} holds weights only, no training state; cannot resume from it")
-        adapter.load_model_state(weights, fmeta, str(last))
-        adapter.load_optim_state(optim_t, state["optimizer"])
-        start_epoch, history, best = state["epoch"], state["history"], state.get("best")
-        if state.get("steps_per_epoch") != spe:
-            raise UsageError(f"--resume {run_dir}: the data or batch size changed since the run started")
-        if cfg.epochs < start_epoch:
-            raise UsageError(f"--resume {run_dir}: the run has already trained {start_epoch} epochs; "
-                             f"--epochs {cfg.epochs} cannot undo them (pass {start_epoch} or more)")
-    else:
-        run_dir = Path(cfg.output) if cfg.output else default_run_dir(cfg)
-        if (run_dir / "last.safetensors").exists():
-            raise UsageError(f"--output {run_dir} already holds a run; use --resume {run_dir} or another --output")
-        cfg.output = str(run_dir)
-    if run_dir.exists() and not run_dir.is_dir():
-        raise UsageError(f"--output {run_dir} is a file; pass a folder for the run")
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise UsageError(f"cannot create the run folder {run_dir} ({e.strerror}); pass another --output") from None
-    atomic_write_text(run_dir / "config.json", json.dumps(cfg.to_dict(), indent=1))
-    from ..spec import network_to_dict
-    atomic_write_text(run_dir / "model.json", json.dumps(network_to_dict(net), indent=1))
-
-    where = test_ds.location or cfg.data
-    out.line(f"svertka train: {net.name} on {cfg.data} ({n} train images from {where}), backend {cfg.backend}"
-             + (f" on {adapter.device}" if cfg.backend == "torch" else "") + f", {cfg.epochs} epochs, "
-             f"batch {bs}, {cfg.opt} lr {cfg.lr:g} {cfg.sched}; run folder {run_dir}")
+    run = open_run(cfg, resume, out)
+    where = run.test_ds.location or cfg.data
+    device = f" on {run.adapter.device}" if cfg.backend == "torch" else ""
+    out.line(f"svertka train: {run.adapter.net.name} on {cfg.data} ({len(run.train_ds)} train images from "
+             f"{where}), backend {cfg.backend}{device}, {cfg.epochs} epochs, batch {run.batch}, "
+             f"{cfg.opt} lr {cfg.lr:g} {cfg.sched}; run folder {run.run_dir}")
     stop = cfg.epochs if stop_after is None else min(cfg.epochs, stop_after)
     try:
-        for epoch in range(start_epoch, stop):
-            t0 = time.perf_counter()
-            load = OtherLoad()
-            rng = np.random.default_rng([cfg.seed, epoch])
-            perm = rng.permutation(n)
-            adapter.seed_epoch(cfg.seed, epoch)
-            loss_sum = correct = 0
-            seen = 0
-            for s in range(spe):
-                step = epoch * spe + s
-                adapter.set_lr(sched(step))
-                x, y = adapter.batch("train", perm[s * bs:(s + 1) * bs], aug, rng, epoch)
-                l, c = adapter.train_step(x, y)
-                loss_sum, correct, seen = loss_sum + l, correct + c, seen + bs
-                if out.tty and (s % 10 == 9 or s == spe - 1):
-                    dt = time.perf_counter() - t0
-                    out.update(f"epoch {epoch + 1}/{cfg.epochs} {bar(s + 1, spe)} {s + 1}/{spe} "
-                               f"{seen / dt:,.0f} img/s loss {adapter.value(loss_sum) / seen:.4f} "
-                               f"acc {100 * adapter.value(correct) / seen:.2f}% lr {adapter.lr:.2e}")
-            train_s = time.perf_counter() - t0
-            train_loss = adapter.value(loss_sum) / seen
-            if not math.isfinite(train_loss):
-                raise UsageError(f"training diverged at epoch {epoch + 1} (loss {train_loss}); lower --lr "
-                                 f"(now {cfg.lr:g})")
-            rec = {"epoch": epoch + 1, "train_loss": round(train_loss, 6),
-                   "train_acc": round(adapter.value(correct) / seen, 6)}
-            # TTA doubles an evaluation's cost; the epochs before the last only track progress
-            tta = cfg.tta if epoch == cfg.epochs - 1 else "none"
-            if val_ds is not None:
-                rec["val_acc"] = round(accuracy(adapter, "val", len(val_ds), cfg.eval_batch_size, tta), 6)
-            rec["test_acc"] = round(accuracy(adapter, "test", len(test_ds), cfg.eval_batch_size, tta), 6)
-            rec["tta"] = tta
-            seconds = time.perf_counter() - t0
-            rec.update({"images_per_s": round(seen / train_s, 1), "seconds": round(seconds, 3),
-                        "train_seconds": round(train_s, 3), "lr": adapter.lr, "other_cores": _round(load.other_cores()),
-                        "elapsed": round(time.perf_counter() - t_start + (history[-1]["elapsed"] if history and resume else 0), 3)})
-            history.append(rec)
-            # "best" is chosen on the validation split; with none, it is the latest epoch
-            # (choosing on the test set would make the test accuracy a tuned number)
-            score = rec.get("val_acc")
-            is_best = score is None or best is None or score > best
-            if is_best:
-                best = score
-            opt_tensors, opt_skel = adapter.optim_state()
-            weights = adapter.model_state()
-            state = {"epoch": epoch + 1, "step": (epoch + 1) * spe, "steps_per_epoch": spe, "history": history,
-                     "best": best, "optimizer": opt_skel, "config": cfg.to_dict()}
-            save_checkpoint(run_dir / "last.safetensors", weights, meta, opt_tensors, state)
-            if is_best:
-                save_checkpoint(run_dir / "best.safetensors", weights, {**meta, "epoch": epoch + 1})
-            write_metrics(run_dir, history)
-            out.line(f"epoch {epoch + 1}/{cfg.epochs}  loss {rec['train_loss']:.4f}  train {100 * rec['train_acc']:.2f}%"
-                     + (f"  val {100 * rec['val_acc']:.2f}%" if "val_acc" in rec else "")
-                     + f"  test {100 * rec['test_acc']:.2f}%  {rec['images_per_s']:,.0f} img/s  {seconds:.1f} s")
+        for epoch in range(run.start_epoch, stop):
+            t0, load = time.perf_counter(), OtherLoad()
+            with out.bar(f"epoch {epoch + 1}/{cfg.epochs}", run.steps * run.batch) as bar:
+                fig = train_epoch(run, epoch, bar)
+                if bar is not None:
+                    bar.set_description(f"epoch {epoch + 1}/{cfg.epochs} evaluating")
+                scores = evaluate_epoch(run, epoch)
+            now = time.perf_counter()
+            rec = {"epoch": epoch + 1, "train_loss": fig["train_loss"], "train_acc": fig["train_acc"],
+                   **scores, "images_per_s": fig["images_per_s"], "seconds": round(now - t0, 3),
+                   "train_seconds": fig["train_seconds"], "lr": run.adapter.lr,
+                   "other_cores": _round(load.other_cores()),
+                   "elapsed": round(now - t_start + run.elapsed_before, 3)}
+            save_epoch(run, epoch, rec)
+            out.line(epoch_line(rec, cfg.epochs))
     except KeyboardInterrupt:
-        if (run_dir / "last.safetensors").is_file():
-            out.line(f"interrupted: the last checkpoint is whole; continue with `svertka train --resume {run_dir}`")
+        again = f"`svertka train --resume {run.run_dir}`"
+        if (run.run_dir / LAST).is_file():
+            out.line(f"interrupted: the last checkpoint is whole; continue with {again}")
         else:
-            out.line(f"interrupted before the first epoch ended: there is no checkpoint to resume; "
-                     f"start the run again (`--output {run_dir}` reuses its folder)")
+            out.line(f"interrupted before the first epoch ended; {again} starts it again")
         raise
-    test_acc = history[-1]["test_acc"] if history else float("nan")
-    return RunResult(run_dir, cfg, history, where, test_acc, time.perf_counter() - t_start)
+    test_acc = run.history[-1]["test_acc"] if run.history else float("nan")
+    return RunResult(run.run_dir, cfg, run.history, where, test_acc, time.perf_counter() - t_start)
