@@ -26,9 +26,9 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import numpy as np
-from machine import LoadMonitor, write_results
 from PIL import Image
 
+from machine import LoadMonitor, write_results
 from svertka.data.canvas import ITEM, KEYPOINT_NAMES, TASK_PRESETS, CanvasGenerator
 from svertka.tasks.baseline import find_components
 

@@ -15,10 +15,10 @@ import io
 import time
 
 import numpy as np
-from machine import LoadMonitor, write_results
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
+from machine import LoadMonitor, write_results
 from svertka.data.canvas import TASK_PRESETS, CanvasGenerator
 from svertka.data.coco import canvases_to_coco, coco_from_dict
 from svertka.tasks.coco_eval import evaluate_detections
