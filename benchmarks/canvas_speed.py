@@ -26,9 +26,9 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import numpy as np
-from machine import LoadMonitor, write_results
 from PIL import Image
 
+from machine import LoadMonitor, write_results
 from svertka.data.canvas import ITEM, KEYPOINT_NAMES, TASK_PRESETS, CanvasGenerator
 from svertka.tasks.baseline import find_components
 
@@ -63,7 +63,8 @@ def peer_canvases(gen: CanvasGenerator, n: int, seed: int):
                 placed.append(box)
                 sil_px.append(sil.sum())
                 win = np.s_[top:top + side, left:left + side]
-                canvas[win] = np.where(sil, item, np.where(owner[win] > 0, canvas[win], np.maximum(canvas[win], item)))
+                under = np.where(owner[win] > 0, canvas[win], np.maximum(canvas[win], item))
+                canvas[win] = np.where(sil, item, under)
                 owner[win] = np.where(sil, j + 1, owner[win])
             if ok and all((owner == j + 1).sum() >= cfg.min_visible * s for j, s in enumerate(sil_px)):
                 break
@@ -96,7 +97,8 @@ def baseline_boxes(c) -> dict:
         found = sorted(map(tuple, comps.boxes[comps.image == i].tolist()))
         exact[i] = found == sorted(map(tuple, c.boxes[i, :c.counts[i]].tolist()))
     out = {"canvases": len(c), "separated": int((~c.touching).sum()), "touching": int(c.touching.sum()),
-           "exact_separated": float(exact[~c.touching].mean()), "exact_touching": float(exact[c.touching].mean()),
+           "exact_separated": float(exact[~c.touching].mean()),
+           "exact_touching": float(exact[c.touching].mean()),
            "canvases_per_s": speed}
     print(f"baseline boxes (connected components): exact on {100 * out['exact_separated']:.1f}% of "
           f"{out['separated']} canvases without touching items, {100 * out['exact_touching']:.1f}% of "
@@ -123,15 +125,18 @@ def main():
             peer = args.peer_n / (time.perf_counter() - t)
             rows.append({"task": task, "items": gen.name, "size": gen.config.size,
                          "items_per_canvas": float(c.counts.mean()), "touching": float(c.touching.mean()),
-                         "svertka_canvases_per_s": ours, "per_item_loop_canvases_per_s": peer, "ratio": ours / peer})
-            print(f"{task:7s} {gen.config.size}x{gen.config.size} ({gen.name}, {c.counts.mean():.2f} items/canvas, "
-                  f"{100 * c.touching.mean():.0f}% touching): svertka {ours:8.0f} canvases/s, per-item Pillow loop "
-                  f"{peer:6.0f} canvases/s, x{ours / peer:.1f}", flush=True)
-        baseline = baseline_boxes(CanvasGenerator.from_dataset(args.data, split="test", config=TASK_PRESETS["detect"])
-                                  .generate(args.n, seed=2))
+                         "svertka_canvases_per_s": ours, "per_item_loop_canvases_per_s": peer,
+                         "ratio": ours / peer})
+            print(f"{task:7s} {gen.config.size}x{gen.config.size} ({gen.name}, "
+                  f"{c.counts.mean():.2f} items/canvas, "
+                  f"{100 * c.touching.mean():.0f}% touching): svertka {ours:8.0f} canvases/s, "
+                  f"per-item Pillow loop {peer:6.0f} canvases/s, x{ours / peer:.1f}", flush=True)
+        detect = CanvasGenerator.from_dataset(args.data, split="test", config=TASK_PRESETS["detect"])
+        baseline = baseline_boxes(detect.generate(args.n, seed=2))
     flag = " CONTENDED" if load.contended else ""
     print(f"other processes used {load.other_cores:.2f} cores during the run{flag}")
-    path = write_results("canvas_speed", {"rows": rows, "baseline": baseline, "load": load.as_dict(), "keypoints": list(KEYPOINT_NAMES),
+    path = write_results("canvas_speed", {"rows": rows, "baseline": baseline, "load": load.as_dict(),
+                                          "keypoints": list(KEYPOINT_NAMES),
                                           "blas_threads": os.environ.get("OPENBLAS_NUM_THREADS")})
     print(f"wrote {path}")
 

@@ -15,10 +15,10 @@ import io
 import time
 
 import numpy as np
-from machine import LoadMonitor, write_results
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
+from machine import LoadMonitor, write_results
 from svertka.data.canvas import TASK_PRESETS, CanvasGenerator
 from svertka.data.coco import canvases_to_coco, coco_from_dict
 from svertka.tasks.coco_eval import evaluate_detections
@@ -29,7 +29,8 @@ def main():
     ap.add_argument("--images", type=int, default=1000)
     ap.add_argument("--per-image", type=int, default=30, help="random false positives per image")
     args = ap.parse_args()
-    c = CanvasGenerator.from_dataset("auto", split="test", config=TASK_PRESETS["detect"]).generate(args.images, seed=0)
+    c = CanvasGenerator.from_dataset("auto", split="test", config=TASK_PRESETS["detect"]).generate(
+        args.images, seed=0)
     gt = canvases_to_coco(c)
     rng = np.random.default_rng(0)
     res = []
@@ -39,7 +40,8 @@ def main():
                     "bbox": [x + rng.normal(), y + rng.normal(), w, h], "score": float(rng.random())})
     for im in range(1, args.images + 1):
         xy, wh = rng.uniform(0, 80, (args.per_image, 2)), rng.uniform(5, 50, (args.per_image, 2))
-        res += [{"image_id": im, "category_id": int(rng.integers(1, 11)), "bbox": [*p, *s], "score": float(rng.random())}
+        res += [{"image_id": im, "category_id": int(rng.integers(1, 11)), "bbox": [*p, *s],
+                 "score": float(rng.random())}
                 for p, s in zip(xy.tolist(), wh.tolist())]
     g = coco_from_dict(gt)
     r = np.array([[x["image_id"], x["category_id"]] for x in res])
@@ -64,8 +66,9 @@ def main():
           f"x{ref / ours:.1f}; mAP {m.map:.6f} vs {e.stats[0]:.6f}, mAP@.5 {m.map50:.6f} vs {e.stats[1]:.6f}")
     print(f"other processes used {load.other_cores:.2f} cores during the run{flag}")
     path = write_results("coco_eval_speed", {"images": args.images, "detections": len(res), "svertka_s": ours,
-                                             "pycocotools_s": ref, "ratio": ref / ours, "map": [m.map, e.stats[0]],
-                                             "map50": [m.map50, e.stats[1]], "load": load.as_dict()})
+                                             "pycocotools_s": ref, "ratio": ref / ours,
+                                             "map": [m.map, e.stats[0]], "map50": [m.map50, e.stats[1]],
+                                             "load": load.as_dict()})
     print(f"wrote {path}")
 
 

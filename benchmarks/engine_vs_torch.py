@@ -115,24 +115,24 @@ def _timed(f):
 def cs231n_conv_forward(x, w, b, pad, groups):
     """np.pad, 6-D as_strided im2col (cached), one GEMM per group (stride 1)."""
     N, C, H, W = x.shape
-    O, Cg, k, _ = w.shape
+    Co, Cg, k, _ = w.shape
     xp = np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
     Ho, Wo = H + 2 * pad - k + 1, W + 2 * pad - k + 1
     s = xp.strides
     view = as_strided(xp, (C, k, k, N, Ho, Wo), (s[1], s[2], s[3], s[0], s[2], s[3]))
     cols = np.ascontiguousarray(view).reshape(groups, Cg * k * k, N * Ho * Wo)
-    out = np.matmul(w.reshape(groups, O // groups, -1), cols).reshape(O, N, Ho, Wo) + b.reshape(-1, 1, 1, 1)
+    out = np.matmul(w.reshape(groups, Co // groups, -1), cols).reshape(Co, N, Ho, Wo) + b.reshape(-1, 1, 1, 1)
     return np.ascontiguousarray(out.transpose(1, 0, 2, 3)), (x.shape, xp.shape, cols, w, pad, groups)
 
 
 def cs231n_conv_backward(dout, cache):
     (N, C, H, W), xp_shape, cols, w, pad, groups = cache
-    O, Cg, k, _ = w.shape
+    Co, Cg, k, _ = w.shape
     Ho, Wo = dout.shape[2:]
     db = dout.sum(axis=(0, 2, 3))
-    d = dout.transpose(1, 0, 2, 3).reshape(groups, O // groups, -1)
+    d = dout.transpose(1, 0, 2, 3).reshape(groups, Co // groups, -1)
     dw = np.matmul(d, cols.transpose(0, 2, 1)).reshape(w.shape)
-    dcols = np.matmul(w.reshape(groups, O // groups, -1).transpose(0, 2, 1), d).reshape(C, k, k, N, Ho, Wo)
+    dcols = np.matmul(w.reshape(groups, Co // groups, -1).transpose(0, 2, 1), d).reshape(C, k, k, N, Ho, Wo)
     dxp = np.zeros(xp_shape, dout.dtype)
     for i in range(k):
         for j in range(k):
@@ -155,23 +155,23 @@ def _patch_indices(C, Ho, Wo, k):
 
 def numpyml_conv_forward(x, w, b, pad, groups):
     N, C, H, W = x.shape
-    O, Cg, k, _ = w.shape
+    Co, Cg, k, _ = w.shape
     Ho, Wo = H + 2 * pad - k + 1, W + 2 * pad - k + 1
     xp = np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
     idx = _patch_indices(C, Ho, Wo, k)
     cols = xp[:, idx[0], idx[1], idx[2]]                       # (N, C*k*k, Ho*Wo) by fancy indexing
     cols = cols.transpose(1, 2, 0).reshape(groups, Cg * k * k, -1)
-    out = np.matmul(w.reshape(groups, O // groups, -1), cols).reshape(O, Ho, Wo, N) + b.reshape(-1, 1, 1, 1)
+    out = np.matmul(w.reshape(groups, Co // groups, -1), cols).reshape(Co, Ho, Wo, N) + b.reshape(-1, 1, 1, 1)
     return np.ascontiguousarray(out.transpose(3, 0, 1, 2)), (x.shape, xp.shape, idx, cols, w, pad, groups)
 
 
 def numpyml_conv_backward(dout, cache):
     (N, C, H, W), xp_shape, idx, cols, w, pad, groups = cache
-    O = w.shape[0]
+    Co = w.shape[0]
     db = dout.sum(axis=(0, 2, 3))
-    d = dout.transpose(1, 2, 3, 0).reshape(groups, O // groups, -1)
+    d = dout.transpose(1, 2, 3, 0).reshape(groups, Co // groups, -1)
     dw = np.matmul(d, cols.transpose(0, 2, 1)).reshape(w.shape)
-    dcols = np.matmul(w.reshape(groups, O // groups, -1).transpose(0, 2, 1), d)
+    dcols = np.matmul(w.reshape(groups, Co // groups, -1).transpose(0, 2, 1), d)
     dcols = dcols.reshape(C * w.shape[2] * w.shape[3], -1, N).transpose(2, 0, 1)
     dxp = np.zeros(xp_shape, dout.dtype)
     np.add.at(dxp, (slice(None), idx[0], idx[1], idx[2]), dcols)  # scatter-add, one element at a time
@@ -181,15 +181,16 @@ def numpyml_conv_backward(dout, cache):
 def check_peers():
     """The peers must compute the same conv as torch, or their timings mean nothing."""
     rng = np.random.default_rng(0)
-    for C, O, groups, pad in ((3, 4, 1, 1), (4, 4, 4, 1), (6, 8, 2, 0)):
+    for C, Co, groups, pad in ((3, 4, 1, 1), (4, 4, 4, 1), (6, 8, 2, 0)):
         x = rng.standard_normal((2, C, 7, 6)).astype(np.float32)
-        w = rng.standard_normal((O, C // groups, 3, 3)).astype(np.float32)
-        b = rng.standard_normal(O).astype(np.float32)
+        w = rng.standard_normal((Co, C // groups, 3, 3)).astype(np.float32)
+        b = rng.standard_normal(Co).astype(np.float32)
         xt, wt, bt = (torch.tensor(a, requires_grad=True) for a in (x, w, b))
         yt = torch.nn.functional.conv2d(xt, wt, bt, 1, pad, 1, groups)
         g = rng.standard_normal(yt.shape).astype(np.float32)
         yt.backward(torch.from_numpy(g))
-        for fwd, bwd in ((cs231n_conv_forward, cs231n_conv_backward), (numpyml_conv_forward, numpyml_conv_backward)):
+        for fwd, bwd in ((cs231n_conv_forward, cs231n_conv_backward),
+                         (numpyml_conv_forward, numpyml_conv_backward)):
             y, cache = fwd(x, w, b, pad, groups)
             for ours, ref in zip((y, *bwd(g, cache)), (yt, xt.grad, wt.grad, bt.grad)):
                 np.testing.assert_allclose(ours, ref.detach().numpy(), rtol=1e-4, atol=1e-4,
@@ -242,17 +243,17 @@ def tracemalloc_peak(fn) -> int:
 def bench_convs(repeats, quick):
     rows = []
     rng = np.random.default_rng(0)
-    for name, N, C, H, O, k, pad, groups in CONVS:
+    for name, N, C, H, Co, k, pad, groups in CONVS:
         if quick:
             N = max(4, N // 8)
         x = rng.standard_normal((N, C, H, H)).astype(np.float32)
-        w = (rng.standard_normal((O, C // groups, k, k)) * 0.1).astype(np.float32)
-        b = np.zeros(O, np.float32)
+        w = (rng.standard_normal((Co, C // groups, k, k)) * 0.1).astype(np.float32)
+        b = np.zeros(Co, np.float32)
         Ho = H + 2 * pad - k + 1
-        macs = N * O * Ho * Ho * (C // groups) * k * k
+        macs = N * Co * Ho * Ho * (C // groups) * k * k
         xt, wt, bt = (torch.tensor(a, requires_grad=True) for a in (x, w, b))
         xe, we, be = (Tensor(a.copy(), requires_grad=True) for a in (x, w, b))
-        g = np.ones((N, O, Ho, Ho), np.float32)
+        g = np.ones((N, Co, Ho, Ho), np.float32)
         gt = torch.from_numpy(g)
 
         def t_fwd():

@@ -146,8 +146,8 @@ def test_params_needs_out_and_takes_only_its_flags(capsys):
     assert "needs --out" in one_line_error(capsys, "params", "conv", "--in", "32")
     assert "needs --out" in one_line_error(capsys, "params", "linear", "--in", "32")
     assert "does not apply to BatchNorm" in one_line_error(capsys, "params", "bn", "--in", "32", "--out", "3")
-    assert "does not apply to a linear" in one_line_error(capsys, "params", "linear", "--in", "3", "--out", "4",
-                                                          "-k", "3")
+    assert "does not apply to a linear" in one_line_error(capsys, "params", "linear", "--in", "3",
+                                                          "--out", "4", "-k", "3")
     assert "2*32 = 64" in ok(capsys, "params", "bn", "--in", "32")
     assert "3*3*32*64 + 64 = 18,496" in ok(capsys, "params", "conv", "--in", "32", "--out", "64")
 
@@ -168,7 +168,8 @@ def test_rf_flags_that_do_not_apply(capsys):
 
 
 def test_augment_grid_is_capped(capsys, tmp_path):
-    err = one_line_error(capsys, "augment", "--data", "fashion-mnist-mini", "-n", "100000", "--out", str(tmp_path / "big.png"))
+    err = one_line_error(capsys, "augment", "--data", "fashion-mnist-mini", "-n", "100000",
+                         "--out", str(tmp_path / "big.png"))
     assert "at most 256" in err
     out = ok(capsys, "augment", "--data", "fashion-mnist-mini", "-n", "8", "--out", str(tmp_path / "g.png"))
     assert "wrote" in out and (tmp_path / "g.png").read_bytes()[:4] == b"\x89PNG"
@@ -196,7 +197,8 @@ def test_no_error_points_to_a_missing_doc(capsys, tmp_path):
     bad.write_text("{not json")
     err = one_line_error(capsys, "summary", str(bad))
     assert "not valid JSON" in err and "docs/spec.md" not in err
-    cited = set(re.findall(r"docs/[\w./-]+\.md", "".join(p.read_text() for p in (REPO / "src").rglob("*.py"))))
+    sources = "".join(p.read_text() for p in (REPO / "src").rglob("*.py"))
+    cited = set(re.findall(r"docs/[\w./-]+\.md", sources))
     assert all((REPO / c).is_file() for c in cited), cited
 
 
@@ -208,7 +210,8 @@ def test_cifar10_location_matches_the_readme(tmp_path):
     msg = str(e.value)
     # the error names the --root folder itself and the extracted folder, as the README line does
     assert f"cifar-10-batches-py/ in {tmp_path}," in msg
-    line = next(l for l in (REPO / "README.md").read_text().splitlines() if "--data cifar10 --root ~/data" in l)
+    line = next(text for text in (REPO / "README.md").read_text().splitlines()
+                if "--data cifar10 --root ~/data" in text)
     assert "~/data/cifar-10-batches-py/" in line
 
 
@@ -264,8 +267,8 @@ def test_eval_and_predict_use_the_runs_backend(capsys, numpy_run, tmp_path):
     assert "numpy backend" in ok(capsys, "eval", str(numpy_run), "--limit", "64")
     err = one_line_error(capsys, "eval", str(numpy_run), "--device", "cuda")
     assert "trained with the numpy backend" in err and "--backend torch" in err
-    assert "more than the model's 10 classes" in one_line_error(capsys, "predict", "-w", str(numpy_run), "-k", "20",
-                                                                 str(tmp_path / "x.png"))
+    assert "more than the model's 10 classes" in one_line_error(capsys, "predict", "-w", str(numpy_run),
+                                                                 "-k", "20", str(tmp_path / "x.png"))
 
 
 # ------------------------------------------------------------------ help texts
@@ -289,7 +292,8 @@ def test_every_flag_has_help_and_shows_its_default():
             # a flag that takes a value, or an optional positional, says its default (or that it is required)
             if (action.option_strings and action.nargs != 0) or action.nargs in ("?", "*"):
                 shown = formatter._expand_help(action)
-                assert "default" in shown or "required" in shown, f"{label} does not show its default: {shown!r}"
+                assert "default" in shown or "required" in shown, (
+                    f"{label} does not show its default: {shown!r}")
 
 
 def test_help_renders_with_defaults(capsys):
@@ -331,7 +335,10 @@ def test_predict_inverts_a_product_photo(capsys, numpy_run, tmp_path):
     assert all(inv) and auto == base  # inverted back exactly: the same answers as the originals
     raw, inv = classes("--invert", "no", *photos)
     assert not any(inv)
-    acc = lambda pred: np.mean(np.equal(pred, truth))
+
+    def acc(pred):
+        return np.mean(np.equal(pred, truth))
+
     assert acc(base) >= 0.5 and acc(raw) < acc(base) - 0.25, (acc(base), acc(raw))  # misread without it
     forced, _ = classes("--invert", "yes", *originals)
     assert forced != base
@@ -343,6 +350,7 @@ def test_predict_inverts_a_product_photo(capsys, numpy_run, tmp_path):
     jpegs = []
     for i in idx:
         jpegs.append(str(tmp_path / f"j{i}.jpg"))
-        Image.fromarray(255 - test.images[i, :, :, 0]).resize((224, 224), Image.NEAREST).save(jpegs[-1], quality=90)
+        enlarged = Image.fromarray(255 - test.images[i, :, :, 0]).resize((224, 224), Image.NEAREST)
+        enlarged.save(jpegs[-1], quality=90)
     shop, inv = classes(*jpegs)
     assert all(inv) and np.mean(np.equal(shop, base)) >= 0.8, np.mean(np.equal(shop, base))

@@ -93,7 +93,8 @@ def _nms_reference(boxes, scores, thr, classes=None):
     order = sorted(range(len(boxes)), key=lambda i: (-scores[i], i))
     keep = []
     for i in order:
-        if all(overlap(boxes[i], boxes[j]) <= thr for j in keep if classes is None or classes[i] == classes[j]):
+        if all(overlap(boxes[i], boxes[j]) <= thr
+               for j in keep if classes is None or classes[i] == classes[j]):
             keep.append(i)
     return keep
 
@@ -151,7 +152,8 @@ def _ours(gt_dict, results):
 def _assert_agree(gt_dict, results):
     e = _cocoeval(gt_dict, results)
     m = _ours(gt_dict, results)
-    assert abs(m.map - e.stats[0]) < 1e-6 and abs(m.map50 - e.stats[1]) < 1e-6 and abs(m.map75 - e.stats[2]) < 1e-6
+    assert (abs(m.map - e.stats[0]) < 1e-6 and abs(m.map50 - e.stats[1]) < 1e-6
+            and abs(m.map75 - e.stats[2]) < 1e-6)
     np.testing.assert_allclose(m.precision, e.eval["precision"][:, :, :, 0, 2], atol=1e-6)
     np.testing.assert_allclose(m.recall, e.eval["recall"][:, :, 0, 2], atol=1e-6)
     for k in range(len(m.category_ids)):
@@ -168,7 +170,8 @@ def _random_ground_truth(rng, n_images=25, n_cats=4):
         for _ in range(rng.integers(0, 6)):
             x, y = rng.uniform(0, 80, 2)
             w, h = rng.uniform(2, 40, 2)
-            anns.append({"id": len(anns) + 1, "image_id": im["id"], "category_id": int(rng.integers(1, n_cats)),
+            anns.append({"id": len(anns) + 1, "image_id": im["id"],
+                         "category_id": int(rng.integers(1, n_cats)),
                          "bbox": [x, y, w, h], "area": w * h, "iscrowd": 0})
     cats = [{"id": c, "name": f"c{c}"} for c in range(1, n_cats + 1)]  # the last category has no objects
     return {"images": images, "annotations": anns, "categories": cats}
@@ -188,14 +191,16 @@ def _predictions(rng, gt, tie_scores=False, many=False):
                         "score": float(np.clip(1 - abs(j).mean() / 10 + rng.normal(0, 0.1), 0, 1))})
     for _ in range(len(gt["annotations"])):
         x, y = rng.uniform(0, 80, 2)
-        res.append({"image_id": int(rng.integers(1, len(gt["images"]) + 1)), "category_id": int(rng.integers(1, n_cats + 1)),
+        res.append({"image_id": int(rng.integers(1, len(gt["images"]) + 1)),
+                    "category_id": int(rng.integers(1, n_cats + 1)),
                     "bbox": [x, y, *rng.uniform(2, 30, 2)], "score": float(rng.random() * 0.6)})
     if many:  # 130 detections of one class on one image: the 100-per-image cap matters
         a = gt["annotations"][0]
         for _ in range(130):
             x, y, w, h = a["bbox"]
             res.append({"image_id": a["image_id"], "category_id": a["category_id"],
-                        "bbox": [x + rng.normal(0, 3), y + rng.normal(0, 3), w, h], "score": float(rng.random())})
+                        "bbox": [x + rng.normal(0, 3), y + rng.normal(0, 3), w, h],
+                        "score": float(rng.random())})
     if tie_scores:
         for r in res:
             r["score"] = round(r["score"], 1)
@@ -249,7 +254,8 @@ def test_baseline_detections_scored_through_coco_results():
     gt_sep = canvases_to_coco(c.subset(sep))
     keep = np.isin(comps.image, sep)
     renum = np.searchsorted(sep, comps.image[keep]) + 1
-    m_sep = _assert_agree(gt_sep, coco_results(renum, comps.boxes[keep], np.full(keep.sum(), 0.9), oracle[keep]))
+    m_sep = _assert_agree(gt_sep, coco_results(renum, comps.boxes[keep], np.full(keep.sum(), 0.9),
+                                               oracle[keep]))
     assert m_sep.map50 > 0.9 > m.map50  # touching items merge into one box and cost the baseline
 
 
@@ -280,7 +286,8 @@ def test_localization_metrics_by_hand():
     m = localization_metrics([3, 1, 0], pred_boxes, [3, 1, 2], true_boxes)
     assert m["top1"] == pytest.approx(2 / 3)
     assert m["mean_iou"] == pytest.approx((1 / 7 + 2) / 3)
-    assert m["correct_localization"] == pytest.approx(1 / 3)  # the first has a poor box, the last the wrong class
+    # the first has a poor box, the last the wrong class
+    assert m["correct_localization"] == pytest.approx(1 / 3)
     with pytest.raises(ShapeError):
         localization_metrics([1], pred_boxes, [1], true_boxes)
 
@@ -292,7 +299,9 @@ def _flood_fill(mask, connectivity):
     """Reference labelling: breadth-first search from each unlabelled pixel in raster order."""
     h, w = mask.shape
     lab = np.zeros((h, w), np.int64)
-    steps = [(0, 1), (1, 0), (0, -1), (-1, 0)] + ([(1, 1), (1, -1), (-1, 1), (-1, -1)] if connectivity == 8 else [])
+    steps = [(0, 1), (1, 0), (0, -1), (-1, 0)]
+    if connectivity == 8:
+        steps += [(1, 1), (1, -1), (-1, 1), (-1, -1)]
     n = 0
     for y in range(h):
         for x in range(w):
@@ -333,8 +342,10 @@ def test_baseline_boxes_equal_ground_truth_on_separated_items():
     assert len(keep) >= 60
     s = c.subset(np.array(keep))
     comps = find_components(s.images, threshold=gen.config.threshold)
-    chunked = find_components(s.images, threshold=gen.config.threshold, chunk=7)  # memory-bounded batches agree
-    assert all(np.array_equal(getattr(comps, f), getattr(chunked, f)) for f in ("image", "number", "boxes", "labels"))
+    # memory-bounded batches agree
+    chunked = find_components(s.images, threshold=gen.config.threshold, chunk=7)
+    assert all(np.array_equal(getattr(comps, f), getattr(chunked, f))
+               for f in ("image", "number", "boxes", "labels"))
     for i in range(len(s)):
         found = sorted(map(tuple, comps.boxes[comps.image == i].tolist()))
         assert found == sorted(map(tuple, s.boxes[i, :s.counts[i]].tolist()))
@@ -353,7 +364,8 @@ def test_baseline_crops_and_classifier_plumbing():
     comps = find_components(c.images)
     single = (np.bincount(own.image, minlength=40) == 1) & (np.bincount(comps.image, minlength=40) == 1)
     assert single.sum() >= 30
-    ref = crop_components(items.images[c.sources[:, 0]], own)[np.cumsum(np.bincount(own.image, minlength=40)) - 1]
+    own_last = np.cumsum(np.bincount(own.image, minlength=40)) - 1  # each image's last component
+    ref = crop_components(items.images[c.sources[:, 0]], own)[own_last]
     got = crop_components(c.images, comps)[np.cumsum(np.bincount(comps.image, minlength=40)) - 1]
     assert got.shape[1:] == (28, 28, 1) and got.dtype == np.uint8
     # equal up to one grey level: sample positions are offset by the item's place, so a bilinear
@@ -373,7 +385,8 @@ def test_baseline_crops_and_classifier_plumbing():
 
     dets = detect_components(c.images[single], lookup)
     assert seen == [(int(single.sum()), 28, 28, 1)]
-    assert (dets.labels == c.labels[single, 0]).all() and np.allclose(dets.scores, 0.9 + 0.05 * (dets.labels == 0))
+    assert (dets.labels == c.labels[single, 0]).all()
+    assert np.allclose(dets.scores, 0.9 + 0.05 * (dets.labels == 0))
     assert np.array_equal(dets.boxes, c.boxes[single, 0])
     blank = detect_components(np.zeros((2, 32, 32, 1), np.uint8), lambda crops: 1 / 0)  # never called
     assert len(blank.image) == 0 and blank.boxes.shape == (0, 4)

@@ -97,13 +97,16 @@ class CanvasConfig:
         if not (isinstance(self.size, (int, np.integer)) and self.size >= 1):
             raise UsageError(f"canvas size must be a positive integer, got {self.size!r}")
         if not 1 <= self.min_items <= self.max_items:
-            raise UsageError(f"items per canvas: need 1 <= min_items <= max_items, got {self.min_items}..{self.max_items}")
+            raise UsageError(f"items per canvas: need 1 <= min_items <= max_items, "
+                             f"got {self.min_items}..{self.max_items}")
         lo, hi = self.scale
         if not (math.isfinite(lo) and math.isfinite(hi) and 0.25 <= lo <= hi):
-            raise UsageError(f"bad scale range {lo}..{hi}: need 0.25 <= low <= high (items of at least 7 px), e.g. 0.75,2")
+            raise UsageError(f"bad scale range {lo}..{hi}: need 0.25 <= low <= high "
+                             f"(items of at least 7 px), e.g. 0.75,2")
         if self.patch > self.size:
             raise UsageError(f"a {self.size}x{self.size} canvas is smaller than an item at scale {hi} "
-                             f"({self.patch} px); use a canvas of at least {self.patch} px or a smaller maximum scale")
+                             f"({self.patch} px); use a canvas of at least {self.patch} px "
+                             f"or a smaller maximum scale")
         if not 0.0 <= self.max_iou <= 1.0:
             raise UsageError(f"max_iou must be in [0, 1], got {self.max_iou}")
         if not 0 <= self.threshold < 255:
@@ -171,8 +174,8 @@ class Canvases:
         return out
 
 
-_ARRAY_FIELDS = ("images", "masks", "labels", "boxes", "keypoints", "areas", "counts", "touching", "sources", "scales",
-                 "full_boxes")
+_ARRAY_FIELDS = ("images", "masks", "labels", "boxes", "keypoints", "areas", "counts", "touching", "sources",
+                 "scales", "full_boxes")
 
 
 def bilinear_matrices(start, step, n_src: int, n_out: int, n_valid) -> np.ndarray:
@@ -272,21 +275,25 @@ class CanvasGenerator:
         if images.ndim == 4 and images.shape[-1] == 1:
             images = images[..., 0]
         if images.ndim != 3 or images.shape[1] != images.shape[2] or images.dtype != np.uint8:
-            raise UsageError(f"canvas items must be uint8 P x S x S (or P x S x S x 1) images, got {images.dtype} {images.shape}")
+            raise UsageError(f"canvas items must be uint8 P x S x S (or P x S x S x 1) images, "
+                             f"got {images.dtype} {images.shape}")
         if images.shape[1] != ITEM:
-            raise UsageError(f"canvas items must be {ITEM}x{ITEM} (MNIST-style), got {images.shape[1]}x{images.shape[2]}")
+            raise UsageError(f"canvas items must be {ITEM}x{ITEM} (MNIST-style), "
+                             f"got {images.shape[1]}x{images.shape[2]}")
         keep = (images > self.config.threshold).sum((1, 2)) >= MIN_ITEM_PIXELS
         self.items = np.ascontiguousarray(images[keep])
         self.item_ids = np.flatnonzero(keep)  # back to the split's indices
         self.item_labels = np.asarray(labels, np.int64)[keep]
         if not len(self.items):
-            raise DataError(f"{name or 'the dataset'}: no item has {MIN_ITEM_PIXELS} pixels above {self.config.threshold}")
+            raise DataError(f"{name or 'the dataset'}: no item has {MIN_ITEM_PIXELS} pixels "
+                            f"above {self.config.threshold}")
         self.classes = tuple(classes)
         self.name = name
         self._cache: tuple[tuple, Canvases] | None = None
 
     @classmethod
-    def from_dataset(cls, data: str = "auto", split: str = "train", config: CanvasConfig | None = None, root=None):
+    def from_dataset(cls, data: str = "auto", split: str = "train", config: CanvasConfig | None = None,
+                     root=None):
         """Items from a dataset split: ``data`` is "auto" (full Fashion-MNIST when found,
         else fashion-mnist-mini), or a 28x28 grey dataset name (fashion-mnist, mnist, ...)."""
         from svertka.data.datasets import load_dataset
@@ -345,8 +352,9 @@ class CanvasGenerator:
                 break
         if len(todo):
             raise UsageError(
-                f"cannot fit up to {cfg.max_items} items at scale {cfg.scale[0]}-{cfg.scale[1]} on a {side}x{side} "
-                f"canvas with box IoU <= {cfg.max_iou} and {cfg.min_visible:.0%} of each item visible "
+                f"cannot fit up to {cfg.max_items} items at scale {cfg.scale[0]}-{cfg.scale[1]} "
+                f"on a {side}x{side} canvas with box IoU <= {cfg.max_iou} "
+                f"and {cfg.min_visible:.0%} of each item visible "
                 f"({len(todo)} of {b} canvases failed {rounds} redraws); use a larger canvas, fewer items, "
                 f"smaller scales or a higher overlap cap")
         truth = _ground_truth(images, masks, k, cfg.threshold)
@@ -425,6 +433,10 @@ def _ground_truth(images: np.ndarray, masks: np.ndarray, k: int, threshold: int)
     points = np.zeros((b, k, len(KEYPOINT_NAMES), 2), np.float32)
     areas = np.zeros((b, k), np.int64)
     bi = np.arange(b)
+
+    def mean_along(line, coords):  # mean coordinate of the item's pixels in each b x n line
+        return (line @ coords) / np.maximum(line.sum(1), 1)
+
     for j in range(k):
         vis = masks == j + 1  # b x h x w
         row_n, col_n = vis.sum(2, dtype=np.int32), vis.sum(1, dtype=np.int32)  # pixels per row / column
@@ -437,11 +449,11 @@ def _ground_truth(images: np.ndarray, masks: np.ndarray, k: int, threshold: int)
         row_mass, col_mass = lit.sum(2, dtype=np.int64), lit.sum(1, dtype=np.int64)
         total = np.maximum(row_mass.sum(1), 1)
         top, bottom = vis[bi, np.maximum(y0, 0)], vis[bi, np.maximum(y1, 0)]  # b x w: the extreme rows
-        left, right = vis[bi, :, np.maximum(x0, 0)], vis[bi, :, np.maximum(x1, 0)]  # b x h: the extreme columns
-        mean_x = lambda line: (line @ xs) / np.maximum(line.sum(1), 1)
-        mean_y = lambda line: (line @ ys) / np.maximum(line.sum(1), 1)
-        pts = [(col_mass @ xs / total, row_mass @ ys / total), (mean_x(top), y0 + 0.5), (mean_x(bottom), y1 + 0.5),
-               (x0 + 0.5, mean_y(left)), (x1 + 0.5, mean_y(right))]
+        # b x h: the extreme columns
+        left, right = vis[bi, :, np.maximum(x0, 0)], vis[bi, :, np.maximum(x1, 0)]
+        pts = [(col_mass @ xs / total, row_mass @ ys / total),
+               (mean_along(top, xs), y0 + 0.5), (mean_along(bottom, xs), y1 + 0.5),
+               (x0 + 0.5, mean_along(left, ys)), (x1 + 0.5, mean_along(right, ys))]
         points[:, j] = np.stack([np.stack(p, -1) for p in pts], 1) * has[:, None, None]
     touching = np.zeros(b, bool)
     for a, c in ((masks[:, :, :-1], masks[:, :, 1:]), (masks[:, :-1, :], masks[:, 1:, :]),

@@ -28,8 +28,8 @@ from svertka.data.canvas import KEYPOINT_NAMES, Canvases
 from svertka.errors import DataError, UsageError
 from svertka.fileio import atomic_write_text
 
-__all__ = ["canvases_to_coco", "check_export_dir", "export_canvases", "coco_results", "CocoSet", "CocoResults", "read_coco", "coco_from_dict", "read_coco_results",
-           "mask_to_rle"]
+__all__ = ["canvases_to_coco", "check_export_dir", "export_canvases", "coco_results", "CocoSet",
+           "CocoResults", "read_coco", "coco_from_dict", "read_coco_results", "mask_to_rle"]
 
 
 def mask_to_rle(mask: np.ndarray) -> dict:
@@ -56,7 +56,8 @@ def canvases_to_coco(canvases: Canvases, keypoints: bool = False, info: dict | N
                        "touching": bool(canvases.touching[i])})
         for k in range(int(canvases.counts[i])):
             x0, y0, x1, y1 = (float(v) for v in canvases.boxes[i, k])
-            ann = {"id": first_annotation + len(anns), "image_id": image_id, "category_id": int(canvases.labels[i, k]) + 1,
+            ann = {"id": first_annotation + len(anns), "image_id": image_id,
+                   "category_id": int(canvases.labels[i, k]) + 1,
                    "bbox": [x0, y0, x1 - x0, y1 - y0], "area": int(canvases.areas[i, k]), "iscrowd": 0,
                    "segmentation": mask_to_rle(canvases.masks[i] == k + 1)}
             if keypoints:
@@ -114,7 +115,8 @@ def coco_results(image_ids, boxes_xyxy, scores, labels) -> list[dict]:
     """Detections as a COCO results list: {image_id, category_id (label + 1, as
     exported), bbox [x, y, w, h], score}; any COCO tool scores it against an export."""
     boxes = np.asarray(boxes_xyxy, np.float64).reshape(-1, 4)
-    return [{"image_id": int(i), "category_id": int(c) + 1, "bbox": [x0, y0, x1 - x0, y1 - y0], "score": float(s)}
+    return [{"image_id": int(i), "category_id": int(c) + 1, "bbox": [x0, y0, x1 - x0, y1 - y0],
+             "score": float(s)}
             for i, (x0, y0, x1, y1), s, c in zip(np.asarray(image_ids).tolist(), boxes.tolist(),
                                                   np.asarray(scores).tolist(), np.asarray(labels).tolist())]
 
@@ -154,13 +156,16 @@ def _load_json(path, what: str):
     except FileNotFoundError:
         raise DataError(f"{path}: no such {what} file") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise DataError(f"{path}: not a readable JSON {what} file ({type(exc).__name__}: {exc})".split("\n")[0]) from None
+        message = f"{path}: not a readable JSON {what} file ({type(exc).__name__}: {exc})"
+        raise DataError(message.split("\n")[0]) from None
 
 
 def _box(path, where: str, value) -> list[float]:
     if (not isinstance(value, list) or len(value) != 4
-            or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value)):
-        raise DataError(f"{path}: {where} has bbox {value!r}; a bbox is [x, y, width, height], four finite numbers")
+            or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+                       for v in value)):
+        raise DataError(f"{path}: {where} has bbox {value!r}; "
+                        f"a bbox is [x, y, width, height], four finite numbers")
     if value[2] < 0 or value[3] < 0:
         raise DataError(f"{path}: {where} has a negative width or height in bbox {value!r}")
     return [float(v) for v in value]
@@ -209,7 +214,8 @@ def coco_from_dict(d, path="COCO data") -> CocoSet:
             raise DataError(f"{path}: {where} is a crowd region (iscrowd 1); svertka scores only iscrowd 0")
         box = _box(path, where, ann.get("bbox"))
         area = ann.get("area", box[2] * box[3])
-        if not isinstance(area, (int, float)) or isinstance(area, bool) or not math.isfinite(area) or area < 0:
+        if (not isinstance(area, (int, float)) or isinstance(area, bool)
+                or not math.isfinite(area) or area < 0):
             raise DataError(f"{path}: {where} has area {area!r}; it must be a non-negative number")
         rows.append((image_id, cat))
         boxes.append(box)
@@ -218,15 +224,18 @@ def coco_from_dict(d, path="COCO data") -> CocoSet:
         if kp is not None:
             if (not isinstance(kp, list) or len(kp) % 3
                     or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in kp)):
-                raise DataError(f"{path}: {where} has malformed keypoints; COCO writes [x1, y1, v1, x2, y2, v2, ...]")
+                raise DataError(f"{path}: {where} has malformed keypoints; "
+                                f"COCO writes [x1, y1, v1, x2, y2, v2, ...]")
             kps.append(kp)
     keypoints = None
     if kps and len(kps) == len(rows) and len({len(k) for k in kps}) == 1:
         keypoints = np.asarray(kps, np.float64).reshape(len(kps), -1, 3)
     rows = np.asarray(rows, np.int64).reshape(-1, 2)
-    return CocoSet(image_ids=np.sort(np.asarray(image_ids, np.int64)), category_ids=np.sort(np.asarray(list(names), np.int64)),
+    return CocoSet(image_ids=np.sort(np.asarray(image_ids, np.int64)),
+                   category_ids=np.sort(np.asarray(list(names), np.int64)),
                    category_names=names, ann_image_ids=rows[:, 0], ann_category_ids=rows[:, 1],
-                   ann_boxes=np.asarray(boxes, np.float64).reshape(-1, 4), ann_areas=np.asarray(areas, np.float64),
+                   ann_boxes=np.asarray(boxes, np.float64).reshape(-1, 4),
+                   ann_areas=np.asarray(areas, np.float64),
                    images=images, keypoints=keypoints)
 
 
@@ -236,7 +245,8 @@ def read_coco_results(path, gt: CocoSet | None = None) -> CocoResults:
     and category must be one of its."""
     d = _load_json(path, "COCO results")
     if not isinstance(d, list):
-        raise DataError(f"{path}: COCO results are a JSON list of {{image_id, category_id, bbox, score}} objects")
+        raise DataError(f"{path}: COCO results are a JSON list of "
+                        f"{{image_id, category_id, bbox, score}} objects")
     images = set(gt.image_ids.tolist()) if gt is not None else None
     cats = set(gt.category_ids.tolist()) if gt is not None else None
     rows, boxes, scores = [], [], []
@@ -254,4 +264,5 @@ def read_coco_results(path, gt: CocoSet | None = None) -> CocoResults:
         boxes.append(_box(path, where, r.get("bbox")))
         scores.append(float(score))
     rows = np.asarray(rows, np.int64).reshape(-1, 2)
-    return CocoResults(rows[:, 0], rows[:, 1], np.asarray(boxes, np.float64).reshape(-1, 4), np.asarray(scores, np.float64))
+    return CocoResults(rows[:, 0], rows[:, 1], np.asarray(boxes, np.float64).reshape(-1, 4),
+                       np.asarray(scores, np.float64))

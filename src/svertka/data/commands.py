@@ -47,8 +47,10 @@ def add_parsers(sub, positive_int):
     s = dsub.add_parser("export", help="write a dataset to disk: canvas (PNG images + COCO annotations.json)")
     s.add_argument("what", choices=EXPORTS, help="what to export")
     s.add_argument("--task", choices=TASKS, default="detect",
-                   help="the canvas preset: detect is 96 px with 1-5 items, localize and points 64 px with one item")
-    s.add_argument("--out", required=True, help="new or empty folder for images/ and annotations.json (required)")
+                   help="the canvas preset: detect is 96 px with 1-5 items, "
+                        "localize and points 64 px with one item")
+    s.add_argument("--out", required=True,
+                   help="new or empty folder for images/ and annotations.json (required)")
     s.add_argument("--n", type=positive_int, default=1000, help="number of canvases")
     s.add_argument("--seed", type=_nonneg_int, default=0, help="canvas stream seed")
     s.add_argument("--split", choices=("test", "train"), default="test", help="items from this split only")
@@ -57,7 +59,8 @@ def add_parsers(sub, positive_int):
     s.add_argument("--root", help="folder with the dataset files (default: the usual search)")
     s.add_argument("--size", type=positive_int, help="canvas side in px (default: the task's, 96 or 64)")
     s.add_argument("--min-items", type=positive_int, help="fewest items per canvas (default: 1)")
-    s.add_argument("--max-items", type=positive_int, help="most items per canvas (default: the task's, 5 or 1)")
+    s.add_argument("--max-items", type=positive_int,
+                   help="most items per canvas (default: the task's, 5 or 1)")
     s.add_argument("--scale", type=_scale_range, help="item scale range LOW,HIGH (default: 0.75,2)")
     s.add_argument("--max-iou", type=_fraction, help="cap on the IoU of two items' boxes (default: 0.3)")
     s.add_argument("--keypoints", action="store_true", help="add the five keypoints per item (default: only "
@@ -76,8 +79,8 @@ def cmd_data_export(args):
                if getattr(args, k) is not None}
     config = replace(TASK_PRESETS[args.task], **changes)
     if args.min_items is not None and args.max_items is None and config.min_items > config.max_items:
-        raise UsageError(f"--min-items {args.min_items} is above the {args.task} task's {config.max_items} items; "
-                         f"add --max-items")
+        raise UsageError(f"--min-items {args.min_items} is above the {args.task} task's "
+                         f"{config.max_items} items; add --max-items")
     check_export_dir(args.out)  # before minutes of work, not after
     gen = CanvasGenerator.from_dataset(args.data, split=args.split, config=config, root=args.root)
     seen = {"items": 0, "touching": 0}

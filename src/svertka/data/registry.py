@@ -53,8 +53,10 @@ class DatasetInfo:
     light_on_dark: bool = False
 
 
-def _idx_split(prefix: str, n: int, md5_images: str, md5_labels: str, raw_images=None, raw_labels=None) -> IdxSplit:
-    """Checksums of an MNIST-layout split of ``n`` 28x28 images; ``raw_*`` are (sha256, md5) of decompressed bytes."""
+def _idx_split(prefix: str, n: int, md5_images: str, md5_labels: str, raw_images=None,
+               raw_labels=None) -> IdxSplit:
+    """Checksums of an MNIST-layout split of ``n`` 28x28 images; ``raw_*`` are (sha256, md5)
+    of decompressed bytes."""
     ri, rl = raw_images or (None, None), raw_labels or (None, None)
     return IdxSplit(
         images=(f"{prefix}-images-idx3-ubyte.gz", Checksum(ri[0], ri[1], md5_images, 16 + n * 784)),
@@ -62,7 +64,8 @@ def _idx_split(prefix: str, n: int, md5_images: str, md5_labels: str, raw_images
     )
 
 
-FASHION_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
+FASHION_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
+                   "Ankle boot")
 FASHION_LICENCE = "MIT, Copyright (c) 2017 Zalando SE"
 
 _MNIST = DatasetInfo(
@@ -78,8 +81,10 @@ _MNIST = DatasetInfo(
     # yann.lecun.com often refuses scripted downloads; torchvision's mirror comes first.
     mirrors=("https://ossci-datasets.s3.amazonaws.com/mnist/", "http://yann.lecun.com/exdb/mnist/"),
     idx={
-        "train": _idx_split("train", 60000, "f68b3c2dcbeaaa9fbdd348bbdeb94873", "d53e105ee54ea40749a09fcbcd1e9432"),
-        "test": _idx_split("t10k", 10000, "9fb629c4189551a2d022fa330f9573f3", "ec29112dd5afa0611ce80d1b7f02629c"),
+        "train": _idx_split("train", 60000, "f68b3c2dcbeaaa9fbdd348bbdeb94873",
+                            "d53e105ee54ea40749a09fcbcd1e9432"),
+        "test": _idx_split("t10k", 10000, "9fb629c4189551a2d022fa330f9573f3",
+                           "ec29112dd5afa0611ce80d1b7f02629c"),
     },
 )
 
@@ -100,13 +105,17 @@ _FASHION = DatasetInfo(
     idx={
         "train": _idx_split(
             "train", 60000, "8d4fb7e6c68d591d4c3dfef9ec88bf0d", "25c81989df183df01b3e8a0aad5dffbe",
-            ("c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888", "f4a8712d7a061bf5bd6d2ca38dc4d50a"),
-            ("bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9", "9018921c3c673c538a1fc5bad174d6f9"),
+            ("c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
+             "f4a8712d7a061bf5bd6d2ca38dc4d50a"),
+            ("bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
+             "9018921c3c673c538a1fc5bad174d6f9"),
         ),
         "test": _idx_split(
             "t10k", 10000, "bef4ecab320f06d8554ea6380940ec79", "bb300cfdad3c16e7a12a480ee83cd310",
-            ("5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b", "8181f5470baa50b63fa0f6fddb340f0a"),
-            ("0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34", "15d484375f8d13e6eb1aabb0c3f46965"),
+            ("5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
+             "8181f5470baa50b63fa0f6fddb340f0a"),
+            ("0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
+             "15d484375f8d13e6eb1aabb0c3f46965"),
         ),
     },
     system_dirs=("/usr/share/datasets/fashion-mnist",),
@@ -126,12 +135,20 @@ _MINI = DatasetInfo(
     licence=FASHION_LICENCE,
     idx={
         "train": IdxSplit(
-            images=("train-images-idx3-ubyte.gz", Checksum("86562de1a1edba61438b783e2157c5ca66e0bc06c85f4e43f8e521fb4a3e2fd6", raw_size=16 + MINI_TRAIN * 784)),
-            labels=("train-labels-idx1-ubyte.gz", Checksum("d7846d455267c272af1074c7d25c72506369936cd5f66694a0af582a9365b965", raw_size=8 + MINI_TRAIN)),
+            images=("train-images-idx3-ubyte.gz",
+                    Checksum("86562de1a1edba61438b783e2157c5ca66e0bc06c85f4e43f8e521fb4a3e2fd6",
+                             raw_size=16 + MINI_TRAIN * 784)),
+            labels=("train-labels-idx1-ubyte.gz",
+                    Checksum("d7846d455267c272af1074c7d25c72506369936cd5f66694a0af582a9365b965",
+                             raw_size=8 + MINI_TRAIN)),
         ),
         "test": IdxSplit(
-            images=("t10k-images-idx3-ubyte.gz", Checksum("f894337849cda3a9f38d8c3f99ad00f6b2b9496371cb38128f24e3d38acd18c7", raw_size=16 + MINI_TEST * 784)),
-            labels=("t10k-labels-idx1-ubyte.gz", Checksum("7912d0be84443b123407c51c2f0117a433868a998c7e33559b1bbc8e5d3a528f", raw_size=8 + MINI_TEST)),
+            images=("t10k-images-idx3-ubyte.gz",
+                    Checksum("f894337849cda3a9f38d8c3f99ad00f6b2b9496371cb38128f24e3d38acd18c7",
+                             raw_size=16 + MINI_TEST * 784)),
+            labels=("t10k-labels-idx1-ubyte.gz",
+                    Checksum("7912d0be84443b123407c51c2f0117a433868a998c7e33559b1bbc8e5d3a528f",
+                             raw_size=8 + MINI_TEST)),
         ),
     },
 )

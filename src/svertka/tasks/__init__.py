@@ -31,4 +31,5 @@ from svertka.tasks.nms import batched_nms, nms
 
 __all__ = ["box_area", "box_iou", "cxcywh_to_xyxy", "generalized_box_iou", "giou", "iou",
            "xywh_to_xyxy", "xyxy_to_cxcywh", "xyxy_to_xywh", "DetectionMetrics", "evaluate_coco_files",
-           "evaluate_detections", "keypoint_errors", "keypoint_metrics", "localization_metrics", "batched_nms", "nms"]
+           "evaluate_detections", "keypoint_errors", "keypoint_metrics", "localization_metrics",
+           "batched_nms", "nms"]

@@ -24,7 +24,8 @@ import numpy as np
 from svertka.data.canvas import ITEM, bilinear_matrices, resample
 from svertka.errors import ShapeError, UsageError
 
-__all__ = ["label_components", "Components", "find_components", "Detections", "detect_components", "crop_components"]
+__all__ = ["label_components", "Components", "find_components", "Detections", "detect_components",
+           "crop_components"]
 
 
 def _roots(parent: np.ndarray) -> np.ndarray:
@@ -105,7 +106,8 @@ def _describe(lab: np.ndarray, counts: np.ndarray):
     if len(comp):
         starts = np.concatenate([[0], np.cumsum(pixels)[:-1]])  # every component has a pixel
         boxes = np.stack([np.minimum.reduceat(xx, starts), np.minimum.reduceat(yy, starts),
-                          np.maximum.reduceat(xx, starts) + 1, np.maximum.reduceat(yy, starts) + 1], 1).astype(np.float32)
+                          np.maximum.reduceat(xx, starts) + 1, np.maximum.reduceat(yy, starts) + 1],
+                         1).astype(np.float32)
     return image, number, boxes, pixels
 
 
@@ -123,7 +125,8 @@ def _merge_nested(lab: np.ndarray, counts: np.ndarray):
     inside = ((outer[..., 0] <= inner[..., 0]) & (outer[..., 1] <= inner[..., 1])
               & (inner[..., 2] <= outer[..., 2]) & (inner[..., 3] <= outer[..., 3]))
     order = np.arange(m)
-    bigger = (area[:, None, :] > area[:, :, None]) | ((area[:, None, :] == area[:, :, None]) & (order[None, :] < order[:, None]))
+    bigger = ((area[:, None, :] > area[:, :, None])
+              | ((area[:, None, :] == area[:, :, None]) & (order[None, :] < order[:, None])))
     inside &= bigger  # the same box twice: the first one hosts
     host = np.where(inside.any(2), np.argmax(np.where(inside, area[:, None, :], -1), 2), order[None, :])
     is_host = (host == order[None, :]) & ~np.isnan(area)
@@ -155,7 +158,8 @@ def find_components(images: np.ndarray, threshold: int = 16, min_pixels: int = 1
         return parts[0]
     starts = np.arange(len(parts)) * chunk
     return Components(np.concatenate([p.image + s for p, s in zip(parts, starts)]),
-                      *(np.concatenate([getattr(p, f) for p in parts]) for f in ("number", "boxes", "pixels", "labels")))
+                      *(np.concatenate([getattr(p, f) for p in parts])
+                        for f in ("number", "boxes", "pixels", "labels")))
 
 
 def _find_chunk(fg, min_pixels, bridge, merge_nested, connectivity) -> Components:

@@ -54,10 +54,15 @@ class DetectionMetrics:
 
     def as_dict(self, names: dict | None = None) -> dict:
         names = names or {}
-        nan = lambda v: None if np.isnan(v) else round(float(v), 6)
+
+        def nan(v):
+            return None if np.isnan(v) else round(float(v), 6)
+
+        def by_name(values):
+            return {names.get(int(c), str(int(c))): nan(v) for c, v in zip(self.category_ids, values)}
+
         return {"mAP": nan(self.map), "mAP50": nan(self.map50), "mAP75": nan(self.map75),
-                "per_class_AP": {names.get(int(c), str(int(c))): nan(v) for c, v in zip(self.category_ids, self.per_class)},
-                "per_class_AP50": {names.get(int(c), str(int(c))): nan(v) for c, v in zip(self.category_ids, self.per_class50)},
+                "per_class_AP": by_name(self.per_class), "per_class_AP50": by_name(self.per_class50),
                 "images": self.images, "detections": self.detections, "ground_truths": self.ground_truths}
 
 
@@ -92,22 +97,26 @@ def _groups(img, cat, order):
     return uniq, inverse, rank
 
 
-def evaluate_detections(gt_image_ids, gt_category_ids, gt_boxes, dt_image_ids, dt_category_ids, dt_boxes, dt_scores,
-                        image_ids=None, category_ids=None, max_dets: int = MAX_DETS) -> DetectionMetrics:
+def evaluate_detections(gt_image_ids, gt_category_ids, gt_boxes, dt_image_ids, dt_category_ids, dt_boxes,
+                        dt_scores, image_ids=None, category_ids=None,
+                        max_dets: int = MAX_DETS) -> DetectionMetrics:
     """COCO box AP of detections against ground truth; boxes are xywh (COCO's own form).
 
     ``image_ids`` (default: every image named in either) and ``category_ids``
     (default: every category named in either) are the images and categories scored;
     rows outside them are dropped, as COCOeval does with its params.
     """
-    gi, gc = _as(gt_image_ids, np.int64, (), "gt image ids"), _as(gt_category_ids, np.int64, (), "gt categories")
+    gi = _as(gt_image_ids, np.int64, (), "gt image ids")
+    gc = _as(gt_category_ids, np.int64, (), "gt categories")
     gb = _as(gt_boxes, np.float64, (4,), "gt boxes")
-    di, dc = _as(dt_image_ids, np.int64, (), "detection image ids"), _as(dt_category_ids, np.int64, (), "detection categories")
-    db, ds = _as(dt_boxes, np.float64, (4,), "detection boxes"), _as(dt_scores, np.float64, (), "detection scores")
+    di = _as(dt_image_ids, np.int64, (), "detection image ids")
+    dc = _as(dt_category_ids, np.int64, (), "detection categories")
+    db = _as(dt_boxes, np.float64, (4,), "detection boxes")
+    ds = _as(dt_scores, np.float64, (), "detection scores")
     if not (len(gi) == len(gc) == len(gb)) or not (len(di) == len(dc) == len(db) == len(ds)):
         raise ShapeError("ground truth and detection arrays must each have one row per box")
-    images = np.unique(np.concatenate([gi, di])) if image_ids is None else np.unique(np.asarray(image_ids, np.int64))
-    cats = np.unique(np.concatenate([gc, dc])) if category_ids is None else np.unique(np.asarray(category_ids, np.int64))
+    images = np.unique(np.concatenate([gi, di]) if image_ids is None else np.asarray(image_ids, np.int64))
+    cats = np.unique(np.concatenate([gc, dc]) if category_ids is None else np.asarray(category_ids, np.int64))
     keep_g, keep_d = np.isin(gi, images) & np.isin(gc, cats), np.isin(di, images) & np.isin(dc, cats)
     gi, gc, gb = gi[keep_g], gc[keep_g], gb[keep_g]
     di, dc, db, ds = di[keep_d], dc[keep_d], db[keep_d], ds[keep_d]
@@ -122,7 +131,8 @@ def evaluate_detections(gt_image_ids, gt_category_ids, gt_boxes, dt_image_ids, d
     gkeys, ggroup, grank = _groups(gi, gc, gorder)
     # the ground truth of each detection group, padded: G x gmax boxes
     span = int(max(gi.max(initial=0), di.max(initial=0)) - min(gi.min(initial=0), di.min(initial=0))) + 1
-    gcode, dcode = gkeys[:, 0] * span + gkeys[:, 1], dkeys[:, 0] * span + dkeys[:, 1]  # (cat, image) -> one int
+    # (cat, image) -> one int
+    gcode, dcode = gkeys[:, 0] * span + gkeys[:, 1], dkeys[:, 0] * span + dkeys[:, 1]
     gt_of = np.full(len(dkeys), -1)  # the ground-truth group of each detection group, -1 if none
     if len(gkeys):
         at = np.minimum(np.searchsorted(gcode, dcode), len(gkeys) - 1)
@@ -187,11 +197,14 @@ def evaluate_detections(gt_image_ids, gt_category_ids, gt_boxes, dt_image_ids, d
         v = p[p > -1]
         return float(v.mean()) if v.size else float("nan")
 
-    at = lambda x: np.flatnonzero(IOU_THRESHOLDS == x)
+    def at(x):
+        return np.flatnonzero(IOU_THRESHOLDS == x)
+
     per_class = np.array([mean(precision[:, :, k]) for k in range(len(cats))])
     per_class50 = np.array([mean(precision[at(0.5), :, k]) for k in range(len(cats))])
-    return DetectionMetrics(map=mean(precision), map50=mean(precision[at(0.5)]), map75=mean(precision[at(0.75)]),
-                            category_ids=cats, per_class=per_class, per_class50=per_class50, precision=precision,
+    return DetectionMetrics(map=mean(precision), map50=mean(precision[at(0.5)]),
+                            map75=mean(precision[at(0.75)]), category_ids=cats, per_class=per_class,
+                            per_class50=per_class50, precision=precision,
                             recall=recall, images=len(images), detections=len(order), ground_truths=len(gi))
 
 
@@ -202,6 +215,7 @@ def evaluate_coco_files(gt_path, results_path) -> tuple[DetectionMetrics, dict]:
 
     gt = read_coco(gt_path)
     dt = read_coco_results(results_path, gt)
-    m = evaluate_detections(gt.ann_image_ids, gt.ann_category_ids, gt.ann_boxes, dt.image_ids, dt.category_ids,
-                            dt.boxes, dt.scores, image_ids=gt.image_ids, category_ids=gt.category_ids)
+    m = evaluate_detections(gt.ann_image_ids, gt.ann_category_ids, gt.ann_boxes, dt.image_ids,
+                            dt.category_ids, dt.boxes, dt.scores, image_ids=gt.image_ids,
+                            category_ids=gt.category_ids)
     return m, gt.category_names

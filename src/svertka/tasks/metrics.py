@@ -21,7 +21,8 @@ def keypoint_errors(pred, true) -> np.ndarray:
     """Distances in pixels between predicted and true (..., K, 2) keypoints: (..., K)."""
     pred, true = np.asarray(pred, np.float64), np.asarray(true, np.float64)
     if pred.shape != true.shape or pred.ndim < 2 or pred.shape[-1] != 2:
-        raise ShapeError(f"keypoints must be (..., K, 2) arrays of one shape, got {pred.shape} and {true.shape}")
+        raise ShapeError(f"keypoints must be (..., K, 2) arrays of one shape, "
+                         f"got {pred.shape} and {true.shape}")
     return np.sqrt(((pred - true) ** 2).sum(-1))
 
 
@@ -36,7 +37,8 @@ def keypoint_metrics(pred, true, thresholds=(2, 4)) -> dict:
     return out
 
 
-def localization_metrics(pred_labels, pred_boxes, true_labels, true_boxes, iou_threshold: float = 0.5) -> dict:
+def localization_metrics(pred_labels, pred_boxes, true_labels, true_boxes,
+                         iou_threshold: float = 0.5) -> dict:
     """top-1, mean IoU and correct localisation (right class and IoU >= ``iou_threshold``)
     of one xyxy box and class per image."""
     pl, tl = np.asarray(pred_labels), np.asarray(true_labels)
