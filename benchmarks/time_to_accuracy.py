@@ -24,7 +24,6 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 from machine import LoadMonitor, gemm_peak_gflops, write_results  # noqa: E402
-
 from svertka.analysis import analyze  # noqa: E402
 from svertka.errors import UsageError  # noqa: E402
 from svertka.train import load_recipe, make_config, train  # noqa: E402
@@ -100,13 +99,14 @@ def main(argv=None):
                      "median_acc": statistics.median(accs), "median_minutes": statistics.median(walls) / 60,
                      "accs": accs, "minutes": [w / 60 for w in walls], "gflops": round(g, 1),
                      "fp32_peak_frac": round(g / fp32_peak, 3), "bf16_peak_frac": round(g / bf16_peak, 3),
-                     "other_cores": loads, "contended": any(l > 0.25 for l in loads)})
+                     "other_cores": loads, "contended": any(load > 0.25 for load in loads)})
     frontier = []
     for budget in args.budget_minutes:
         fit = [r for r in runs if r["median_minutes"] <= budget]
         best = max(fit, key=lambda r: r["median_acc"], default=None)
         frontier.append({"budget_min": budget, "best": best})
-    print(f"\nGEMM peaks: fp32 {fp32_peak:.0f}, bf16 {bf16_peak:.0f} GFLOP/s; median of {args.seeds} seed(s)\n")
+    print(f"\nGEMM peaks: fp32 {fp32_peak:.0f}, bf16 {bf16_peak:.0f} GFLOP/s; "
+          f"median of {args.seeds} seed(s)\n")
     print("| budget | best test acc | run | wall (median) | GFLOP/s | of fp32 / bf16 peak | contended |")
     print("|---:|---:|---|---:|---:|---:|---|")
     for f in frontier:
@@ -118,8 +118,9 @@ def main(argv=None):
               f"{b['median_minutes']:.2f} min | {b['gflops']:.0f} | {100 * b['fp32_peak_frac']:.0f}% / "
               f"{100 * b['bf16_peak_frac']:.0f}% | {'yes' if b['contended'] else 'no'} |")
     tag = "-".join(f"{b:g}" for b in args.budget_minutes)
-    path = write_results(f"time_to_accuracy-{tag}min-{args.seeds}seeds", {"args": vars(args), "fp32_peak_gflops": fp32_peak,
-                                              "bf16_peak_gflops": bf16_peak, "runs": runs, "frontier": frontier})
+    path = write_results(f"time_to_accuracy-{tag}min-{args.seeds}seeds",
+                         {"args": vars(args), "fp32_peak_gflops": fp32_peak, "bf16_peak_gflops": bf16_peak,
+                          "runs": runs, "frontier": frontier})
     print(f"\nwrote {path}")
 
 

@@ -80,12 +80,15 @@ def plain_loop(net_name, train_ds, test_ds, epochs, batch, limit, seed=0):
     return seen / t_train, acc
 
 
-def svertka_loop(net_name, data, epochs, batch, limit, backend="torch", amp="none", channels_last=False, seed=0):
+def svertka_loop(net_name, data, epochs, batch, limit, backend="torch", amp="none", channels_last=False,
+                 seed=0):
+    out = f"/tmp/svertka-bench-{net_name}-{backend}-{amp}-{time.time_ns()}"
     cfg = make_config({"model": net_name, "data": data, "epochs": epochs, "batch_size": batch,
                        "backend": backend, "amp": amp, "channels_last": channels_last, "seed": seed,
-                       "limit_train": limit, "output": f"/tmp/svertka-bench-{net_name}-{backend}-{amp}-{time.time_ns()}"})
+                       "limit_train": limit, "output": out})
     r = train(cfg, progress=False)
-    ips = sum(h["images_per_s"] * h["train_seconds"] for h in r.history) / sum(h["train_seconds"] for h in r.history)
+    seen = sum(h["images_per_s"] * h["train_seconds"] for h in r.history)
+    ips = seen / sum(h["train_seconds"] for h in r.history)
     return ips, r.history[-1]["test_acc"]
 
 
@@ -96,7 +99,8 @@ def main(argv=None):
     p.add_argument("--epochs", type=int, default=1)
     p.add_argument("--batch", type=int, default=128)
     p.add_argument("--limit-train", type=int, default=None, help="train on the first N images (a short run)")
-    p.add_argument("--numpy-limit", type=int, default=6400, help="images the numpy backend trains on (0: skip it)")
+    p.add_argument("--numpy-limit", type=int, default=6400,
+                   help="images the numpy backend trains on (0: skip it)")
     p.add_argument("--variants", default="plain,torch,torch-bf16-cl,numpy")
     args = p.parse_args(argv)
 
@@ -142,11 +146,13 @@ def main(argv=None):
                    "epochs": 1 if v == "numpy" else args.epochs}
             results.append(rec)
             acc_s = "-" if rec["test_acc"] is None else f"{100 * acc:.2f}%"
-            rows.append([net_name, v, f"{ips:,.0f}", f"x{ips / base:.2f}" if base else "-", acc_s, f"{gflops:.1f}",
-                         f"{100 * gflops / fp32_peak:.0f}%", f"{100 * gflops / bf16_peak:.0f}%",
+            rows.append([net_name, v, f"{ips:,.0f}", f"x{ips / base:.2f}" if base else "-", acc_s,
+                         f"{gflops:.1f}", f"{100 * gflops / fp32_peak:.0f}%",
+                         f"{100 * gflops / bf16_peak:.0f}%",
                          f"{load.other_cores:.2f}" + (" CONTENDED" if load.contended else "")])
             print(" | ".join(rows[-1]), flush=True)
-    head = ["net", "variant", "img/s", "vs plain", "test acc", "GFLOP/s", "of fp32 peak", "of bf16 peak", "other cores"]
+    head = ["net", "variant", "img/s", "vs plain", "test acc", "GFLOP/s", "of fp32 peak", "of bf16 peak",
+            "other cores"]
     print("\n| " + " | ".join(head) + " |\n|" + "---|" * len(head))
     for r in rows:
         print("| " + " | ".join(r) + " |")

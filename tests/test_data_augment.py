@@ -3,7 +3,19 @@
 import numpy as np
 import pytest
 
-from svertka.data.augment import OPS, AltFlip, Compose, Crop, Cutout, Erase, Flip, Noise, Rotate, Zoom, parse_pipeline
+from svertka.data.augment import (
+    OPS,
+    AltFlip,
+    Compose,
+    Crop,
+    Cutout,
+    Erase,
+    Flip,
+    Noise,
+    Rotate,
+    Zoom,
+    parse_pipeline,
+)
 from svertka.errors import UsageError
 
 rng0 = np.random.default_rng(0)
@@ -67,7 +79,8 @@ def test_altflip_draws_no_random_numbers():
     np.testing.assert_array_equal(a, b)
 
 
-@pytest.mark.parametrize("spec", ["rotate:0", "zoom:0", "crop:0", "noise:0", "erase:0", "flip:0", "rotate:0,zoom:0"])
+@pytest.mark.parametrize("spec", ["rotate:0", "zoom:0", "crop:0", "noise:0", "erase:0", "flip:0",
+                                  "rotate:0,zoom:0"])
 def test_zero_strength_is_identity(spec):
     np.testing.assert_array_equal(Compose(spec)(X, rng=3), X)
 
@@ -137,7 +150,8 @@ def test_affine_ops_are_fused():
 def test_parse_and_spec_round_trip():
     aug = Compose("flip, crop:4 ,rotate:10,zoom:0.1,noise:0.05,erase:0.25,cutout:8,rotate:-5:20,altflip")
     assert [type(o) for o in aug.ops] == [Flip, Crop, Rotate, Zoom, Noise, Erase, Cutout, Rotate, AltFlip]
-    assert aug.spec() == "flip:0.5,crop:4,rotate:10,zoom:0.1,noise:0.05,erase:0.25,cutout:8,rotate:-5:20,altflip"
+    assert aug.spec() == ("flip:0.5,crop:4,rotate:10,zoom:0.1,noise:0.05,erase:0.25,"
+                          "cutout:8,rotate:-5:20,altflip")
     assert Compose(aug.spec()).spec() == aug.spec()
     assert len(Compose("")) == 0 and len(parse_pipeline(["flip", Crop(2)])) == 2
 

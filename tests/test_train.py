@@ -77,8 +77,8 @@ def test_lr_follows_schedule_in_the_loop(tmp_path):
 def test_no_decay_groups(Adapter):
     net = resolve_model("vgg_fm_small")
     for flag, n_groups in ((True, 2), (False, 1)):
-        cfg = TrainConfig(model="vgg_fm_small", backend=Adapter.backend, weight_decay=0.1, no_decay_norm_bias=flag,
-                          threads=1)
+        cfg = TrainConfig(model="vgg_fm_small", backend=Adapter.backend, weight_decay=0.1,
+                          no_decay_norm_bias=flag, threads=1)
         a = Adapter(net, cfg, (0.5,), (0.5,))
         a.make_optimizer()
         groups = a.optimizer.param_groups
@@ -87,7 +87,8 @@ def test_no_decay_groups(Adapter):
         if flag:
             assert groups[1]["weight_decay"] == 0.0
             names = a.group_names[1]
-            assert "classifier.bias" in names and any(n.endswith(".weight") and "features" in n for n in names)
+            assert "classifier.bias" in names
+            assert any(n.endswith(".weight") and "features" in n for n in names)
             assert all(len(p.shape) >= 2 for p in groups[0]["params"])
 
 
@@ -105,10 +106,10 @@ def test_loop_runs_and_writes_files(tmp_path, backend):
     r = run(tmp_path, epochs=2, backend=backend, val_fraction=0.1, aug="flip,crop:2", label_smoothing=0.1,
             opt="nesterov", lr=0.05, sched="step", decay_epochs=1)
     d = r.run_dir
-    lines = [json.loads(l) for l in (d / "metrics.jsonl").read_text().splitlines()]
-    assert [l["epoch"] for l in lines] == [1, 2]
-    assert all(REQUIRED | {"val_acc"} <= set(l) for l in lines)
-    assert all(0 <= l["test_acc"] <= 1 and l["images_per_s"] > 0 for l in lines)
+    lines = [json.loads(line) for line in (d / "metrics.jsonl").read_text().splitlines()]
+    assert [line["epoch"] for line in lines] == [1, 2]
+    assert all(REQUIRED | {"val_acc"} <= set(line) for line in lines)
+    assert all(0 <= line["test_acc"] <= 1 and line["images_per_s"] > 0 for line in lines)
     csv = (d / "metrics.csv").read_text().splitlines()
     assert len(csv) == 3 and REQUIRED <= set(csv[0].split(","))
     cfg = json.loads((d / "config.json").read_text())
@@ -117,15 +118,16 @@ def test_loop_runs_and_writes_files(tmp_path, backend):
     w, meta, optim, state = read_checkpoint(d / "last.safetensors")
     assert meta["model"] == "lenet5" and meta["num_classes"] == 10 and state["epoch"] == 2 and optim
     assert not [p for p in d.iterdir() if p.name.endswith(".tmp")]
-    assert all(math.isfinite(l["train_loss"]) for l in lines)
+    assert all(math.isfinite(line["train_loss"]) for line in lines)
 
 
 def test_tta_only_at_the_last_epoch(tmp_path, capsys):
     r = run(tmp_path, epochs=2, aug="flip", tta="flip")
-    lines = [json.loads(l) for l in (r.run_dir / "metrics.jsonl").read_text().splitlines()]
-    assert [l["tta"] for l in lines] == ["none", "flip"]
+    lines = [json.loads(line) for line in (r.run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [line["tta"] for line in lines] == ["none", "flip"]
     # the final figure is what `svertka eval --tta flip` reports for the last weights
-    assert main(["eval", str(r.run_dir / "last.safetensors"), "--tta", "flip", "--limit", "128", "--json"]) == 0
+    argv = ["eval", str(r.run_dir / "last.safetensors"), "--tta", "flip", "--limit", "128", "--json"]
+    assert main(argv) == 0
     assert json.loads(capsys.readouterr().out)["top1"] == pytest.approx(lines[-1]["test_acc"], abs=1e-6)
     assert r.test_acc == lines[-1]["test_acc"]
 
@@ -141,15 +143,17 @@ def test_split_seed_pins_the_validation_set():
     assert not np.array_equal(val_images(seed=0), val_images(seed=1))
     np.testing.assert_array_equal(val_images(seed=0), val_images(seed=1, split_seed=0))
     np.testing.assert_array_equal(val_images(seed=3, split_seed=7), val_images(seed=4, split_seed=7))
-    assert make_config({"split_seed": 7, "val_fraction": 0.1}).to_dict()["split_seed"] == 7  # saved, so --resume keeps it
+    # saved, so --resume keeps it
+    assert make_config({"split_seed": 7, "val_fraction": 0.1}).to_dict()["split_seed"] == 7
 
 
 @pytest.mark.parametrize("Adapter", [TorchAdapter, NumpyAdapter])
 def test_altflip_batches_mirror_between_epochs(Adapter):
     from svertka.data.augment import Compose
-    a = Adapter(resolve_model("vgg_fm_small"), TrainConfig(model="vgg_fm_small", backend=Adapter.backend, threads=1),
-                (0.5,), (0.5,))
-    a.set_data("train", np.random.default_rng(0).integers(0, 256, (8, 28, 28, 1), dtype=np.uint8), np.arange(8) % 10)
+    cfg = TrainConfig(model="vgg_fm_small", backend=Adapter.backend, threads=1)
+    a = Adapter(resolve_model("vgg_fm_small"), cfg, (0.5,), (0.5,))
+    images = np.random.default_rng(0).integers(0, 256, (8, 28, 28, 1), dtype=np.uint8)
+    a.set_data("train", images, np.arange(8) % 10)
     idx, aug = np.array([5, 2, 7, 0]), Compose("altflip")
     x0, x1 = (np.asarray(a.batch("train", idx, aug, None, epoch=e)[0]) for e in (0, 1))
     assert np.array_equal(x1, x0[..., ::-1]) and not np.array_equal(x0, x1)
@@ -165,7 +169,8 @@ def test_the_loop_gives_altflip_indices_and_epochs(tmp_path, monkeypatch):
         assert sorted(i for e, *idx in seen if e == epoch for i in idx) == list(range(256))
 
 
-@pytest.mark.parametrize("backend, model", [("torch", "cnn2"), ("torch", "vgg_fm_small"), ("numpy", "lenet5")])
+@pytest.mark.parametrize("backend, model",
+                         [("torch", "cnn2"), ("torch", "vgg_fm_small"), ("numpy", "lenet5")])
 def test_resume_is_bit_identical(tmp_path, backend, model):
     # cnn2: dropout's RNG; vgg_fm_small: BatchNorm's running stats and 0-d num_batches_tracked
     kw = dict(epochs=3, backend=backend, aug="flip,crop:2", model=model, limit_train=192)
@@ -180,7 +185,11 @@ def test_resume_is_bit_identical(tmp_path, backend, model):
         assert np.array_equal(wa[k], wb[k]), k
     for k in oa:
         assert np.array_equal(oa[k], ob[k]), k
-    strip = lambda h: [{k: v for k, v in e.items() if k not in ("images_per_s", "seconds", "train_seconds", "elapsed", "other_cores")} for e in h]
+    timing = ("images_per_s", "seconds", "train_seconds", "elapsed", "other_cores")
+
+    def strip(h):  # timings differ between runs; everything else must match
+        return [{k: v for k, v in e.items() if k not in timing} for e in h]
+
     assert strip(sa["history"]) == strip(sb["history"])
     assert len((resumed.run_dir / "metrics.jsonl").read_text().splitlines()) == 3
 
@@ -202,7 +211,8 @@ def test_batchnorm_run_evaluates_and_scalars_stay_scalars(tmp_path, capsys):
 
 def test_crash_mid_write_keeps_old_checkpoint(tmp_path, monkeypatch):
     path = tmp_path / "last.safetensors"
-    save_checkpoint(path, {"w": np.ones(4, np.float32)}, {"model": "x"}, {"m": np.zeros(2, np.float32)}, {"epoch": 1})
+    save_checkpoint(path, {"w": np.ones(4, np.float32)}, {"model": "x"}, {"m": np.zeros(2, np.float32)},
+                    {"epoch": 1})
     import safetensors.numpy
 
     def dying_save(tensors, filename, metadata=None):
@@ -252,8 +262,8 @@ def trained(tmp_path_factory):
 
 def test_train_cli_json(tmp_path, capsys):
     rc = main(["train", "--model", "lenet5", "--data", "fashion-mnist-mini", "--epochs", "1", "-b", "64",
-               "--limit-train", "128", "--limit-test", "64", "--threads", "1", "--output", str(tmp_path / "r"),
-               "-q", "--json", "--backend", "numpy"])
+               "--limit-train", "128", "--limit-test", "64", "--threads", "1",
+               "--output", str(tmp_path / "r"), "-q", "--json", "--backend", "numpy"])
     assert rc == 0
     out = json.loads(capsys.readouterr().out)
     assert REQUIRED <= set(out) and out["run_dir"] == str(tmp_path / "r")
@@ -295,7 +305,8 @@ def test_predict_json(trained, tmp_path, capsys):
         assert len(item["top"]) == 3 and set(item["top"][0]) == {"class", "index", "prob"}
         probs = [t["prob"] for t in item["top"]]
         assert probs == sorted(probs, reverse=True) and 0 < sum(probs) <= 1 + 1e-6
-    rc = main(["predict", "--model", "lenet5", "--weights", str(trained / "last.safetensors"), str(tmp_path / "a.png")])
+    rc = main(["predict", "--model", "lenet5", "--weights", str(trained / "last.safetensors"),
+               str(tmp_path / "a.png")])
     assert rc == 0 and "%" in capsys.readouterr().out
 
 
@@ -307,7 +318,8 @@ def test_bad_inputs_are_one_line(trained, tmp_path, capsys):
     junk.write_text("this is not an image")
     err = one_line_error(capsys, ["predict", "--weights", str(trained), str(junk)])
     assert "not an image" in err
-    err = one_line_error(capsys, ["predict", "--model", "cnn2", "--weights", str(trained / "best.safetensors"), str(junk)])
+    err = one_line_error(capsys, ["predict", "--model", "cnn2",
+                                  "--weights", str(trained / "best.safetensors"), str(junk)])
     assert "lenet5" in err  # the checkpoint is for another model
     err = one_line_error(capsys, ["eval", str(trained / "best.safetensors"), "--num-classes", "7"])
     assert "num_classes" in err

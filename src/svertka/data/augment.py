@@ -24,7 +24,8 @@ import numpy as np
 
 from svertka.errors import UsageError
 
-__all__ = ["Op", "Flip", "AltFlip", "Crop", "Rotate", "Zoom", "Noise", "Erase", "Cutout", "Compose", "parse_pipeline", "OPS"]
+__all__ = ["Op", "Flip", "AltFlip", "Crop", "Rotate", "Zoom", "Noise", "Erase", "Cutout", "Compose",
+           "parse_pipeline", "OPS"]
 
 
 # ------------------------------------------------------------------ backends
@@ -82,7 +83,9 @@ class _NumpyBackend:
     def fill_boxes(x, y0, y1, x0, x1):
         h, w = x.shape[2:]
         r, c = np.arange(h), np.arange(w)
-        inside = ((r >= y0[:, None]) & (r < y1[:, None]))[:, :, None] & ((c >= x0[:, None]) & (c < x1[:, None]))[:, None, :]
+        rows_in = (r >= y0[:, None]) & (r < y1[:, None])
+        cols_in = (c >= x0[:, None]) & (c < x1[:, None])
+        inside = rows_in[:, :, None] & cols_in[:, None, :]
         return np.where(inside[:, None], np.zeros((), x.dtype), x)
 
 
@@ -367,7 +370,8 @@ def parse_pipeline(spec) -> list[Op]:
         name, *args = item.split(":")
         cls = OPS.get(name.lower())
         if cls is None:
-            raise UsageError(f"unknown augmentation {name!r}; choose from {', '.join(OPS)} (e.g. 'flip,crop:4,rotate:10')")
+            raise UsageError(f"unknown augmentation {name!r}; choose from {', '.join(OPS)} "
+                             f"(e.g. 'flip,crop:4,rotate:10')")
         if len(args) > _MAX_ARGS.get(cls.name, 1):
             raise UsageError(f"too many arguments in {item!r}; write e.g. '{cls().spec()}'")
         try:

@@ -49,15 +49,18 @@ def verify_file(path: Path, check: Checksum, archive: bool = False) -> None:
     if archive and check.archive_md5:
         got = digest(Path(path).read_bytes(), "md5")
         if got != check.archive_md5:
-            raise DataError(f"{path}: md5 {got} does not match the official {check.archive_md5}; the download is corrupt, try again")
+            raise DataError(f"{path}: md5 {got} does not match the official {check.archive_md5}; "
+                            f"the download is corrupt, try again")
     if not (check.raw_sha256 or check.raw_md5 or check.raw_size):
         return
     raw = read_bytes(path)
     if check.raw_size is not None and len(raw) != check.raw_size:
-        raise DataError(f"{path}: {len(raw)} bytes after decompression, expected {check.raw_size}; delete it and download again")
+        raise DataError(f"{path}: {len(raw)} bytes after decompression, expected {check.raw_size}; "
+                        f"delete it and download again")
     for algo, want in (("sha256", check.raw_sha256), ("md5", check.raw_md5)):
         if want and digest(raw, algo) != want:
-            raise DataError(f"{path}: {algo} of the decompressed data does not match {want}; delete it and download again")
+            raise DataError(f"{path}: {algo} of the decompressed data does not match {want}; "
+                            f"delete it and download again")
 
 
 def _progress(label: str, total: int | None, quiet: bool):
@@ -70,7 +73,8 @@ def _progress(label: str, total: int | None, quiet: bool):
                 disable=quiet or not tty)
 
 
-def fetch(urls, dest: Path, check: Checksum | None = None, timeout: float = 30.0, quiet: bool = False) -> Path:
+def fetch(urls, dest: Path, check: Checksum | None = None, timeout: float = 30.0,
+          quiet: bool = False) -> Path:
     """Download the first URL in ``urls`` that works into ``dest``, verified; return ``dest``.
 
     Raises DataError naming every URL tried when none gives a file that passes ``check``.
@@ -82,7 +86,8 @@ def fetch(urls, dest: Path, check: Checksum | None = None, timeout: float = 30.0
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise DataError(f"cannot create {dest.parent} for the download ({exc.strerror}); pass a writable --root") from None
+        raise DataError(f"cannot create {dest.parent} for the download ({exc.strerror}); "
+                        f"pass a writable --root") from None
     try:
         return _fetch_first(urls, dest, check, timeout, quiet)
     except BaseException:
@@ -146,7 +151,8 @@ def extract_members(archive: Path, members: dict[str, Path]) -> None:
                 try:
                     info = tar.getmember(name)
                 except KeyError:
-                    raise DataError(f"{archive}: member {name} missing; the archive is not the official one") from None
+                    raise DataError(f"{archive}: member {name} missing; "
+                                    f"the archive is not the official one") from None
                 if not info.isfile():
                     raise DataError(f"{archive}: member {name} is not a regular file; refusing to extract")
                 src = tar.extractfile(info)

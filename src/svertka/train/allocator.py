@@ -27,4 +27,5 @@ def keep_freed_memory() -> bool:
     except (OSError, AttributeError):  # no libc found, or one without mallopt (macOS, musl)
         return False
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
-    return bool(mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD)) and bool(mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD))
+    return (bool(mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD))
+            and bool(mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)))

@@ -99,7 +99,8 @@ def read_checkpoint(path):
         meta = json.loads(header.get(META_KEY, "{}"))
         state = json.loads(header[STATE_KEY]) if STATE_KEY in header else None
     except json.JSONDecodeError:
-        raise WeightsError(f"{path}: the svertka metadata in its header is not valid JSON; re-save the file") from None
+        raise WeightsError(f"{path}: the svertka metadata in its header is not valid JSON; "
+                           f"re-save the file") from None
     weights = {k: v for k, v in tensors.items() if not k.startswith(OPTIM_PREFIX)}
     for k, v in weights.items():  # files written before the fix above hold these as shape (1,)
         if k.endswith("num_batches_tracked") and v.shape == (1,):
@@ -115,5 +116,6 @@ def write_metrics(run_dir, history: list[dict]) -> None:
     keys = []
     for h in history:
         keys += [k for k in h if k not in keys]
-    lines = [",".join(keys)] + [",".join("" if h.get(k) is None else str(h[k]) for k in keys) for h in history]
+    rows = [",".join("" if h.get(k) is None else str(h[k]) for k in keys) for h in history]
+    lines = [",".join(keys)] + rows
     atomic_write_text(run_dir / "metrics.csv", "\n".join(lines) + "\n")
