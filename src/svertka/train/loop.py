@@ -190,6 +190,8 @@ def open_run(cfg: TrainConfig, resume, out: Progress) -> Run:
     if resume is None and (run_dir / LAST).exists():
         raise UsageError(f"--output {run_dir} already holds a run; "
                          f"use --resume {run_dir} or another --output")
+    if run_dir.exists() and not run_dir.is_dir():
+        raise UsageError(f"--output {run_dir} is a file; pass a folder for the run")
     run = build_run(cfg, run_dir)
     if run_dir.is_dir():
         for p in remove_stale_temps(run_dir, RUN_FILES):
