@@ -266,6 +266,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     from .train.commands import add_parsers as add_train_parsers
     add_train_parsers(sub, _positive_int)  # train, eval, predict, augment
+    from .viz.commands import add_parsers as add_plot_parsers
+    add_plot_parsers(sub, _positive_int)  # plot KIND
 
     s = sub.add_parser("demo", help="the main job (what `make demo` runs)")
     s.set_defaults(func=cmd_demo)

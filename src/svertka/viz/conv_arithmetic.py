@@ -14,7 +14,7 @@ import numpy as np
 
 from ..errors import UsageError
 from ..spec.geometry import conv_out
-from .figure import FORMATS, output_paths, pyplot, rgb_frame
+from .figure import FORMATS, output_paths, pyplot, rgb_frame, save
 
 MAX_INPUT = 32       # a bigger grid's cells are too small to see
 MAX_FRAMES = 400     # one frame per output pixel
@@ -106,7 +106,7 @@ def plot_conv(size: int = 5, kernel: int = 3, stride: int = 1, padding: int = 0,
             frames.append(Image.fromarray(rgb_frame(fig)))
             if not frames[1:]:
                 still = [p for p in formats if p != "gif"]
-                paths = save_still(fig, out, still)
+                paths = save(fig, out, still, close=False)
             done[i, j] = 1
     plt.close(fig)
     gif = output_paths(out, ("gif",))[0]
@@ -115,13 +115,4 @@ def plot_conv(size: int = 5, kernel: int = 3, stride: int = 1, padding: int = 0,
     frames[0].save(gif, save_all=True, append_images=frames[1:], duration=FRAME_MS, loop=0, optimize=False,
                    disposal=1)
     return ConvAnimation(size, kernel, stride, padding, dilation, o, formula, len(frames), [gif, *paths])
-
-
-def save_still(fig, out, formats) -> list[Path]:
-    """The first frame as PNG/SVG, without closing the figure the GIF still needs."""
-    paths = output_paths(out, formats)
-    for path in paths:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, format=path.suffix[1:])
-    return paths
 

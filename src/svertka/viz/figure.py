@@ -29,6 +29,12 @@ def pyplot():
     return plt
 
 
+def plots_available() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("matplotlib") is not None
+
+
 def output_paths(out, formats=FORMATS) -> list[Path]:
     """``out`` without its extension, once per format: 'docs/curves' -> curves.png, curves.svg."""
     out = Path(out)
@@ -39,17 +45,25 @@ def output_paths(out, formats=FORMATS) -> list[Path]:
     return [stem.with_name(f"{stem.name}.{fmt}") for fmt in formats]
 
 
-def save(fig, out, formats=FORMATS) -> list[Path]:
-    """Write ``fig`` once per format (atomically) and close it; return the paths."""
-    plt = pyplot()
+def save(fig, out, formats=FORMATS, close: bool = True) -> list[Path]:
+    """Write ``fig`` once per format (OUT.png, OUT.svg) and close it; return the paths."""
     paths = output_paths(out, formats)
     try:
         for path in paths:
-            atomic_write(path, lambda tmp, fmt=path.suffix[1:]: fig.savefig(tmp, format=fmt, dpi=DPI,
-                                                                            bbox_inches="tight"))
+            save_as(fig, path, path.suffix[1:], close=False)
     finally:
-        plt.close(fig)
+        if close:
+            pyplot().close(fig)
     return paths
+
+
+def save_as(fig, path, fmt: str, close: bool = True) -> Path:
+    """Write ``fig`` to exactly ``path`` in format ``fmt``, atomically."""
+    try:
+        return atomic_write(path, lambda tmp: fig.savefig(tmp, format=fmt, dpi=DPI, bbox_inches="tight"))
+    finally:
+        if close:
+            pyplot().close(fig)
 
 
 def rgb_frame(fig):
