@@ -82,8 +82,7 @@ def plot_toeplitz(in_hw=(4, 4), kernel: int = 3, stride: int = 1, padding: int =
     fig = plt.figure(figsize=(min(16, 2.8 + 0.32 * cols), min(14, 1.6 + 0.32 * rows + 0.4)))
     grid = fig.add_gridspec(1, 2, width_ratios=[max(kernel, 2), cols], wspace=0.5)
     ax_k, ax_m = fig.add_subplot(grid[0]), fig.add_subplot(grid[1])
-    cmap = plt.get_cmap("viridis").copy()
-    cmap.set_bad("white")
+    cmap = plt.get_cmap("viridis").with_extremes(bad="white")
     ax_k.imshow(weights, cmap=cmap, vmin=0, vmax=9)
     for (a, b), v in np.ndenumerate(weights):
         ax_k.text(b, a, f"{v:.0f}", ha="center", va="center", color="black" if v > 5 else "white", fontsize=8)

@@ -213,8 +213,7 @@ def plot_filters(run, layer=None, out="filters", formats=FORMATS) -> list[Path]:
         what = "each filter's RGB weights scaled to [0, 1] (per filter)"
     else:
         bound = float(np.nanmax(np.abs(mosaic))) or 1.0
-        cmap = plt.get_cmap("RdBu_r").copy()
-        cmap.set_bad("white")
+        cmap = plt.get_cmap("RdBu_r").with_extremes(bad="white")
         im = ax.imshow(np.ma.masked_invalid(mosaic), cmap=cmap, vmin=-bound, vmax=bound, interpolation="nearest")
         fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="weight value")
         what = "blue negative, red positive"
