@@ -278,3 +278,38 @@ def test_bad_input_is_one_line(run, shirt, tmp_path, capsys):
     ]
     for argv, expected in cases:
         assert expected in one_line_error(capsys, argv), argv
+
+
+# ------------------------------------------------------------------ stack more layers
+
+
+def test_depth_backends_agree_and_show_the_slide():
+    pytest.importorskip("torch")
+    from svertka.viz.depth import INITS, run_experiment
+
+    results = run_experiment((10,), ("numpy", "torch"))
+    rows = {(r.variant.bn, r.variant.residual, r.variant.init, r.backend): r.row() for r in results}
+    assert len(rows) == 2 * 2 * len(INITS) * 2
+    for (bn, res, init, backend), row in rows.items():
+        if backend == "numpy":  # the same weights and batch: only rounding differs
+            twin = rows[(bn, res, init, "torch")]
+            for key in ("grad_ratio_first_to_last", "act_std_last", "grad_std_first"):
+                assert row[key] == pytest.approx(twin[key], rel=1e-4), (bn, res, init, key)
+    ratio = {k[:3]: r["grad_ratio_first_to_last"] for k, r in rows.items() if k[3] == "numpy"}
+    assert ratio[(False, False, "default")] < 1e-2   # torch's default init: the gradient vanishes
+    assert ratio[(False, False, "large")] > 10       # twice He's std: it explodes
+    assert 0.1 < ratio[(False, False, "he")] < 10    # He keeps it in range
+    assert all(0.1 < ratio[(True, True, i)] < 10 for i in INITS)  # BN + residual: whatever the init
+
+
+def test_depth_cli_json_and_figure(tmp_path, capsys):
+    assert main(["plot", "depth", "--depths", "3,5", "--backend", "numpy", "--json",
+                 "--out", str(tmp_path / "d")]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert len(rows) == 2 * 16 and {r["depth"] for r in rows} == {3, 5} and {r["backend"] for r in rows} == {"numpy"}
+    assert all(r["grad_ratio_first_to_last"] == pytest.approx(r["grad_std_first"] / r["grad_std_last"])
+               for r in rows)
+    check_png(tmp_path / "d.png")
+    text = svg_text(tmp_path / "d.svg")
+    assert "stacking 5 conv layers" in text and "he init" in text and "std of d loss / d block output" in text
+    assert "malformed --depths" in one_line_error(capsys, ["plot", "depth", "--depths", "ten"])

@@ -71,6 +71,14 @@ def add_parsers(sub, positive_int) -> None:
     s = kind("zoo", "ImageNet top-1 against MACs, bubble area = parameters", cmd_zoo)
     s.add_argument("pattern", nargs="?", default="*", help="wildcard over model names, e.g. 'resnet*'")
 
+    s = kind("depth", "the 'stack more layers' slide, measured: activation and gradient std per layer at init",
+             cmd_depth)
+    s.add_argument("--depths", default="10,50,200,1000", help="comma-separated depths; the figure shows the largest")
+    s.add_argument("--backend", choices=("both", "numpy", "torch"), default="both",
+                   help="which backends measure (both: they must agree)")
+    s.add_argument("--seed", type=int, default=0, help="the weights and the batch")
+    s.add_argument("--json", action="store_true", help="print the table as JSON")
+
 
 def _wrote(paths, note: str = "") -> None:
     print("wrote " + ", ".join(str(p) for p in paths) + (f"\n{note}" if note else ""))
@@ -135,3 +143,48 @@ def cmd_zoo(args):
     chart = plot_zoo(args.pattern, args.out)
     _wrote(chart.paths, f"{len(chart.points)} models with a published ImageNet-1k top-1")
 
+
+
+def cmd_depth(args):
+    import importlib.util
+    import json
+    import math
+
+    from ..analysis.report import table
+    from ..errors import UsageError
+    from .depth import plot_depth, run_experiment
+
+    try:
+        depths = sorted({int(d) for d in args.depths.split(",")})
+    except ValueError:
+        raise UsageError(f"malformed --depths {args.depths!r}; write comma-separated integers, e.g. 10,50") from None
+    if not depths or min(depths) < 1 or max(depths) > 5000:
+        raise UsageError(f"--depths must lie in 1..5000, got {args.depths!r}")
+    backends = ("numpy", "torch") if args.backend == "both" else (args.backend,)
+    if "torch" in backends and importlib.util.find_spec("torch") is None:
+        raise UsageError("the torch backend is not installed; pip install 'svertka[torch]' or pass --backend numpy")
+    results = run_experiment(depths, backends, seed=args.seed)
+    paths = plot_depth(results, args.out)
+    rows = [r.row() for r in results]
+    if args.json:
+        print(json.dumps(rows, indent=1))
+        return
+    def fmt(v):
+        return "overflow" if v is None else f"{v:.3g}"
+
+    by_key = {}
+    for r in rows:
+        by_key.setdefault((r["bn"], r["residual"], r["init"], r["depth"]), {})[r["backend"]] = r
+    out = []
+    for (bn, res, init, depth), per in by_key.items():
+        kind = "+".join(x for x, on in (("BN", bn), ("residual", res)) if on) or "plain"
+        out.append([kind, init, depth] + [fmt(per[b]["grad_ratio_first_to_last"]) for b in backends]
+                   + [fmt(per[backends[0]]["act_std_last"])])
+    print(table(["net", "init", "depth"] + [f"grad std first/last ({b})" for b in backends] + ["act std last"],
+                out, "<<>" + ">" * (len(backends) + 1)))
+    if len(backends) == 2:
+        gaps = [abs(math.log10(p["numpy"]["grad_ratio_first_to_last"] / p["torch"]["grad_ratio_first_to_last"]))
+                for p in by_key.values() if p["numpy"]["grad_ratio_first_to_last"] and p["torch"]["grad_ratio_first_to_last"]]
+        print(f"numpy vs torch: the ratios differ by at most {max(gaps, default=0):.2g} decades over {len(gaps)} "
+              f"finite pairs")
+    _wrote(paths)

@@ -19,6 +19,7 @@ from .figure import FORMATS, output_paths, pyplot, rgb_frame, save
 MAX_INPUT = 32       # a bigger grid's cells are too small to see
 MAX_FRAMES = 400     # one frame per output pixel
 FRAME_MS = 500
+GIF_DPI = 72  # frames stay small; the PNG/SVG still is drawn at the usual resolution
 
 # cell colours: input grid (padding, input, kernel over input, kernel over padding), output grid
 _IN_COLOURS = ["#ffffff", "#9ecae1", "#08519c", "#969696"]
@@ -74,7 +75,8 @@ def plot_conv(size: int = 5, kernel: int = 3, stride: int = 1, padding: int = 0,
     n_pad = size + 2 * padding
     base = np.zeros((n_pad, n_pad), np.int64)
     base[padding:padding + size, padding:padding + size] = 1
-    fig, (ax_in, ax_out) = plt.subplots(1, 2, figsize=(8.5, 4.9), gridspec_kw={"width_ratios": [n_pad, max(o, 3)]})
+    fig, (ax_in, ax_out) = plt.subplots(1, 2, figsize=(8.5, 4.9), gridspec_kw={"width_ratios": [n_pad, max(o, 3)]},
+                                        dpi=GIF_DPI)
     im_in = ax_in.imshow(base, cmap=ListedColormap(_IN_COLOURS), vmin=0, vmax=3)
     im_out = ax_out.imshow(np.zeros((o, o), np.int64), cmap=ListedColormap(_OUT_COLOURS), vmin=0, vmax=2)
     for ax, m, what in ((ax_in, n_pad, f"input {size}x{size}" + (f" + padding {padding} (white)" if padding else "")),
