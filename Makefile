@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test venv clean bench
+.PHONY: demo test venv clean bench gallery
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -21,6 +21,11 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -n 2
+
+# Every `svertka plot` kind into docs/gallery/ (trains two small LeNet-5 runs first; a few minutes).
+# One BLAS thread: the engine's small GEMMs run several times slower when threads fight for the cores.
+gallery: $(STAMP)
+	OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 $(BIN)/python -m svertka.viz.gallery docs/gallery
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/analysis_speed.py

@@ -313,3 +313,24 @@ def test_depth_cli_json_and_figure(tmp_path, capsys):
     text = svg_text(tmp_path / "d.svg")
     assert "stacking 5 conv layers" in text and "he init" in text and "std of d loss / d block output" in text
     assert "malformed --depths" in one_line_error(capsys, ["plot", "depth", "--depths", "ten"])
+
+
+def test_every_plot_flag_has_help_and_shows_its_default():
+    import argparse
+
+    from svertka.cli import build_parser
+
+    parser = build_parser()
+    plot = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices["plot"]
+    kinds = next(a for a in plot._actions if isinstance(a, argparse._SubParsersAction)).choices
+    assert set(kinds) == {"curves", "confusion", "filters", "features", "rf", "conv", "toeplitz", "zoo", "depth"}
+    for name, sub in kinds.items():
+        assert not sub.allow_abbrev
+        formatter = sub._get_formatter()
+        for action in sub._actions:
+            if isinstance(action, argparse._HelpAction):
+                continue
+            assert action.help, f"plot {name} {action.dest} has no help"
+            if (action.option_strings and action.nargs != 0) or action.nargs in ("?", "*"):
+                shown = formatter._expand_help(action)
+                assert "default" in shown or "required" in shown, f"plot {name} {action.dest}: {shown!r}"

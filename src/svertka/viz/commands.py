@@ -21,8 +21,8 @@ def add_parsers(sub, positive_int) -> None:
 
     def kind(name, help, func):
         s = kinds.add_parser(name, help=help)
-        s.add_argument("--out", "-o", default=name, help="output path without extension; writes OUT.png and "
-                       "OUT.svg")
+        files = "OUT.gif, OUT.png and OUT.svg" if name == "conv" else "OUT.png and OUT.svg"
+        s.add_argument("--out", "-o", default=name, help=f"output path without extension; writes {files}")
         s.set_defaults(func=func)
         return s
 

@@ -27,7 +27,7 @@ def train_runs(where: Path) -> list[Path]:
     runs = []
     for name, over in (("lenet5-adamw", {}), ("lenet5-sgd", {"opt": "sgd", "lr": 0.05})):
         cfg = make_config({"model": "lenet5", "data": "fashion-mnist-mini", "backend": backend, "epochs": EPOCHS,
-                           "batch_size": 64, "output": str(where / name), **over})
+                           "batch_size": 64, "threads": 1, "output": str(where / name), **over})
         train(cfg, progress=False)
         runs.append(where / name)
     return runs
@@ -90,4 +90,4 @@ def make_gallery(out="docs/gallery", log=print) -> list[Path]:
 
 
 if __name__ == "__main__":
-    make_gallery(sys.argv[1] if len(sys.argv) > 1 else "docs/gallery")
+    make_gallery(sys.argv[1] if len(sys.argv) > 1 else "docs/gallery", log=lambda s: print(s, flush=True))
