@@ -179,7 +179,7 @@ def test_rf_plot_trained_run_and_image(run, shirt, tmp_path, capsys):
 # ------------------------------------------------------------------ conv arithmetic
 
 
-@pytest.mark.parametrize("n,k,s,p,d", [(5, 3, 1, 1, 1), (5, 3, 2, 1, 1), (7, 3, 1, 0, 2), (6, 4, 3, 2, 1)])
+@pytest.mark.parametrize("n,k,s,p,d", [(4, 3, 1, 1, 1), (5, 3, 2, 1, 1), (7, 3, 1, 0, 2), (6, 4, 3, 2, 1)])
 def test_conv_gif_frames_and_formula(tmp_path, capsys, n, k, s, p, d):
     out = tmp_path / "conv"
     assert main(["plot", "conv", "--in", str(n), "--kernel", str(k), "--stride", str(s), "--padding", str(p),
