@@ -309,6 +309,13 @@ def test_depth_cli_json_and_figure(tmp_path, capsys):
     assert len(rows) == 2 * 16 and {r["depth"] for r in rows} == {3, 5} and {r["backend"] for r in rows} == {"numpy"}
     assert all(r["grad_ratio_first_to_last"] == pytest.approx(r["grad_std_first"] / r["grad_std_last"])
                for r in rows)
+    from svertka.viz.depth import markdown_table
+
+    table = markdown_table(rows).splitlines()
+    assert len(table) == 2 + 16 and table[0] == "| net | init | depth 3 | depth 5 |"
+    first = next(r for r in rows if r["depth"] == 3 and not r["bn"] and not r["residual"] and r["init"] == "default")
+    assert table[2] == f"| plain | default | {first['grad_ratio_first_to_last']:.3g} | " \
+        f"{next(r for r in rows if r['depth'] == 5 and not r['bn'] and not r['residual'] and r['init'] == 'default')['grad_ratio_first_to_last']:.3g} |"
     check_png(tmp_path / "d.png")
     text = svg_text(tmp_path / "d.svg")
     assert "stacking 5 conv layers" in text and "he init" in text and "std of d loss / d block output" in text

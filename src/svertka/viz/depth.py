@@ -228,3 +228,25 @@ def plot_depth(results: list[Measured], out="depth", formats=("png", "svg")):
                  f"{CHANNELS} channels, {SIZE}x{SIZE}); solid NumPy engine, dashed torch; gaps = overflow")
     fig.tight_layout(rect=(0, 0.07, 1, 0.96))
     return save(fig, out, formats)
+
+
+def markdown_table(rows: list[dict]) -> str:
+    """Gradient std at block 1 over the last block's, one row per net and init,
+    one column per depth, "numpy / torch" in each cell."""
+    def fmt(v):
+        return "overflow" if v is None else f"{v:.3g}"
+
+    depths = sorted({r["depth"] for r in rows})
+    cells: dict[tuple, dict] = {}
+    for r in rows:
+        cells.setdefault((r["bn"], r["residual"], r["init"]), {}).setdefault(r["depth"], {})[r["backend"]] = r
+    lines = ["| net | init | " + " | ".join(f"depth {d:,}" for d in depths) + " |",
+             "|---|---|" + "---:|" * len(depths)]
+    for (bn, res, init), per_depth in cells.items():
+        kind = " + ".join(x for x, on in (("BatchNorm", bn), ("residual", res)) if on) or "plain"
+        vals = []
+        for d in depths:
+            per = per_depth.get(d, {})
+            vals.append(" / ".join(fmt(per[b]["grad_ratio_first_to_last"]) for b in ("numpy", "torch") if b in per))
+        lines.append(f"| {kind} | {init} | " + " | ".join(vals) + " |")
+    return "\n".join(lines)

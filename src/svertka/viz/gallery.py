@@ -38,13 +38,15 @@ def depth_figure(out: Path, formats) -> list[Path]:
     (numpy only without torch): its figure, and its table as depth.json."""
     import json
 
-    from .depth import plot_depth, run_experiment
+    from .depth import markdown_table, plot_depth, run_experiment
 
     backends = ("numpy", "torch") if importlib.util.find_spec("torch") else ("numpy",)
     results = run_experiment(backends=backends)
     table = out / "depth.json"
-    table.write_text(json.dumps([r.row() for r in results], indent=1) + "\n")
-    return plot_depth(results, out / "depth", formats) + [table]
+    rows = [r.row() for r in results]
+    table.write_text(json.dumps(rows, indent=1) + "\n")
+    (out / "depth.md").write_text(markdown_table(rows) + "\n")
+    return plot_depth(results, out / "depth", formats) + [table, out / "depth.md"]
 
 
 def make_gallery(out="docs/gallery", log=print) -> list[Path]:
