@@ -313,9 +313,9 @@ def test_depth_cli_json_and_figure(tmp_path, capsys):
 
     table = markdown_table(rows).splitlines()
     assert len(table) == 2 + 16 and table[0] == "| net | init | depth 3 | depth 5 |"
-    first = next(r for r in rows if r["depth"] == 3 and not r["bn"] and not r["residual"] and r["init"] == "default")
-    assert table[2] == f"| plain | default | {first['grad_ratio_first_to_last']:.3g} | " \
-        f"{next(r for r in rows if r['depth'] == 5 and not r['bn'] and not r['residual'] and r['init'] == 'default')['grad_ratio_first_to_last']:.3g} |"
+    plain = {r["depth"]: r["grad_ratio_first_to_last"] for r in rows
+             if not r["bn"] and not r["residual"] and r["init"] == "default"}
+    assert table[2] == f"| plain | default | {plain[3]:.3g} | {plain[5]:.3g} |"
     check_png(tmp_path / "d.png")
     text = svg_text(tmp_path / "d.svg")
     assert "stacking 5 conv layers" in text and "he init" in text and "std of d loss / d block output" in text
