@@ -152,7 +152,7 @@ def cmd_depth(args):
 
     from ..analysis.report import table
     from ..errors import UsageError
-    from .depth import plot_depth, run_experiment
+    from .depth import fmt_ratio, plot_depth, run_experiment
 
     try:
         depths = sorted({int(d) for d in args.depths.split(",")})
@@ -169,9 +169,7 @@ def cmd_depth(args):
     if args.json:
         print(json.dumps(rows, indent=1))
         return
-    def fmt(v):
-        return "overflow" if v is None else f"{v:.3g}"
-
+    fmt = fmt_ratio
     by_key = {}
     for r in rows:
         by_key.setdefault((r["bn"], r["residual"], r["init"], r["depth"]), {})[r["backend"]] = r

@@ -225,16 +225,24 @@ def plot_depth(results: list[Measured], out="depth", formats=("png", "svg")):
     handles, labels = axes[0, 0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=4, fontsize=7, frameon=False)
     fig.suptitle(f"stacking {depth} conv layers at initialisation (one Fashion-MNIST batch of {BATCH}, "
-                 f"{CHANNELS} channels, {SIZE}x{SIZE}); solid NumPy engine, dashed torch; gaps = overflow")
+                 f"{CHANNELS} channels, {SIZE}x{SIZE}); solid NumPy engine, dashed torch\n"
+                 f"a line stops where float32 runs out: overflow (inf, nan) or underflow (0)")
     fig.tight_layout(rect=(0, 0.07, 1, 0.96))
     return save(fig, out, formats)
+
+
+def fmt_ratio(v) -> str:
+    """A gradient ratio for a table: None is a value that overflowed (inf or nan);
+    0 is block 1's gradient underflowed to zero in float32."""
+    if v is None:
+        return "overflow"
+    return "underflow" if v == 0 else f"{v:.3g}"
 
 
 def markdown_table(rows: list[dict]) -> str:
     """Gradient std at block 1 over the last block's, one row per net and init,
     one column per depth, "numpy / torch" in each cell."""
-    def fmt(v):
-        return "overflow" if v is None else f"{v:.3g}"
+    fmt = fmt_ratio
 
     depths = sorted({r["depth"] for r in rows})
     cells: dict[tuple, dict] = {}
