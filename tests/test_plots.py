@@ -341,3 +341,17 @@ def test_every_plot_flag_has_help_and_shows_its_default():
             if (action.option_strings and action.nargs != 0) or action.nargs in ("?", "*"):
                 shown = formatter._expand_help(action)
                 assert "default" in shown or "required" in shown, f"plot {name} {action.dest}: {shown!r}"
+
+
+def test_without_matplotlib_plots_fail_in_one_line_and_eval_skips_its_png(run, tmp_path, monkeypatch, capsys):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # `import matplotlib` now raises ImportError
+    for argv in (["plot", "conv"], ["plot", "zoo"], ["plot", "rf", "lenet5", "--layer", "features.3"]):
+        assert "pip install 'svertka[plots]'" in one_line_error(capsys, argv + ["--out", str(tmp_path / "x")])
+    assert not list(tmp_path.iterdir())
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    (copy / "confusion.png").unlink(missing_ok=True)
+    assert main(["eval", str(copy), "--limit", "50"]) == 0
+    assert "confusion matrix PNG" not in capsys.readouterr().out and not (copy / "confusion.png").exists()

@@ -153,6 +153,7 @@ def cmd_depth(args):
     from ..analysis.report import table
     from ..errors import UsageError
     from .depth import fmt_ratio, plot_depth, run_experiment
+    from .figure import pyplot
 
     try:
         depths = sorted({int(d) for d in args.depths.split(",")})
@@ -163,6 +164,7 @@ def cmd_depth(args):
     backends = ("numpy", "torch") if args.backend == "both" else (args.backend,)
     if "torch" in backends and importlib.util.find_spec("torch") is None:
         raise UsageError("the torch backend is not installed; pip install 'svertka[torch]' or pass --backend numpy")
+    pyplot()  # without matplotlib, fail before minutes of measuring
     results = run_experiment(depths, backends, seed=args.seed)
     paths = plot_depth(results, args.out)
     rows = [r.row() for r in results]

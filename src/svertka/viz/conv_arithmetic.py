@@ -66,12 +66,12 @@ def check_geometry(n: int, k: int, s: int, p: int, d: int) -> int:
 def plot_conv(size: int = 5, kernel: int = 3, stride: int = 1, padding: int = 0, dilation: int = 1,
               out="conv", formats=FORMATS) -> ConvAnimation:
     """Write the GIF (one frame per output pixel) and a PNG/SVG of its first frame."""
+    plt = pyplot()  # first: without matplotlib, a one-line error rather than an ImportError
     from matplotlib.colors import ListedColormap
-    from PIL import Image
+    from PIL import Image  # a dependency of matplotlib
 
     o = check_geometry(size, kernel, stride, padding, dilation)
     _, formula = formula_text(size, kernel, stride, padding, dilation)
-    plt = pyplot()
     n_pad = size + 2 * padding
     base = np.zeros((n_pad, n_pad), np.int64)
     base[padding:padding + size, padding:padding + size] = 1

@@ -122,10 +122,10 @@ def receptive_field(net, layer: str, image=None, run=None, unit=None, seed: int 
 
 def plot_rf(net, layer: str, image=None, run=None, out="rf", formats=FORMATS, unit=None, seed: int = 0) -> FieldMap:
     """Draw ``receptive_field``: the image with the box, and the ERF heat map with the same box."""
+    plt = pyplot()  # first: without matplotlib, a one-line error before any work
     from matplotlib.patches import Rectangle
 
     fm = receptive_field(net, layer, image, run, unit, seed)
-    plt = pyplot()
     h, w = fm.erf.shape
     fig, (ax_img, ax_erf) = plt.subplots(1, 2, figsize=(10, 4.8))
     img = fm.image

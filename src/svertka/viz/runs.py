@@ -156,6 +156,7 @@ def plot_confusion(run, out="confusion", formats=FORMATS, data=None, root=None, 
     """Evaluate a run on its test split and draw the confusion matrix."""
     from ..train.evaluate import evaluate, load_trained
 
+    pyplot()  # without matplotlib, fail before evaluating
     loaded = load_trained(run)  # on the backend it was trained with: the whole test split, so the fast one
     r = evaluate(loaded, data, root, limit=limit)
     fig = confusion_figure(r["confusion"], r["classes"] or loaded.classes,
