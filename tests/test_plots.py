@@ -275,6 +275,7 @@ def test_bad_input_is_one_line(run, shirt, tmp_path, capsys):
         (["plot", "rf", "no_such_model", "--layer", "x"], "unknown model"),
         (["plot", "zoo", "lenet*"], "no zoo model matching"),
         (["plot", "nope"], "invalid choice"),
+        (["plot", "conv", "--kernal", "3"], "the nearest flag is --kernel (kernel size) (see `svertka plot conv --help`)"),
     ]
     for argv, expected in cases:
         assert expected in one_line_error(capsys, argv), argv
