@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # The CPU wheel of torch 2.13.0 lies on disk; installed first, so that no range pulls a CUDA build.
 TORCH := torch==2.13.0
 
-.PHONY: demo test test-slow lint check-install venv clean bench kill-stress
+.PHONY: demo test test-slow lint check-install venv clean bench kill-stress gallery
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -33,6 +33,11 @@ test-slow: $(STAMP)
 # A user's install in fresh venvs: `pip install .`, and `pip install '.[torch]'` (scripts/check_install.sh).
 check-install:
 	PY=$(PY) TORCH_PIN=$(TORCH) scripts/check_install.sh
+
+# Every `svertka plot` kind into docs/gallery/ (trains two small LeNet-5 runs first; a few minutes).
+# One BLAS thread: the engine's small GEMMs run several times slower when threads fight for the cores.
+gallery: $(STAMP)
+	OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 $(BIN)/python -m svertka.viz.gallery docs/gallery
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/analysis_speed.py

@@ -363,5 +363,5 @@ def test_output_that_cannot_be_a_folder_is_one_line(tmp_path, capsys):
     (tmp_path / "file").write_text("x")
     argv = ["train", "--data", "fashion-mnist-mini", "--limit-train", "64", "--epochs", "1", "--threads", "1",
             "-q", "--backend", "numpy", "--output"]
-    assert "cannot make that folder" in one_line_error(capsys, [*argv, str(tmp_path / "file")])
+    assert "is a file" in one_line_error(capsys, [*argv, str(tmp_path / "file")])
     assert "cannot make that folder" in one_line_error(capsys, [*argv, str(tmp_path / "file" / "run")])

@@ -320,6 +320,8 @@ def build_parser() -> argparse.ArgumentParser:
     from .train.commands import add_parsers as add_train_parsers
     from .train.config import BACKENDS
     add_train_parsers(sub, _positive_int)  # train, eval, predict, augment
+    from .viz.commands import add_parsers as add_plot_parsers
+    add_plot_parsers(sub, _positive_int)  # plot KIND
 
     from .data.commands import add_parsers as add_data_parsers
     add_data_parsers(sub, _positive_int)  # data export
@@ -330,11 +332,15 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _unrecognized(parser, command, extra) -> str:
-    """The message for flags no parser took: the nearest real flag, and the subcommand's help."""
+def _unrecognized(parser, command, extra, kind=None) -> str:
+    """The message for flags no parser took: the nearest real flag, and the subcommand's help.
+    ``kind``: the second word of a two-word command (`plot conv`)."""
     import difflib
 
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[command]
+    if kind:
+        sub = next(a for a in sub._actions if isinstance(a, argparse._SubParsersAction)).choices[kind]
+        command = f"{command} {kind}"
     flags = {o: a for a in sub._actions for o in a.option_strings}
     msg = f"unrecognized arguments: {' '.join(extra)}"
     unknown = next((x.split("=")[0] for x in extra if x.startswith("-")), None)
@@ -350,7 +356,7 @@ def main(argv=None) -> int:
         parser = build_parser()
         args, extra = parser.parse_known_args(argv)
         if extra:
-            raise UsageError(_unrecognized(parser, args.command, extra))
+            raise UsageError(_unrecognized(parser, args.command, extra, getattr(args, "kind", None)))
         if args.command in ("train", "demo"):
             use_numpy_without_torch(args)
         args.func(args)

@@ -186,9 +186,11 @@ def cmd_eval(args):
         print("svertka: note: this model was trained without --aug flip; flip TTA usually lowers "
               "its accuracy", file=sys.stderr)
     r = evaluate(loaded, args.data, args.root, args.tta, limit=args.limit)
-    png = args.png or (str(Path(args.path) / "confusion.png") if Path(args.path).is_dir() else None)
+    from ..viz.figure import plots_available  # without matplotlib, write the PNG only when asked to
+
+    png = args.png or (str(Path(args.path) / "confusion.png") if Path(args.path).is_dir() and plots_available() else None)
     if png and png != "none":
-        confusion_png(r["confusion"], png)
+        confusion_png(r["confusion"], png, r["classes"] or loaded.classes)
     if args.json:
         print(json.dumps({"top1": r["top1"], "top5": r["top5"], "per_class": r["per_class"], "n": r["n"]}))
         return

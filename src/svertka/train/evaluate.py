@@ -109,18 +109,12 @@ def evaluate(loaded: Loaded, data: str | None = None, root=None, tta: str = "non
             "confusion": conf.tolist(), "classes": list(ds.classes), "data": data, "tta": tta}
 
 
-def confusion_png(conf, path, cell: int = 24) -> Path:
-    """Rows = true class, columns = predicted; darker = more of the row's images."""
-    from ..viz.image import write_image
+def confusion_png(conf, path, classes=None) -> Path:
+    """The labelled confusion matrix (svertka.viz.runs) as a PNG at ``path``."""
+    from ..viz.figure import save_as
+    from ..viz.runs import confusion_figure
 
-    conf = np.asarray(conf, np.float64)
-    frac = conf / np.maximum(1, conf.sum(1, keepdims=True))
-    img = (255 * (1 - frac)).astype(np.uint8)
-    img = np.kron(img, np.ones((cell, cell), np.uint8))
-    for i in range(0, img.shape[0] + 1, cell):  # grid lines
-        img[min(i, img.shape[0] - 1), :] = 160
-        img[:, min(i, img.shape[1] - 1)] = 160
-    return write_image(path, img)
+    return save_as(confusion_figure(conf, classes), path, "png")
 
 
 def load_image(path, shape) -> np.ndarray:
