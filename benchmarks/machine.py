@@ -42,14 +42,18 @@ def gemm_peak_gflops(dtype: str = "fp32", n: int = 2048, repeats: int = 5) -> fl
         b = a.copy()
         a @ b
         for _ in range(repeats):
-            t = time.perf_counter(); a @ b; best = min(best, time.perf_counter() - t)
+            t = time.perf_counter()
+            a @ b
+            best = min(best, time.perf_counter() - t)
     else:
         import torch
         a = torch.randn(n, n, dtype=torch.bfloat16)
         b = a.clone()
         a @ b
         for _ in range(repeats):
-            t = time.perf_counter(); a @ b; best = min(best, time.perf_counter() - t)
+            t = time.perf_counter()
+            a @ b
+            best = min(best, time.perf_counter() - t)
     return 2 * n ** 3 / best / 1e9
 
 

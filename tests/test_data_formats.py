@@ -94,7 +94,7 @@ def test_missing_file(tmp_path):
 
 def cifar_records(labels, images_chw):
     """The CIFAR-10 binary layout: label byte + 1024 R + 1024 G + 1024 B per record."""
-    return b"".join(bytes([l]) + img.tobytes() for l, img in zip(labels, images_chw))
+    return b"".join(bytes([label]) + img.tobytes() for label, img in zip(labels, images_chw))
 
 
 def test_cifar_binary(tmp_path):
@@ -151,7 +151,8 @@ def test_cifar_python(tmp_path, protocol, bytes_keys):
 
 def test_cifar_meta(tmp_path):
     names = ["airplane", "automobile"]
-    (tmp_path / "batches.meta").write_bytes(pickle.dumps({"num_cases_per_batch": 10000, "label_names": names, "num_vis": 3072}, 2))
+    meta = {"num_cases_per_batch": 10000, "label_names": names, "num_vis": 3072}
+    (tmp_path / "batches.meta").write_bytes(pickle.dumps(meta, 2))
     assert read_cifar_meta(tmp_path / "batches.meta") == names
     (tmp_path / "batches.meta.txt").write_text("airplane\nautomobile\n\n")
     assert read_cifar_meta(tmp_path / "batches.meta.txt") == names

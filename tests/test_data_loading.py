@@ -16,10 +16,10 @@ import numpy as np
 import pytest
 
 from svertka.data import datasets as ds_mod
+from svertka.data import load_dataset, split_indices
 from svertka.data.download import Checksum, fetch
 from svertka.data.registry import REGISTRY, IdxSplit
 from svertka.errors import DataError, UsageError
-from svertka.data import load_dataset, split_indices
 
 DEBIAN = Path("/usr/share/datasets/fashion-mnist")
 
@@ -61,7 +61,8 @@ class Server:
 
         self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05},
+                                       daemon=True)
         self.thread.start()
 
     def close(self):
@@ -94,12 +95,15 @@ def tiny_idx_dataset(n_train=30, n_test=10, seed=0):
     files, splits = {}, {}
     for split, prefix, n in (("train", "train", n_train), ("test", "t10k", n_test)):
         entries = []
-        for kind, arr in (("images-idx3", rng.integers(0, 256, (n, 28, 28), dtype=np.uint8)), ("labels-idx1", np.arange(n, dtype=np.uint8) % 10)):
-            raw = b"\x00\x00\x08" + bytes([arr.ndim]) + b"".join(d.to_bytes(4, "big") for d in arr.shape) + arr.tobytes()
+        for kind, arr in (("images-idx3", rng.integers(0, 256, (n, 28, 28), dtype=np.uint8)),
+                          ("labels-idx1", np.arange(n, dtype=np.uint8) % 10)):
+            header = b"\x00\x00\x08" + bytes([arr.ndim]) + b"".join(d.to_bytes(4, "big") for d in arr.shape)
+            raw = header + arr.tobytes()
             gz = gzip.compress(raw)
             name = f"{prefix}-{kind}-ubyte.gz"
             files[name] = (gz, arr)
-            entries.append((name, Checksum(raw_sha256=hashlib.sha256(raw).hexdigest(), archive_md5=hashlib.md5(gz).hexdigest(), raw_size=len(raw))))
+            entries.append((name, Checksum(raw_sha256=hashlib.sha256(raw).hexdigest(),
+                                           archive_md5=hashlib.md5(gz).hexdigest(), raw_size=len(raw))))
         splits[split] = IdxSplit(*entries)
     return files, splits
 
@@ -109,11 +113,13 @@ def fake_fashion(monkeypatch, tmp_path):
     """Point the fashion-mnist entry at tiny files; returns (files, set_mirrors, system_dir)."""
     files, splits = tiny_idx_dataset()
     system = tmp_path / "system"
-    info = dataclasses.replace(REGISTRY["fashion-mnist"], idx=splits, mirrors=(dead_url(),), system_dirs=(str(system),))
+    info = dataclasses.replace(REGISTRY["fashion-mnist"], idx=splits, mirrors=(dead_url(),),
+                               system_dirs=(str(system),))
     monkeypatch.setitem(REGISTRY, "fashion-mnist", info)
 
     def set_mirrors(*urls):
-        monkeypatch.setitem(REGISTRY, "fashion-mnist", dataclasses.replace(REGISTRY["fashion-mnist"], mirrors=urls))
+        monkeypatch.setitem(REGISTRY, "fashion-mnist",
+                            dataclasses.replace(REGISTRY["fashion-mnist"], mirrors=urls))
 
     return files, set_mirrors, system
 
@@ -129,7 +135,8 @@ def put(folder, files, names=None):
 
 def test_fetch_success_and_progress(server, tmp_path, capsys):
     server.files["/f.bin"] = b"x" * 100_000
-    dest = fetch(server.url + "f.bin", tmp_path / "d" / "f.bin", Checksum(archive_md5=hashlib.md5(b"x" * 100_000).hexdigest()))
+    dest = fetch(server.url + "f.bin", tmp_path / "d" / "f.bin",
+                 Checksum(archive_md5=hashlib.md5(b"x" * 100_000).hexdigest()))
     assert dest.read_bytes() == b"x" * 100_000
     assert "f.bin" in capsys.readouterr().err
     assert [p.name for p in dest.parent.iterdir()] == ["f.bin"]
@@ -152,7 +159,8 @@ def test_fetch_truncated_leaves_nothing(server, tmp_path):
 
 def test_fetch_falls_back_to_next_mirror(server, tmp_path):
     server.files["/m2/f.bin"] = b"ok"
-    fetch([dead_url() + "f.bin", server.url + "missing/f.bin", server.url + "m2/f.bin"], tmp_path / "f.bin", quiet=True)
+    fetch([dead_url() + "f.bin", server.url + "missing/f.bin", server.url + "m2/f.bin"], tmp_path / "f.bin",
+          quiet=True)
     assert (tmp_path / "f.bin").read_bytes() == b"ok"
 
 
@@ -164,7 +172,8 @@ def test_load_downloads_verifies_and_reuses(server, fake_fashion, private_cache)
     ds = load_dataset("fashion-mnist", split="test")
     assert ds.images.shape == (10, 28, 28, 1) and ds.labels.dtype == np.int64
     np.testing.assert_array_equal(ds.images[..., 0], files["t10k-images-idx3-ubyte.gz"][1])
-    assert sorted(p.name for p in (private_cache / "fashion-mnist").iterdir()) == ["t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"]
+    assert sorted(p.name for p in (private_cache / "fashion-mnist").iterdir()) == [
+        "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"]
     n_hits = len(server.hits)
     load_dataset("fashion-mnist", split="test")  # second time: from the cache
     assert len(server.hits) == n_hits
@@ -195,7 +204,8 @@ def test_offline_error_says_where_to_put_files(fake_fashion, private_cache):
     with pytest.raises(DataError) as err:
         load_dataset("fashion-mnist", split="test")
     msg = str(err.value)
-    assert "t10k-images-idx3-ubyte.gz" in msg and str(private_cache / "fashion-mnist") in msg and "--root" in msg
+    assert "t10k-images-idx3-ubyte.gz" in msg and str(private_cache / "fashion-mnist") in msg
+    assert "--root" in msg
     assert "\n" not in msg
 
 
@@ -219,7 +229,8 @@ def test_search_order_root_then_cache_then_system(fake_fashion, tmp_path, privat
     assert load_dataset("fashion-mnist", root=root, split="test").location == str(root)
     # root/<name>/ also counts
     put(tmp_path / "root2" / "fashion-mnist", files)
-    assert load_dataset("fashion-mnist", root=tmp_path / "root2", split="test").location.endswith("root2/fashion-mnist")
+    in_root2 = load_dataset("fashion-mnist", root=tmp_path / "root2", split="test")
+    assert in_root2.location.endswith("root2/fashion-mnist")
 
 
 def test_decompressed_files_are_accepted(fake_fashion, tmp_path):
@@ -284,7 +295,8 @@ def test_cifar10_download_extract_and_load(server, monkeypatch, tmp_path):
         real,
         mirrors=(server.url,),
         archive=("cifar-10-python.tar.gz", Checksum(archive_md5=hashlib.md5(archive).hexdigest())),
-        batches={s: tuple((n, Checksum(raw_md5=batches[n][1])) for n, _ in real.batches[s]) for s in real.batches},
+        batches={s: tuple((n, Checksum(raw_md5=batches[n][1])) for n, _ in real.batches[s])
+                 for s in real.batches},
     )
     monkeypatch.setitem(REGISTRY, "cifar10", fake)
     root = tmp_path / "data"
@@ -296,7 +308,8 @@ def test_cifar10_download_extract_and_load(server, monkeypatch, tmp_path):
     np.testing.assert_array_equal(train.images[:3], first["data"].reshape(3, 3, 32, 32).transpose(0, 2, 3, 1))
     assert train.labels[:3].tolist() == first["labels"]
     folder = root / "cifar10"
-    assert sorted(p.name for p in folder.iterdir()) == ["cifar-10-batches-py"]  # archive removed after extraction
+    # archive removed after extraction
+    assert sorted(p.name for p in folder.iterdir()) == ["cifar-10-batches-py"]
     assert not (tmp_path / "escape").exists()
     # a tampered batch is caught by its md5
     (folder / "cifar-10-batches-py" / "test_batch").write_bytes(pickle.dumps(first, protocol=2))
@@ -361,7 +374,8 @@ def test_val_split_of_mini():
     assert len(tr) == 5400 and len(va) == 600
     assert np.bincount(va.labels).tolist() == [60] * 10
     both = np.concatenate([tr.images, va.images]).reshape(6000, -1)
-    assert len(np.unique(both, axis=0)) == len(np.unique(load_dataset("fashion-mnist-mini").images.reshape(6000, -1), axis=0))
+    whole = load_dataset("fashion-mnist-mini").images.reshape(6000, -1)
+    assert len(np.unique(both, axis=0)) == len(np.unique(whole, axis=0))
 
 
 # --------------------------------------------------------- real data
@@ -372,7 +386,8 @@ def test_mini_is_real_fashion_mnist():
     test = load_dataset("fashion-mnist-mini", split="test")
     assert train.images.shape == (6000, 28, 28, 1) and test.images.shape == (2000, 28, 28, 1)
     assert train.images.dtype == np.uint8 and train.labels.dtype == np.int64
-    assert np.bincount(train.labels).tolist() == [600] * 10 and np.bincount(test.labels).tolist() == [200] * 10
+    assert np.bincount(train.labels).tolist() == [600] * 10
+    assert np.bincount(test.labels).tolist() == [200] * 10
     x = train.images / 255.0
     assert abs(x.mean() - 0.286) < 0.01 and abs(x.std() - 0.353) < 0.01  # Fashion-MNIST's statistics
     # Trousers are tall and narrow, bags are wide: class means must differ like that.
@@ -394,7 +409,8 @@ def test_batches_and_float_conversion():
     sizes = [len(y) for _, y in ds.batches(600)]
     assert sizes == [600, 600, 600, 200]
     assert [len(y) for _, y in ds.batches(600, drop_last=True)] == [600] * 3
-    (xa, ya), (xb, yb) = next(ds.batches(64, shuffle=True, seed=1)), next(ds.batches(64, shuffle=True, seed=1))
+    xa, ya = next(ds.batches(64, shuffle=True, seed=1))
+    xb, yb = next(ds.batches(64, shuffle=True, seed=1))
     assert np.array_equal(ya, yb) and np.array_equal(xa, xb)
     f = ds_mod.to_float_nchw(xa[:4], ds.mean, ds.std)
     assert f.shape == (4, 1, 28, 28) and f.dtype == np.float32
@@ -403,9 +419,11 @@ def test_batches_and_float_conversion():
         ds_mod.to_float_nchw(f)
 
 
-@pytest.mark.skipif(not (DEBIAN / "t10k-images-idx3-ubyte.gz").is_file(), reason="Debian dataset-fashion-mnist not installed")
+@pytest.mark.skipif(not (DEBIAN / "t10k-images-idx3-ubyte.gz").is_file(),
+                    reason="Debian dataset-fashion-mnist not installed")
 def test_debian_fashion_mnist_checks_out_and_contains_mini(monkeypatch):
-    monkeypatch.setitem(REGISTRY, "fashion-mnist", dataclasses.replace(REGISTRY["fashion-mnist"], mirrors=(dead_url(),)))
+    monkeypatch.setitem(REGISTRY, "fashion-mnist",
+                        dataclasses.replace(REGISTRY["fashion-mnist"], mirrors=(dead_url(),)))
     full = load_dataset("fashion-mnist", split="test", download=False)
     assert full.images.shape == (10000, 28, 28, 1) and full.location == str(DEBIAN)
     mini = load_dataset("fashion-mnist-mini", split="test")

@@ -57,7 +57,8 @@ class Dataset:
     def image_shape(self) -> tuple[int, int, int]:
         return tuple(self.images.shape[1:])
 
-    def batches(self, batch_size: int, shuffle: bool = False, seed: int | np.random.Generator = 0, drop_last: bool = False):
+    def batches(self, batch_size: int, shuffle: bool = False, seed: int | np.random.Generator = 0,
+                drop_last: bool = False):
         """Yield (images uint8 NHWC, labels) batches; shuffled by a seeded generator if asked."""
         if batch_size < 1:
             raise UsageError(f"batch size must be at least 1, got {batch_size}")
@@ -118,7 +119,8 @@ def _find(filename: str, dirs: list[Path]) -> Path | None:
 
 def _missing(info: DatasetInfo, names, root, why: str) -> DataError:
     # the place named is one the search reads first: the --root folder itself, else the cache
-    where = f"{Path(root).expanduser()}" if root is not None else f"{cache_dir() / info.name} (or in a folder you pass as --root)"
+    where = (f"{Path(root).expanduser()}" if root is not None
+             else f"{cache_dir() / info.name} (or in a folder you pass as --root)")
     return DataError(
         f"{info.name}: {why}; put {', '.join(names)} in {where}, "
         f"from {info.mirrors[0] if info.mirrors else info.homepage}"
@@ -178,7 +180,8 @@ def _load_cifar10(info: DatasetInfo, split: str, root, download: bool):
     downloaded = False
     if archive is None:
         if not download:
-            raise _missing(info, [archive_name, f"or its extracted {CIFAR10_PYTHON_DIR}/"], root, "no CIFAR-10 files found and download=False")
+            raise _missing(info, [archive_name, f"or its extracted {CIFAR10_PYTHON_DIR}/"], root,
+                           "no CIFAR-10 files found and download=False")
         try:
             archive = fetch([m + archive_name for m in info.mirrors], target / archive_name, archive_check)
         except DataError as exc:
@@ -186,7 +189,8 @@ def _load_cifar10(info: DatasetInfo, split: str, root, download: bool):
                            f"download failed ({exc})") from None
         downloaded = True
     everything = info.batches["train"] + info.batches["test"]
-    extract_members(archive, {f"{CIFAR10_PYTHON_DIR}/{n}": target / CIFAR10_PYTHON_DIR / n for n, _ in everything})
+    extract_members(archive,
+                    {f"{CIFAR10_PYTHON_DIR}/{n}": target / CIFAR10_PYTHON_DIR / n for n, _ in everything})
     if downloaded:  # the extracted, verified batches are all we need
         archive.unlink(missing_ok=True)
     return _load_cifar10(info, split, root, download=False)  # now found in target
@@ -194,7 +198,8 @@ def _load_cifar10(info: DatasetInfo, split: str, root, download: bool):
 
 def _load_imagefolder(info: DatasetInfo, split: str, root, size, mode):
     if root is None:
-        raise UsageError("imagefolder needs a root: pass --root DIR holding <class>/<image> (or train/ and test/ or val/ folders)")
+        raise UsageError("imagefolder needs a root: pass --root DIR holding <class>/<image> "
+                         "(or train/ and test/ or val/ folders)")
     root = Path(root).expanduser()
     train_dir = root / "train" if (root / "train").is_dir() else root
     if split == "train":
@@ -202,7 +207,8 @@ def _load_imagefolder(info: DatasetInfo, split: str, root, size, mode):
     else:  # ImageNet ships its held-out set as val/; treat it as the test split
         folder = next((root / s for s in ("test", "val") if (root / s).is_dir()), None)
         if folder is None:
-            raise DataError(f"{root}: no test/ or val/ folder for the test split; add one or use val_fraction on train")
+            raise DataError(f"{root}: no test/ or val/ folder for the test split; "
+                            "add one or use val_fraction on train")
     classes = None
     if folder != train_dir and train_dir != root:  # keep label indices of the train split
         classes = sorted(p.name for p in train_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
@@ -265,7 +271,8 @@ def load_dataset(
     else:
         images, labels, where, classes = _load_imagefolder(info, source, root, size, mode)
     if len(classes) and labels.size and labels.max() >= len(classes):
-        raise DataError(f"{where}: label {labels.max()} but {info.name} has {len(classes)} classes; wrong files?")
+        raise DataError(f"{where}: label {labels.max()} but {info.name} has {len(classes)} classes; "
+                        "wrong files?")
     if split != "test" and val_fraction > 0:
         train_idx, val_idx = split_indices(labels, val_fraction, seed)
         keep = val_idx if split == "val" else train_idx
