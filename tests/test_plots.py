@@ -16,7 +16,8 @@ PIL = pytest.importorskip("PIL")
 from PIL import Image  # noqa: E402
 
 from svertka.analysis import analyze  # noqa: E402
-from svertka.backends.numpy import Tensor, functional as F  # noqa: E402
+from svertka.backends.numpy import Tensor  # noqa: E402
+from svertka.backends.numpy import functional as F  # noqa: E402
 from svertka.cli import main  # noqa: E402
 from svertka.spec import Conv2d, geometry  # noqa: E402
 from svertka.zoo import create_model, get_entry, list_models  # noqa: E402
@@ -48,8 +49,9 @@ def svg_text(path) -> str:
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     d = tmp_path_factory.mktemp("plots") / "lenet-run"
-    assert main(["train", "lenet5", "--data", "fashion-mnist-mini", "--epochs", "2", "-b", "64", "--backend", "numpy",
-                 "--limit-train", "256", "--limit-test", "128", "--threads", "1", "--output", str(d), "-q"]) == 0
+    assert main(["train", "lenet5", "--data", "fashion-mnist-mini", "--epochs", "2", "-b", "64",
+                 "--backend", "numpy", "--limit-train", "256", "--limit-test", "128", "--threads", "1",
+                 "--output", str(d), "-q"]) == 0
     return d
 
 
@@ -76,7 +78,8 @@ def test_curves_overlay_runs(run, tmp_path, capsys):
     assert main(["plot", "curves", str(run), str(other), "--out", str(tmp_path / "c")]) == 0
     check_png(tmp_path / "c.png")
     text = svg_text(tmp_path / "c.svg")
-    for label in ("lenet-run (test)", "second-run (test)", "lenet-run (train)", "epoch", "top-1 accuracy (%)"):
+    for label in ("lenet-run (test)", "second-run (test)", "lenet-run (train)", "epoch",
+                  "top-1 accuracy (%)"):
         assert label in text
 
 
@@ -129,7 +132,8 @@ def test_filters_of_a_run(run, tmp_path, capsys):
 
 
 def test_features_every_conv_stage(run, shirt, tmp_path, capsys):
-    assert main(["plot", "features", str(run), str(shirt), "--channels", "4", "--out", str(tmp_path / "x")]) == 0
+    assert main(["plot", "features", str(run), str(shirt), "--channels", "4",
+                 "--out", str(tmp_path / "x")]) == 0
     check_png(tmp_path / "x.png")
     text = svg_text(tmp_path / "x.svg")
     assert "features.0" in text and "6x28x28" in text and "features.3" in text and "16x10x10" in text
@@ -271,11 +275,13 @@ def test_bad_input_is_one_line(run, shirt, tmp_path, capsys):
         (["plot", "curves", str(broken)], "line 1 is not JSON"),
         (["plot", "rf", "lenet5", "--layer", "nope"], "no layer 'nope'"),
         (["plot", "rf", "lenet5", "--layer", "classifier.0"], "not a feature map"),
-        (["plot", "rf", "resnet18", "--layer", "layer1", "--run", str(run)], "weights of lenet5, not resnet18"),
+        (["plot", "rf", "resnet18", "--layer", "layer1", "--run", str(run)],
+         "weights of lenet5, not resnet18"),
         (["plot", "rf", "no_such_model", "--layer", "x"], "unknown model"),
         (["plot", "zoo", "lenet*"], "no zoo model matching"),
         (["plot", "nope"], "invalid choice"),
-        (["plot", "conv", "--kernal", "3"], "the nearest flag is --kernel (kernel size) (see `svertka plot conv --help`)"),
+        (["plot", "conv", "--kernal", "3"],
+         "the nearest flag is --kernel (kernel size) (see `svertka plot conv --help`)"),
     ]
     for argv, expected in cases:
         assert expected in one_line_error(capsys, argv), argv
@@ -307,7 +313,8 @@ def test_depth_cli_json_and_figure(tmp_path, capsys):
     assert main(["plot", "depth", "--depths", "3,5", "--backend", "numpy", "--json",
                  "--out", str(tmp_path / "d")]) == 0
     rows = json.loads(capsys.readouterr().out)
-    assert len(rows) == 2 * 16 and {r["depth"] for r in rows} == {3, 5} and {r["backend"] for r in rows} == {"numpy"}
+    assert len(rows) == 2 * 16 and {r["depth"] for r in rows} == {3, 5}
+    assert {r["backend"] for r in rows} == {"numpy"}
     assert all(r["grad_ratio_first_to_last"] == pytest.approx(r["grad_std_first"] / r["grad_std_last"])
                for r in rows)
     from svertka.viz.depth import markdown_table
@@ -331,7 +338,8 @@ def test_every_plot_flag_has_help_and_shows_its_default():
     parser = build_parser()
     plot = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices["plot"]
     kinds = next(a for a in plot._actions if isinstance(a, argparse._SubParsersAction)).choices
-    assert set(kinds) == {"curves", "confusion", "filters", "features", "rf", "conv", "toeplitz", "zoo", "depth"}
+    assert set(kinds) == {"curves", "confusion", "filters", "features", "rf", "conv", "toeplitz", "zoo",
+                          "depth"}
     for name, sub in kinds.items():
         assert not sub.allow_abbrev
         formatter = sub._get_formatter()

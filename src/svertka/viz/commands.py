@@ -5,8 +5,8 @@ import argparse
 
 
 def add_parsers(sub, positive_int) -> None:
-    p = sub.add_parser("plot", help="pictures of the lecture as PNG + SVG: curves, confusion, filters, features, "
-                       "rf, conv, toeplitz, zoo, depth")
+    p = sub.add_parser("plot", help="pictures of the lecture as PNG + SVG: curves, confusion, filters, "
+                       "features, rf, conv, toeplitz, zoo, depth")
     kinds = p.add_subparsers(dest="kind", metavar="KIND", parser_class=type(p))
     kinds.required = True
 
@@ -27,9 +27,11 @@ def add_parsers(sub, positive_int) -> None:
         return s
 
     s = kind("curves", "loss and accuracy per epoch of one or more runs, overlaid", cmd_curves)
-    s.add_argument("runs", nargs="+", metavar="RUN", help="run folders of `svertka train` (their metrics.jsonl)")
+    s.add_argument("runs", nargs="+", metavar="RUN",
+                   help="run folders of `svertka train` (their metrics.jsonl)")
 
-    s = kind("confusion", "a run's confusion matrix on its test split, with class names and counts", cmd_confusion)
+    s = kind("confusion", "a run's confusion matrix on its test split, with class names and counts",
+             cmd_confusion)
     s.add_argument("run", metavar="RUN", help="a run folder or a .safetensors file")
     s.add_argument("--data", help="dataset (default: the one it was trained on)")
     s.add_argument("--root", help="folder with the dataset files (default: as in train)")
@@ -42,11 +44,13 @@ def add_parsers(sub, positive_int) -> None:
     s = kind("features", "the feature maps of one image at every conv stage", cmd_features)
     s.add_argument("run", metavar="RUN", help="a run folder or a .safetensors file")
     s.add_argument("image", metavar="IMAGE", help="a PNG or JPEG, resized to the model's input")
-    s.add_argument("--channels", type=positive_int, default=8, help="feature maps per stage (the most active)")
+    s.add_argument("--channels", type=positive_int, default=8,
+                   help="feature maps per stage (the most active)")
     s.add_argument("--invert", choices=("auto", "yes", "no"), default="auto", help="invert the image, as in "
                    "`svertka predict`")
 
-    s = kind("rf", "one unit's theoretical receptive field (box) and effective one (|d unit / d input|)", cmd_rf)
+    s = kind("rf", "one unit's theoretical receptive field (box) and effective one (|d unit / d input|)",
+             cmd_rf)
     s.add_argument("model", metavar="MODEL", help="zoo name, JSON network file or run folder")
     s.add_argument("image", metavar="IMAGE", nargs="?", help="a PNG or JPEG (default: N(0, 1) noise)")
     s.add_argument("--layer", required=True, help="the unit's layer, e.g. features.3 (required)")
@@ -71,9 +75,10 @@ def add_parsers(sub, positive_int) -> None:
     s = kind("zoo", "ImageNet top-1 against MACs, bubble area = parameters", cmd_zoo)
     s.add_argument("pattern", nargs="?", default="*", help="wildcard over model names, e.g. 'resnet*'")
 
-    s = kind("depth", "the 'stack more layers' slide, measured: activation and gradient std per layer at init",
-             cmd_depth)
-    s.add_argument("--depths", default="10,50,200,1000", help="comma-separated depths; the figure shows the largest")
+    s = kind("depth", "the 'stack more layers' slide, measured: activation and gradient std per layer "
+             "at init", cmd_depth)
+    s.add_argument("--depths", default="10,50,200,1000",
+                   help="comma-separated depths; the figure shows the largest")
     s.add_argument("--backend", choices=("both", "numpy", "torch"), default="both",
                    help="which backends measure (both: they must agree)")
     s.add_argument("--seed", type=int, default=0, help="the weights and the batch")
@@ -117,7 +122,8 @@ def cmd_rf(args):
     y0, y1, x0, x1 = fm.box
     side = fm.mass_within(0.95)
     _wrote(fm.paths, f"{fm.model} {fm.layer} unit {fm.unit}: theoretical field rows {y0}..{y1}, columns "
-           f"{x0}..{x1} ({y1 - y0 + 1}x{x1 - x0 + 1} px); 95% of |d unit / d input| lies within {side}x{side} px")
+           f"{x0}..{x1} ({y1 - y0 + 1}x{x1 - x0 + 1} px); 95% of |d unit / d input| lies within "
+           f"{side}x{side} px")
 
 
 def cmd_conv(args):
@@ -133,8 +139,8 @@ def cmd_toeplitz(args):
     cm = plot_toeplitz(parse_hw(args.size), args.kernel, args.stride, args.padding, args.dilation, args.seed,
                        args.out)
     rows, cols = cm.matrix.shape
-    _wrote(cm.paths, f"M is {rows}x{cols} ({cm.out_hw[0]}x{cm.out_hw[1]} outputs, {cm.in_hw[0]}x{cm.in_hw[1]} "
-           f"inputs), {100 * cm.zero_fraction:.1f}% zeros")
+    _wrote(cm.paths, f"M is {rows}x{cols} ({cm.out_hw[0]}x{cm.out_hw[1]} outputs, "
+           f"{cm.in_hw[0]}x{cm.in_hw[1]} inputs), {100 * cm.zero_fraction:.1f}% zeros")
 
 
 def cmd_zoo(args):
@@ -158,12 +164,14 @@ def cmd_depth(args):
     try:
         depths = sorted({int(d) for d in args.depths.split(",")})
     except ValueError:
-        raise UsageError(f"malformed --depths {args.depths!r}; write comma-separated integers, e.g. 10,50") from None
+        raise UsageError(f"malformed --depths {args.depths!r}; write comma-separated integers, "
+                         "e.g. 10,50") from None
     if not depths or min(depths) < 1 or max(depths) > 5000:
         raise UsageError(f"--depths must lie in 1..5000, got {args.depths!r}")
     backends = ("numpy", "torch") if args.backend == "both" else (args.backend,)
     if "torch" in backends and importlib.util.find_spec("torch") is None:
-        raise UsageError("the torch backend is not installed; pip install 'svertka[torch]' or pass --backend numpy")
+        raise UsageError("the torch backend is not installed; pip install 'svertka[torch]' "
+                         "or pass --backend numpy")
     pyplot()  # without matplotlib, fail before minutes of measuring
     results = run_experiment(depths, backends, seed=args.seed)
     paths = plot_depth(results, args.out)
@@ -180,11 +188,12 @@ def cmd_depth(args):
         kind = "+".join(x for x, on in (("BN", bn), ("residual", res)) if on) or "plain"
         out.append([kind, init, depth] + [fmt(per[b]["grad_ratio_first_to_last"]) for b in backends]
                    + [fmt(per[backends[0]]["act_std_last"])])
-    print(table(["net", "init", "depth"] + [f"grad std first/last ({b})" for b in backends] + ["act std last"],
-                out, "<<>" + ">" * (len(backends) + 1)))
+    print(table(["net", "init", "depth"] + [f"grad std first/last ({b})" for b in backends]
+                + ["act std last"], out, "<<>" + ">" * (len(backends) + 1)))
     if len(backends) == 2:
-        gaps = [abs(math.log10(p["numpy"]["grad_ratio_first_to_last"] / p["torch"]["grad_ratio_first_to_last"]))
-                for p in by_key.values() if p["numpy"]["grad_ratio_first_to_last"] and p["torch"]["grad_ratio_first_to_last"]]
-        print(f"numpy vs torch: the ratios differ by at most {max(gaps, default=0):.2g} decades over {len(gaps)} "
-              f"finite pairs")
+        pairs = [(p["numpy"]["grad_ratio_first_to_last"], p["torch"]["grad_ratio_first_to_last"])
+                 for p in by_key.values()]
+        gaps = [abs(math.log10(a / b)) for a, b in pairs if a and b]
+        print(f"numpy vs torch: the ratios differ by at most {max(gaps, default=0):.2g} decades over "
+              f"{len(gaps)} finite pairs")
     _wrote(paths)

@@ -42,8 +42,8 @@ class ConvAnimation:
 def formula_text(n: int, k: int, s: int, p: int, d: int) -> tuple[int, str]:
     """(output size, the formula with the numbers put in)."""
     out = conv_out(n, k, s, p, d)
-    return out, (f"out = floor((in + 2p - d(k-1) - 1) / s) + 1 = floor(({n} + 2*{p} - {d}*({k}-1) - 1) / {s}) + 1"
-                 f" = {out}")
+    return out, (f"out = floor((in + 2p - d(k-1) - 1) / s) + 1 = "
+                 f"floor(({n} + 2*{p} - {d}*({k}-1) - 1) / {s}) + 1 = {out}")
 
 
 def check_geometry(n: int, k: int, s: int, p: int, d: int) -> int:
@@ -75,11 +75,12 @@ def plot_conv(size: int = 5, kernel: int = 3, stride: int = 1, padding: int = 0,
     n_pad = size + 2 * padding
     base = np.zeros((n_pad, n_pad), np.int64)
     base[padding:padding + size, padding:padding + size] = 1
-    fig, (ax_in, ax_out) = plt.subplots(1, 2, figsize=(8.5, 4.9), gridspec_kw={"width_ratios": [n_pad, max(o, 3)]},
-                                        dpi=GIF_DPI)
+    fig, (ax_in, ax_out) = plt.subplots(1, 2, figsize=(8.5, 4.9),
+                                        gridspec_kw={"width_ratios": [n_pad, max(o, 3)]}, dpi=GIF_DPI)
     im_in = ax_in.imshow(base, cmap=ListedColormap(_IN_COLOURS), vmin=0, vmax=3)
     im_out = ax_out.imshow(np.zeros((o, o), np.int64), cmap=ListedColormap(_OUT_COLOURS), vmin=0, vmax=2)
-    for ax, m, what in ((ax_in, n_pad, f"input {size}x{size}" + (f" + padding {padding} (white)" if padding else "")),
+    for ax, m, what in ((ax_in, n_pad,
+                         f"input {size}x{size}" + (f" + padding {padding} (white)" if padding else "")),
                         (ax_out, o, f"output {o}x{o}")):
         ax.set_xticks(np.arange(-0.5, m, 1), minor=True)
         ax.set_yticks(np.arange(-0.5, m, 1), minor=True)

@@ -31,7 +31,8 @@ class ConvMatrix:
         return float((self.matrix == 0).mean())
 
 
-def conv_matrix(in_hw, kernel: np.ndarray, stride: int = 1, padding: int = 0, dilation: int = 1) -> ConvMatrix:
+def conv_matrix(in_hw, kernel: np.ndarray, stride: int = 1, padding: int = 0,
+                dilation: int = 1) -> ConvMatrix:
     """The matrix of a single-channel conv (cross-correlation, as torch) with ``kernel``."""
     h, w = in_hw
     k = kernel.shape[0]
@@ -70,9 +71,10 @@ def plot_toeplitz(in_hw=(4, 4), kernel: int = 3, stride: int = 1, padding: int =
     if h * w > MAX_PIXELS:
         raise UsageError(f"--in {h}x{w} makes a matrix {h * w} columns wide, too small to read; use at most "
                          f"{MAX_PIXELS} pixels (e.g. 6x6)")
-    if min(conv_out(h, kernel, stride, padding, dilation), conv_out(w, kernel, stride, padding, dilation)) < 1:
-        raise UsageError(f"a {kernel}x{kernel} kernel with dilation {dilation} does not fit a {h}x{w} input with "
-                         f"padding {padding}; use a larger --in or --padding")
+    if min(conv_out(h, kernel, stride, padding, dilation),
+           conv_out(w, kernel, stride, padding, dilation)) < 1:
+        raise UsageError(f"a {kernel}x{kernel} kernel with dilation {dilation} does not fit a {h}x{w} input "
+                         f"with padding {padding}; use a larger --in or --padding")
     # small integers, so the matrix can be read cell by cell
     weights = np.random.default_rng(seed).integers(1, 10, size=(kernel, kernel)).astype(np.float32)
     cm = conv_matrix((h, w), weights, stride, padding, dilation)
@@ -93,7 +95,8 @@ def plot_toeplitz(in_hw=(4, 4), kernel: int = 3, stride: int = 1, padding: int =
     if rows * cols <= 2500:
         for (r, c), v in np.ndenumerate(cm.matrix):
             if v:
-                ax_m.text(c, r, f"{v:.0f}", ha="center", va="center", color="black" if v > 5 else "white", fontsize=6)
+                ax_m.text(c, r, f"{v:.0f}", ha="center", va="center", color="black" if v > 5 else "white",
+                          fontsize=6)
     ax_m.set_xticks(np.arange(-0.5, cols, 1), minor=True)
     ax_m.set_yticks(np.arange(-0.5, rows, 1), minor=True)
     ax_m.grid(which="minor", color="#d9d9d9", lw=0.5)

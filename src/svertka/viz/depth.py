@@ -65,7 +65,8 @@ class Measured:
         return {"bn": self.variant.bn, "residual": self.variant.residual, "init": self.variant.init,
                 "depth": self.depth, "backend": self.backend,
                 "act_std_first": num(self.act_std[0]), "act_std_last": num(self.act_std[-1]),
-                "grad_std_first": num(first), "grad_std_last": num(last), "grad_ratio_first_to_last": num(ratio)}
+                "grad_std_first": num(first), "grad_std_last": num(last),
+                "grad_ratio_first_to_last": num(ratio)}
 
 
 def variants(inits=INITS) -> list[Variant]:
@@ -134,7 +135,8 @@ def measure(depth: int, v: Variant, backend: str, batch=None, seed: int = 0) -> 
             model.load_state_dict(init_weights(model.state_dict(), v, seed))
             m.act_std, m.grad_std = _segmented(model.train(), x, y, engine.Tensor,
                                                lambda a: engine.Tensor(a.data, requires_grad=True),
-                                               engine.functional.cross_entropy, lambda t: np.asarray(getattr(t, "data", t), np.float64))
+                                               engine.functional.cross_entropy,
+                                               lambda t: np.asarray(getattr(t, "data", t), np.float64))
         elif backend == "torch":
             import torch
 
@@ -177,7 +179,8 @@ def _segmented(model, x, y, tensor, cut, loss_fn, to_numpy):
     return act, grad
 
 
-def run_experiment(depths=DEPTHS, backends=("numpy", "torch"), inits=INITS, seed: int = 0, log=None) -> list[Measured]:
+def run_experiment(depths=DEPTHS, backends=("numpy", "torch"), inits=INITS, seed: int = 0,
+                   log=None) -> list[Measured]:
     batch = real_batch(seed)
     results = []
     for depth in depths:
@@ -200,7 +203,8 @@ def plot_depth(results: list[Measured], out="depth", formats=("png", "svg")):
     inits = [i for i in INITS if any(r.variant.init == i for r in deepest)]
     plt = pyplot()
     fig, axes = plt.subplots(2, len(inits), figsize=(3.3 * len(inits) + 0.8, 6.4), squeeze=False, sharex=True)
-    colours = {(False, False): "#d62728", (True, False): "#1f77b4", (False, True): "#ff7f0e", (True, True): "#2ca02c"}
+    colours = {(False, False): "#d62728", (True, False): "#1f77b4", (False, True): "#ff7f0e",
+               (True, True): "#2ca02c"}
     names = {(False, False): "plain", (True, False): "BatchNorm", (False, True): "residual",
              (True, True): "BatchNorm + residual"}
     layers = np.arange(1, depth + 1)
@@ -256,6 +260,7 @@ def markdown_table(rows: list[dict]) -> str:
         vals = []
         for d in depths:
             per = per_depth.get(d, {})
-            vals.append(" / ".join(fmt(per[b]["grad_ratio_first_to_last"]) for b in ("numpy", "torch") if b in per))
+            vals.append(" / ".join(fmt(per[b]["grad_ratio_first_to_last"])
+                                   for b in ("numpy", "torch") if b in per))
         lines.append(f"| {kind} | {init} | " + " | ".join(vals) + " |")
     return "\n".join(lines)

@@ -89,7 +89,8 @@ def receptive_field(net, layer: str, image=None, run=None, unit=None, seed: int 
     if run is not None:
         loaded, model = load_engine_model(run)
         if loaded.net.name != net.name:
-            raise UsageError(f"{run} holds weights of {loaded.net.name}, not {net.name}; pass the run's model")
+            raise UsageError(f"{run} holds weights of {loaded.net.name}, not {net.name}; "
+                             "pass the run's model")
         mean, std, weights = loaded.mean, loaded.std, f"trained ({run_label(run)})"
     else:
         engine.manual_seed(seed)
@@ -100,11 +101,13 @@ def receptive_field(net, layer: str, image=None, run=None, unit=None, seed: int 
         if loaded is not None and invert_choice(loaded, shown, invert)[0]:
             shown = 255 - shown
         x = shown.transpose(2, 0, 1)[None].astype(np.float32) / 255
-        x = (x - np.asarray(mean, np.float32).reshape(1, -1, 1, 1)) / np.asarray(std, np.float32).reshape(1, -1, 1, 1)
+        x = ((x - np.asarray(mean, np.float32).reshape(1, -1, 1, 1))
+             / np.asarray(std, np.float32).reshape(1, -1, 1, 1))
         source = Path(image).name
     else:
         x = np.random.default_rng(seed).standard_normal((NOISE_SAMPLES, c, h, w)).astype(np.float32)
-        shown = np.full((h, w, 1), 128, np.uint8)  # noise is not worth drawing (nor storing: it does not compress)
+        # noise is not worth drawing (nor storing: it does not compress)
+        shown = np.full((h, w, 1), 128, np.uint8)
         source = f"{NOISE_SAMPLES} N(0, 1) noise images (grey: not drawn)"
     xt = engine.Tensor(np.ascontiguousarray(x, np.float32), requires_grad=True)
     _, taps = engine.forward_with_taps(model, xt, [layer])
@@ -116,11 +119,13 @@ def receptive_field(net, layer: str, image=None, run=None, unit=None, seed: int 
         box = (0, h - 1, 0, w - 1)
     else:
         (y0, y1), (x0, x1) = la.rf.span(cy, 0), la.rf.span(cx, 1)
-        box = tuple(int(np.floor(v)) if i % 2 == 0 else int(np.ceil(v)) for i, v in enumerate((y0, y1, x0, x1)))
+        box = tuple(int(np.floor(v)) if i % 2 == 0 else int(np.ceil(v))
+                    for i, v in enumerate((y0, y1, x0, x1)))
     return FieldMap(net.name, layer, (cy, cx), box, la.rf.global_, erf, shown, source, weights)
 
 
-def plot_rf(net, layer: str, image=None, run=None, out="rf", formats=FORMATS, unit=None, seed: int = 0) -> FieldMap:
+def plot_rf(net, layer: str, image=None, run=None, out="rf", formats=FORMATS, unit=None,
+            seed: int = 0) -> FieldMap:
     """Draw ``receptive_field``: the image with the box, and the ERF heat map with the same box."""
     plt = pyplot()  # first: without matplotlib, a one-line error before any work
     from matplotlib.patches import Rectangle
@@ -143,7 +148,8 @@ def plot_rf(net, layer: str, image=None, run=None, out="rf", formats=FORMATS, un
     ax_img.legend(loc="lower left", fontsize=7, framealpha=0.8)
     side = fm.mass_within(0.95)
     ax_img.set_title(f"input: {fm.source}\ntheoretical field (box), clipped to the {h}x{w} image")
-    ax_erf.set_title(f"effective field (Luo et al. 2016): 95% of the\ngradient within {side}x{side} px of the centre")
+    ax_erf.set_title(f"effective field (Luo et al. 2016): 95% of the\ngradient within {side}x{side} px "
+                     "of the centre")
     fig.suptitle(f"{fm.model} {fm.layer}, unit (row {fm.unit[0]}, column {fm.unit[1]}), weights {fm.weights}")
     fig.tight_layout()
     fm.paths = save(fig, out, formats)

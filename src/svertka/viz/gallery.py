@@ -26,8 +26,9 @@ def train_runs(where: Path) -> list[Path]:
     backend = "torch" if importlib.util.find_spec("torch") else "numpy"
     runs = []
     for name, over in (("lenet5-adamw", {}), ("lenet5-sgd", {"opt": "sgd", "lr": 0.05})):
-        cfg = make_config({"model": "lenet5", "data": "fashion-mnist-mini", "backend": backend, "epochs": EPOCHS,
-                           "batch_size": 64, "threads": 1, "output": str(where / name), **over})
+        cfg = make_config({"model": "lenet5", "data": "fashion-mnist-mini", "backend": backend,
+                           "epochs": EPOCHS, "batch_size": 64, "threads": 1, "output": str(where / name),
+                           **over})
         train(cfg, progress=False)
         runs.append(where / name)
     return runs

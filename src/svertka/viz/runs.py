@@ -32,9 +32,11 @@ def read_metrics(run) -> list[dict]:
         try:
             row = json.loads(line)
         except json.JSONDecodeError:
-            raise DataError(f"{path} line {i} is not JSON; the file is damaged (re-run training, or delete the line)") from None
+            raise DataError(f"{path} line {i} is not JSON; the file is damaged "
+                            f"(re-run training, or delete the line)") from None
         if not isinstance(row, dict) or "epoch" not in row:
-            raise DataError(f"{path} line {i} is not an epoch record; is it a metrics.jsonl of `svertka train`?")
+            raise DataError(f"{path} line {i} is not an epoch record; "
+                            f"is it a metrics.jsonl of `svertka train`?")
         rows.append(row)
     if not rows:
         raise DataError(f"{path} holds no epochs yet; plot it after the first epoch ends")
@@ -215,7 +217,8 @@ def plot_filters(run, layer=None, out="filters", formats=FORMATS) -> list[Path]:
     else:
         bound = float(np.nanmax(np.abs(mosaic))) or 1.0
         cmap = plt.get_cmap("RdBu_r").with_extremes(bad="white")
-        im = ax.imshow(np.ma.masked_invalid(mosaic), cmap=cmap, vmin=-bound, vmax=bound, interpolation="nearest")
+        im = ax.imshow(np.ma.masked_invalid(mosaic), cmap=cmap, vmin=-bound, vmax=bound,
+                       interpolation="nearest")
         fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="weight value")
         what = "blue negative, red positive"
     if layout == "matrix":
@@ -224,12 +227,14 @@ def plot_filters(run, layer=None, out="filters", formats=FORMATS) -> list[Path]:
         ax.set(xlabel="input channel", ylabel="filter (output channel)")
     else:
         ax.set_xticks([k * (kw + 1) + (kw - 1) / 2 for k in range(cols)], [str(k) for k in range(cols)])
-        ax.set_yticks([r * (kh + 1) + (kh - 1) / 2 for r in range(rows)], [str(r * cols) for r in range(rows)])
+        ax.set_yticks([r * (kh + 1) + (kh - 1) / 2 for r in range(rows)],
+                      [str(r * cols) for r in range(rows)])
         ax.set(xlabel="filter index (+ column)", ylabel="filter index (row start)")
     shown = f"{min(o, 64)} of {o} filters" if o > 64 else f"{o} filters"
     if layout == "matrix" and i > 16:
         shown += f", 16 of {i} input channels"
-    ax.set_title(f"{loaded.net.name} {layer}: {shown}, {kh}x{kw} px each, {i} input channel{'s' * (i > 1)}\n({what})")
+    ax.set_title(f"{loaded.net.name} {layer}: {shown}, {kh}x{kw} px each, "
+                 f"{i} input channel{'s' * (i > 1)}\n({what})")
     return save(fig, out, formats)
 
 
@@ -246,7 +251,8 @@ def feature_stages(model, shapes: dict[str, tuple]) -> list[str]:
     return stages[-8:]
 
 
-def plot_features(run, image, out="features", formats=FORMATS, channels: int = 8, invert: str = "auto") -> list[Path]:
+def plot_features(run, image, out="features", formats=FORMATS, channels: int = 8,
+                  invert: str = "auto") -> list[Path]:
     """The feature maps of one image at every conv stage: per stage, the
     ``channels`` maps with the largest mean activation."""
     from ..backends.numpy import Tensor, forward_with_taps, no_grad
@@ -282,8 +288,9 @@ def plot_features(run, image, out="features", formats=FORMATS, channels: int = 8
             ax.set_yticks([])
         for ax in row[1 + len(order):]:
             ax.axis("off")
-    fig.suptitle(f"{loaded.net.name}: feature maps of {Path(image).name} (conv outputs, channels with the largest "
-                 f"mean; colour per map, yellow high)\nprediction: {top_name} ({100 * probs[top]:.1f}%); row label: "
-                 f"layer and channels x height x width in px", fontsize=8)
+    fig.suptitle(f"{loaded.net.name}: feature maps of {Path(image).name} (conv outputs, "
+                 f"channels with the largest mean; colour per map, yellow high)\n"
+                 f"prediction: {top_name} ({100 * probs[top]:.1f}%); "
+                 f"row label: layer and channels x height x width in px", fontsize=8)
     fig.tight_layout()
     return save(fig, out, formats)

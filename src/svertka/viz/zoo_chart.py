@@ -7,7 +7,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-
 from ..errors import UsageError
 from .figure import FORMATS, pyplot, save
 
@@ -65,7 +64,8 @@ def plot_zoo(pattern: str = "*", out="zoo", formats=FORMATS) -> ZooChart:
     for p in pts:
         ax.annotate(p.name, (p.macs / 1e9, p.top1), fontsize=6, xytext=(3, 3), textcoords="offset points")
     ax.set_xscale("log")
-    ax.set(xlabel="GMACs per image, log scale (multiply-accumulates of conv + linear layers; FLOPs = 2 x MACs)",
+    ax.set(xlabel="GMACs per image, log scale "
+                  "(multiply-accumulates of conv + linear layers; FLOPs = 2 x MACs)",
            ylabel="ImageNet-1k top-1 accuracy (%)",
            title="accuracy against cost: zoo models with a published top-1 (bubble area = parameters)")
     ax.grid(alpha=0.3, which="both")
@@ -73,11 +73,12 @@ def plot_zoo(pattern: str = "*", out="zoo", formats=FORMATS) -> ZooChart:
 
     fams = [Line2D([], [], ls="", marker="o", ms=7, color=colours(k % 10), alpha=0.7, label=f)
             for k, f in enumerate(families)]
-    sizes = [ax.scatter([], [], s=30 + 1500 * m / biggest, color="grey", alpha=0.4, label=f"{m / 1e6:.0f}M params")
+    sizes = [ax.scatter([], [], s=30 + 1500 * m / biggest, color="grey", alpha=0.4,
+                        label=f"{m / 1e6:.0f}M params")
              for m in (5e6, 25e6, 100e6)]  # a size key for the bubbles
     ax.add_artist(ax.legend(handles=fams, loc="lower right", fontsize=7, title="family", title_fontsize=7))
-    ax.legend(handles=sizes, loc="center left", fontsize=7, labelspacing=1.8, borderpad=1.2, title="bubble area",
-              title_fontsize=7)
+    ax.legend(handles=sizes, loc="center left", fontsize=7, labelspacing=1.8, borderpad=1.2,
+              title="bubble area", title_fontsize=7)
     lo = min(p.top1 for p in pts)
     ax.set_ylim(lo - 3, max(p.top1 for p in pts) + 2)
     ax.set_xlim(min(p.macs for p in pts) / 1e9 / 1.6, max(p.macs for p in pts) / 1e9 * 1.6)
