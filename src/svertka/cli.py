@@ -204,6 +204,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_train_parsers(sub, _positive_int)  # train, eval, predict, augment
 
     s = sub.add_parser("demo", help="the main job (what `make demo` runs)")
+    from .train.commands import THREADS_HELP
+    s.add_argument("--threads", type=_positive_int, help=THREADS_HELP)
     s.set_defaults(func=cmd_demo)
     return p
 

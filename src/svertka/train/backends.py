@@ -16,6 +16,8 @@ import os
 import numpy as np
 
 from ..errors import UsageError, WeightsError
+from ..threads import ThreadPolicy
+from .amp import resolve_amp
 
 OPTIM_PREFIX = "__optim__."
 
@@ -91,6 +93,8 @@ def check_meta(net, meta, source) -> None:
 
 class Adapter:
     backend = ""
+    threads = None  # a svertka.threads.ThreadPolicy where the backend has a thread pool to size
+    amp_choice = None  # a train.amp.AmpChoice where the backend has autocast
 
     def __init__(self, net, cfg, mean, std):
         self.net, self.cfg = net, cfg
@@ -122,7 +126,8 @@ class TorchAdapter(Adapter):
         from ..backends.torch import compile as compile_torch
 
         self.torch = torch
-        torch.set_num_threads(cfg.threads or cpu_count())
+        self.threads = ThreadPolicy(cfg.threads, torch.set_num_threads)
+        self.threads.start()
         dev = cfg.device
         if dev == "auto":
             dev = "cuda" if torch.cuda.is_available() else "cpu"
@@ -138,7 +143,8 @@ class TorchAdapter(Adapter):
         if cfg.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.run_model = torch.compile(self.model) if cfg.compile else self.model
-        self.amp = torch.bfloat16 if cfg.amp == "bf16" else None
+        self.amp_choice = resolve_amp(cfg, torch, self.device)
+        self.amp = torch.bfloat16 if self.amp_choice.amp == "bf16" else None
         self._scale = torch.tensor(self.scale, device=self.device).view(1, -1, 1, 1)
         self._shift = torch.tensor(self.shift, device=self.device).view(1, -1, 1, 1)
         self.optimizer = None

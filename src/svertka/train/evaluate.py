@@ -23,7 +23,7 @@ class Loaded:
 
 
 def load_trained(path, model: str | None = None, num_classes: int | None = None, backend: str = "torch",
-                 device: str = "auto") -> Loaded:
+                 device: str = "auto", threads: int | None = None) -> Loaded:
     """A run folder (uses best.safetensors, else last) or a weights file."""
     from ..spec import network_from_dict
     from .backends import make_adapter
@@ -54,7 +54,7 @@ def load_trained(path, model: str | None = None, num_classes: int | None = None,
                             in_chans=shape[0] if shape else None, input_size=shape[1] if shape else None)
     if num_classes and num_classes != net.num_classes:
         raise WeightsError(f"num_classes mismatch: the model has {net.num_classes} classes, you asked for {num_classes}")
-    cfg = TrainConfig(model=net.name, backend=backend, device=device if backend == "torch" else "auto")
+    cfg = TrainConfig(model=net.name, backend=backend, device=device if backend == "torch" else "auto", threads=threads)
     cfg.validate()
     mean = tuple(meta.get("mean") or net.mean)
     std = tuple(meta.get("std") or net.std)

@@ -5,7 +5,10 @@ epoch e come from ``numpy.random.default_rng([seed, e])``, the backend's own
 RNG (dropout) is reseeded from (seed, e) at the start of each epoch, and the LR
 is a function of the global step. A checkpoint therefore only needs the
 weights, the optimizer state and the epoch: a run resumed after epoch k ends
-bit-identical to one that was never interrupted (same backend and device).
+bit-identical to one that was never interrupted (same backend, device and
+thread count: torch's default thread count follows the machine's load, see
+svertka.threads, and a different count changes float rounding; fix it with
+``--threads N`` where the last bit matters).
 """
 from __future__ import annotations
 
@@ -195,6 +198,9 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, stop_after: int | 
     out.line(f"svertka train: {net.name} on {cfg.data} ({n} train images from {where}), backend {cfg.backend}"
              + (f" on {adapter.device}" if cfg.backend == "torch" else "") + f", {cfg.epochs} epochs, "
              f"batch {bs}, {cfg.opt} lr {cfg.lr:g} {cfg.sched}; run folder {run_dir}")
+    for note in (adapter.threads and adapter.threads.note, adapter.amp_choice and adapter.amp_choice.why):
+        if note:
+            out.line(note)
     stop = cfg.epochs if stop_after is None else min(cfg.epochs, stop_after)
     try:
         for epoch in range(start_epoch, stop):
@@ -232,6 +238,7 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, stop_after: int | 
             seconds = time.perf_counter() - t0
             rec.update({"images_per_s": round(seen / train_s, 1), "seconds": round(seconds, 3),
                         "train_seconds": round(train_s, 3), "lr": adapter.lr, "other_cores": _round(load.other_cores()),
+                        **({"threads": adapter.threads.n} if adapter.threads else {}),
                         "elapsed": round(time.perf_counter() - t_start + (history[-1]["elapsed"] if history and resume else 0), 3)})
             history.append(rec)
             # "best" is chosen on the validation split; with none, it is the latest epoch
@@ -251,6 +258,8 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, stop_after: int | 
             out.line(f"epoch {epoch + 1}/{cfg.epochs}  loss {rec['train_loss']:.4f}  train {100 * rec['train_acc']:.2f}%"
                      + (f"  val {100 * rec['val_acc']:.2f}%" if "val_acc" in rec else "")
                      + f"  test {100 * rec['test_acc']:.2f}%  {rec['images_per_s']:,.0f} img/s  {seconds:.1f} s")
+            if epoch + 1 < stop and adapter.threads and adapter.threads.recheck(rec["other_cores"]):
+                out.line(adapter.threads.note)
     except KeyboardInterrupt:
         out.line(f"interrupted: the last checkpoint is whole; continue with `svertka train --resume {run_dir}`")
         raise
