@@ -174,6 +174,20 @@ def test_resume_may_change_threads_and_records_them(run2, capsys):
     assert "--lr" in one_line_error(capsys, ["train", "--resume", str(run2), "--lr", "0.1"])
 
 
+def test_resume_on_a_smaller_machine_takes_a_new_thread_count(tmp_path, capsys):
+    """A run saved with more threads than this machine has: resume says so, and --threads mends it."""
+    from svertka.train import make_config, train
+
+    d = tmp_path / "big"
+    train(make_config({"data": "fashion-mnist-mini", "limit_train": 128, "limit_test": 64, "batch_size": 64,
+                       "epochs": 2, "threads": 1, "output": str(d)}), stop_after=1, progress=False)
+    saved = json.loads((d / "config.json").read_text())
+    (d / "config.json").write_text(json.dumps({**saved, "threads": 4096}))  # as if from a 4096-core machine
+    assert "--threads" in one_line_error(capsys, ["train", "--resume", str(d), "-q"])
+    assert main(["train", "--resume", str(d), "--threads", "1", "-q"]) == 0
+    assert json.loads((d / "config.json").read_text())["threads"] == 1
+
+
 def test_eval_and_predict_take_threads(run2, tmp_path, capsys):
     from PIL import Image
 

@@ -134,10 +134,7 @@ def cmd_train(args):
         if given or args.recipe:
             raise UsageError(f"--resume continues the run's saved config; drop --{(given or ['recipe'])[0].replace('_', '-')}"
                              f" (only --epochs and --threads may change)")
-        cfg = resume_config(args.resume, args.epochs)
-        if args.threads is not None:  # how fast, not what: the run's results stay the same up to float rounding
-            cfg.threads = args.threads
-            cfg.validate()
+        cfg = resume_config(args.resume, args.epochs, args.threads)
         result = train(cfg, resume=args.resume, progress=not args.quiet)
     else:
         cfg = make_config(over, args.recipe)

@@ -122,7 +122,7 @@ def default_run_dir(cfg: TrainConfig) -> Path:
     return path
 
 
-def resume_config(run_dir, epochs: int | None = None) -> TrainConfig:
+def resume_config(run_dir, epochs: int | None = None, threads: int | None = None) -> TrainConfig:
     run_dir = Path(run_dir)
     cfg_path = run_dir / "config.json"
     if not cfg_path.is_file():
@@ -134,6 +134,8 @@ def resume_config(run_dir, epochs: int | None = None) -> TrainConfig:
     cfg = TrainConfig.from_dict(d)
     if epochs is not None:
         cfg.epochs = epochs
+    if threads is not None:  # how fast, not what: results change by float rounding only
+        cfg.threads = threads
     cfg.output = str(run_dir)
     return cfg.validate()
 
