@@ -33,7 +33,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from machine import CONTENDED_CORES, LoadMonitor, describe, write_results  # noqa: E402
+from machine import CONTENDED_CORES, LoadMonitor, write_results  # noqa: E402
 
 from svertka.sysload import own_jiffies  # noqa: E402
 from svertka.threads import available_cores  # noqa: E402
@@ -118,7 +118,7 @@ def best(runs: list[dict]) -> dict:
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--models", nargs="+", default=["lenet5", "cnn2"])
-    p.add_argument("--steps", type=int, default=30, help="training steps per epoch (2 epochs, batch 128)")
+    p.add_argument("--steps", type=int, default=20, help="training steps per epoch (2 epochs, batch 128)")
     p.add_argument("--bf16-steps", type=int, default=4, help="steps per epoch for the --amp bf16 rows (emulated "
                    "bf16 can be 30x slower)")
     p.add_argument("--repeats", type=int, default=2)

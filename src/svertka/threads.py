@@ -3,7 +3,7 @@
 torch's intra-op threads meet at a barrier after every op. When another
 process holds one of the cores, the thread that lands there stalls the others:
 on the 2-core machine LeNet-5 trained at 1,326 img/s with 2 threads against
-6,661 with 1 while one other process was busy. So unless ``--threads N`` fixes
+6,661 with 1 while one other process was busy (issue 16). So unless ``--threads N`` fixes
 it, the count is picked from the load of other processes (svertka.sysload),
 measured over a short window at start and over each epoch after that.
 
@@ -13,6 +13,7 @@ results beyond it: a run is bit-reproducible only with a fixed ``--threads``.
 from __future__ import annotations
 
 import math
+import os
 import time
 
 from .errors import UsageError
@@ -26,10 +27,7 @@ START_WINDOW_S = 0.2  # long enough for /proc/stat's 10 ms ticks to tell a busy 
 
 def available_cores() -> int:
     cpus = allowed_cpus()
-    if cpus:
-        return len(cpus)
-    import os
-    return os.cpu_count() or 1
+    return len(cpus) if cpus else os.cpu_count() or 1
 
 
 def pick_threads(other_cores: float | None, cores: int) -> int:

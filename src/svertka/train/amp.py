@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 NATIVE_FLAGS = ("amx_bf16", "avx512_bf16")
 MIN_SPEEDUP = 1.2  # bf16 must beat fp32 by this much: autocast adds casts the probe does not see
