@@ -38,7 +38,7 @@ from machine import CONTENDED_CORES, LoadMonitor, write_results  # noqa: E402
 from svertka.sysload import own_jiffies  # noqa: E402
 from svertka.threads import available_cores  # noqa: E402
 from svertka.train import make_config, train  # noqa: E402
-from svertka.train.amp import NATIVE_FLAGS, cpu_flags, native_bf16_flag  # noqa: E402
+from svertka.train.amp import NATIVE_FLAGS, cpu_flags, native_bf16_flag, probe_bf16_speed  # noqa: E402
 
 BATCH = 128
 EPOCHS = 2  # the second epoch runs on the count re-picked from the first's load
@@ -131,6 +131,8 @@ def main(argv=None):
     with tempfile.TemporaryDirectory() as tmp, LoadMonitor() as whole:
         for model in args.models:  # warm-up: import, kernels, data cache
             measure(model, 2, tmp, threads=1, data=args.data)
+        import torch
+        probe = round(probe_bf16_speed(torch), 3)  # what auto's probe sees, at the thread count the warm-up left
         for model in args.models:
             runs = {}
             for _ in range(args.repeats):
@@ -151,7 +153,9 @@ def main(argv=None):
 
     goals = check_goals(rows, args.models, fixed)
     print_table(rows, goals, whole)
+    print(f"auto's probe, run once on its own: bf16 at {probe}x fp32's speed")
     path = write_results("contention", {"cpu": cpu_description(), "args": vars(args), "rows": rows, "goals": goals,
+                                        "probe_bf16_speed": probe,
                                         "whole_run": whole.as_dict(), "seconds": round(whole.wall, 1)})
     print(f"\nwrote {path}")
 
