@@ -64,6 +64,17 @@ def test_probe_measures_both_dtypes_and_leaves_the_rng_alone(monkeypatch):
     assert torch.equal(torch.rand(4), expected)
 
 
+def test_a_bad_forced_probe_is_one_line(monkeypatch, capsys, tmp_path):
+    from svertka.cli import main
+
+    monkeypatch.setenv("SVERTKA_NATIVE_BF16", "0")
+    monkeypatch.setenv("SVERTKA_BF16_PROBE", "fast")
+    rc = main(["train", "--data", "fashion-mnist-mini", "--limit-train", "64", "--epochs", "1", "--threads", "1",
+               "--amp", "auto", "-o", str(tmp_path / "r"), "-q"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and "SVERTKA_BF16_PROBE" in err and "\n" not in err
+
+
 def tiny(tmp_path, name, **kw):
     return make_config({"data": "fashion-mnist-mini", "limit_train": 128, "limit_test": 64, "batch_size": 64,
                         "epochs": 2, "threads": 1, "amp": "auto", "output": str(tmp_path / name), **kw})

@@ -18,6 +18,8 @@ import time
 from collections.abc import Callable
 from typing import NamedTuple
 
+from ..errors import UsageError
+
 NATIVE_FLAGS = ("amx_bf16", "avx512_bf16")
 MIN_SPEEDUP = 1.2  # bf16 must beat fp32 by this much: autocast adds casts the probe does not see
 
@@ -58,7 +60,11 @@ def probe_bf16_speed(torch) -> float:
     bf16 can be 40x slower), so it stays well under a second."""
     forced = os.environ.get("SVERTKA_BF16_PROBE")
     if forced is not None:
-        return float(forced)
+        try:
+            return float(forced)
+        except ValueError:
+            raise UsageError(f"SVERTKA_BF16_PROBE={forced!r}: give bf16's speed as a multiple of fp32's, "
+                             f"e.g. 0.2, or unset it") from None
     g = torch.Generator().manual_seed(0)  # its own generator: the run's RNG stream is untouched
 
     def work(dtype):
