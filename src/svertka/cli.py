@@ -210,7 +210,7 @@ def use_numpy_without_torch(args) -> None:
         value = getattr(args, key, None)
         return recipe.get(key) if value is None else value
 
-    if setting("amp") not in (None, "none") or setting("channels_last") or setting("compile") \
+    if setting("amp") not in (None, "none", "auto") or setting("channels_last") or setting("compile") \
             or setting("device") not in (None, "auto", "cpu"):
         return
     args.backend = "numpy"
@@ -328,6 +328,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("demo", help="the main job (what `make demo` runs)")
     s.add_argument("--backend", choices=BACKENDS, help="default: torch; numpy where PyTorch is not installed")
+    from .train.commands import THREADS_HELP
+    s.add_argument("--threads", type=_positive_int, help=THREADS_HELP)
     s.set_defaults(func=cmd_demo)
     return p
 

@@ -20,6 +20,8 @@ import numpy as np
 
 from ..backends import get_backend
 from ..errors import UsageError, WeightsError
+from ..threads import ThreadPolicy
+from .amp import resolve_amp
 
 OPTIM_PREFIX = "__optim__."
 
@@ -98,6 +100,8 @@ class Adapter:
     supplies the methods that raise NotImplementedError here."""
 
     backend = ""
+    threads = None  # a svertka.threads.ThreadPolicy where the backend has a thread pool to size
+    amp_choice = None  # a train.amp.AmpChoice where the backend has autocast
 
     def __init__(self, net, cfg, mean, std):
         self.net, self.cfg = net, cfg
@@ -199,7 +203,8 @@ class TorchAdapter(Adapter):
 
         self.torch, self.backend_pkg = torch, get_backend("torch")
         self.optim = torch.optim
-        torch.set_num_threads(cfg.threads or cpu_count())
+        self.threads = ThreadPolicy(cfg.threads, torch.set_num_threads)
+        self.threads.start()
         dev = cfg.device
         if dev == "auto":
             dev = "cuda" if torch.cuda.is_available() else "cpu"
@@ -215,7 +220,8 @@ class TorchAdapter(Adapter):
         if cfg.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.run_model = torch.compile(self.model) if cfg.compile else self.model
-        self.amp = torch.bfloat16 if cfg.amp == "bf16" else None
+        self.amp_choice = resolve_amp(cfg, torch, self.device)
+        self.amp = torch.bfloat16 if self.amp_choice.amp == "bf16" else None
         self._scale = torch.tensor(self.scale, device=self.device).view(1, -1, 1, 1)
         self._shift = torch.tensor(self.shift, device=self.device).view(1, -1, 1, 1)
 

@@ -8,6 +8,8 @@ from pathlib import Path
 
 from ..errors import UsageError
 
+THREADS_HELP = "torch threads (default: one per core that other processes leave free, re-checked each epoch)"
+
 # Flags whose value is copied into TrainConfig when given (default None = not given).
 _TRAIN_KEYS = ("model", "data", "root", "backend", "device", "epochs", "batch_size", "opt", "lr", "momentum",
                "weight_decay", "sched", "warmup_epochs", "min_lr_factor", "decay_epochs", "decay_rate",
@@ -76,7 +78,8 @@ def add_parsers(sub, positive_int):
                    help="label smoothing, in [0, 1)" + dflt("label_smoothing"))
     s.add_argument("--aug", help="augmentation, e.g. 'flip,crop:2,rotate:10,noise:0.05,erase:0.25'; 'altflip' mirrors "
                    "each image in every other epoch instead of at random (default: none)")
-    s.add_argument("--amp", choices=AMP, help="bf16 autocast (torch, CPU or GPU)" + dflt("amp"))
+    s.add_argument("--amp", choices=AMP, help="bf16 autocast (torch, CPU or GPU); auto: bf16 only where the CPU "
+                   "has native bf16 or a short probe finds it faster (the recipes use auto)" + dflt("amp"))
     s.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
                    help="channels-last memory format (torch)" + dflt("channels_last", "off"))
     s.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
@@ -92,7 +95,8 @@ def add_parsers(sub, positive_int):
     s.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its last checkpoint (default: a new run)")
     s.add_argument("--limit-train", type=positive_int, help="use only the first N training images (default: all)")
     s.add_argument("--limit-test", type=positive_int, help="use only the first N test images (default: all)")
-    s.add_argument("--threads", type=positive_int, help="torch threads (default: all cores)")
+    s.add_argument("--threads", type=positive_int, help=THREADS_HELP + "; --resume may change it (float "
+                   "rounding then differs from an uninterrupted run)")
     s.add_argument("--quiet", "-q", action="store_true", help="no progress output")
     s.add_argument("--json", action="store_true", help="print the final metrics as JSON")
     s.set_defaults(func=cmd_train)
@@ -108,6 +112,7 @@ def add_parsers(sub, positive_int):
     s.add_argument("--device", help="auto, cpu, cuda, cuda:N, mps (torch backend) (default: auto)")
     s.add_argument("--tta", choices=("none", "flip"), default="none", help="flip test-time augmentation")
     s.add_argument("--limit", type=positive_int, help="evaluate on the first N test images only (default: all)")
+    s.add_argument("--threads", type=positive_int, help=THREADS_HELP)
     s.add_argument("--png", help="confusion-matrix PNG, or none (default: RUN_DIR/confusion.png; none for a file)")
     s.add_argument("--json", action="store_true", help="print JSON instead of tables")
     s.set_defaults(func=cmd_eval)
@@ -124,6 +129,7 @@ def add_parsers(sub, positive_int):
     s.add_argument("--invert", choices=("auto", "yes", "no"), default="auto",
                    help="invert the image (dark item on white -> white on black, as in MNIST/Fashion-MNIST); "
                    "auto: when the model was trained on light-on-dark data and the image's border is light")
+    s.add_argument("--threads", type=positive_int, help=THREADS_HELP)
     s.add_argument("--json", action="store_true", help="print JSON")
     s.set_defaults(func=cmd_predict)
 
@@ -158,11 +164,11 @@ def cmd_train(args):
     over["channels_last"] = args.channels_last
     over["compile"] = args.compile
     if args.resume:
-        given = sorted(k for k, v in over.items() if v is not None and k != "epochs")
+        given = sorted(k for k, v in over.items() if v is not None and k not in ("epochs", "threads"))
         if given or args.recipe:
             raise UsageError(f"--resume continues the run's saved config; drop --{(given or ['recipe'])[0].replace('_', '-')}"
-                             f" (only --epochs may change)")
-        cfg = resume_config(args.resume, args.epochs)
+                             f" (only --epochs and --threads may change)")
+        cfg = resume_config(args.resume, args.epochs, args.threads)
         result = train(cfg, resume=args.resume, progress=not args.quiet)
     else:
         cfg = make_config(over, args.recipe)
@@ -179,7 +185,7 @@ def cmd_train(args):
 def cmd_eval(args):
     from .evaluate import confusion_png, evaluate, load_trained
 
-    loaded = load_trained(args.path, args.model, args.num_classes, args.backend, args.device)
+    loaded = load_trained(args.path, args.model, args.num_classes, args.backend, args.device, args.threads)
     aug = loaded.meta.get("aug")
     if args.tta == "flip" and aug is not None and "flip" not in aug:
         # measured: the demo-style LeNet-5 drops from 89.9% to 83.6% (shoes all face one way)
@@ -214,7 +220,7 @@ def cmd_eval(args):
 def cmd_predict(args):
     from .evaluate import load_trained, predict
 
-    loaded = load_trained(args.weights, args.model, args.num_classes, args.backend, args.device)
+    loaded = load_trained(args.weights, args.model, args.num_classes, args.backend, args.device, args.threads)
     if args.k is not None and args.k > loaded.net.num_classes:
         raise UsageError(f"-k {args.k} is more than the model's {loaded.net.num_classes} classes; "
                          f"pass at most {loaded.net.num_classes}")
@@ -257,7 +263,8 @@ def cmd_demo_train(args=None, out=sys.stdout):
     print(f"svertka demo: training LeNet-5 on {'the full Fashion-MNIST (60,000 train / 10,000 test)' if full else 'fashion-mnist-mini (Fashion-MNIST not found; install dataset-fashion-mnist for the full set)'}"
           f", data from {where}", file=out, flush=True)
     backend = getattr(args, "backend", None)  # numpy where torch is missing (svertka.cli)
-    cfg = make_config({"data": data, "epochs": None if full else 15, "backend": backend}, recipe="lenet5-demo")
+    cfg = make_config({"data": data, "epochs": None if full else 15, "backend": backend,
+                       "threads": getattr(args, "threads", None)}, recipe="lenet5-demo")
     result = train(cfg)
     print(f"\ntest accuracy {100 * result.test_acc:.2f}% on {data} test set "
           f"({len(result.history)} epochs, {result.seconds:.0f} s); run saved in {result.run_dir}\n"

@@ -19,9 +19,10 @@ from ..errors import UsageError
 from .schedule import SCHEDULES
 
 OPTIMIZERS = ("sgd", "nesterov", "adam", "adamw")
-AMP = ("none", "bf16")
+AMP = ("none", "bf16", "auto")
 DEVICE = re.compile(r"auto|cpu|cuda(:[0-9]+)?|mps")  # what --device takes
-# Options only the torch backend has: (field, its off value, the flag that turns it off)
+# Options only the torch backend has: (field, its off value, the flag that turns it off).
+# --amp auto is not among them: on the numpy backend it simply means none.
 TORCH_ONLY = (("amp", "none", "--amp none"), ("channels_last", False, "--no-channels-last"),
               ("compile", False, "--no-compile"))
 
@@ -47,7 +48,8 @@ class TrainConfig:
     decay_rate: float = 0.1
     label_smoothing: float = 0.0
     aug: str = ""
-    amp: str = "none"
+    amp: str = "none"  # "auto": bf16 where the CPU/GPU runs it natively or a probe finds it faster
+    amp_choice: str | None = None  # what "auto" chose when the run started; --resume keeps it
     channels_last: bool = False
     compile: bool = False
     seed: int = 0
@@ -57,7 +59,7 @@ class TrainConfig:
     tta: str = "none"  # "flip": average logits over the image and its mirror at the last epoch's evaluation
     limit_train: int | None = None  # use only the first N training images (tests, quick looks)
     limit_test: int | None = None
-    threads: int | None = None
+    threads: int | None = None  # torch threads; None: from the cores other processes leave free, each epoch
     output: str | None = None
     recipe: str | None = None
     extra: dict = field(default_factory=dict)
@@ -73,7 +75,12 @@ class TrainConfig:
         if self.sched not in SCHEDULES:
             bad(f"unknown --sched {self.sched!r}; choose from {', '.join(SCHEDULES)}")
         if self.amp not in AMP:
-            bad(f"unknown --amp {self.amp!r}; choose none or bf16")
+            bad(f"unknown --amp {self.amp!r}; choose none, bf16 or auto")
+        if self.amp_choice not in (None, "none", "bf16"):
+            bad(f"amp_choice must be none or bf16, got {self.amp_choice!r}")
+        if self.threads is not None:
+            from ..threads import check_threads
+            check_threads(self.threads)
         if self.tta not in ("none", "flip"):
             bad(f"unknown --tta {self.tta!r}; choose none or flip")
         for name in ("epochs", "batch_size", "eval_batch_size"):
@@ -107,7 +114,8 @@ class TrainConfig:
                 bad(f"--{name.replace('_', '-')} must be an integer >= 0, got {v!r}")
         if self.warmup_epochs > self.epochs:
             bad(f"--warmup-epochs {self.warmup_epochs} exceeds --epochs {self.epochs}")
-        if self.backend == "numpy" and (self.amp != "none" or self.channels_last or self.compile):
+        # amp auto is a default that means fp32 where bf16 does not pay, as on the NumPy engine
+        if self.backend == "numpy" and (self.amp not in ("none", "auto") or self.channels_last or self.compile):
             bad("--amp, --channels-last and --compile are torch options; drop them for --backend numpy")
         if self.backend == "numpy" and self.device not in ("auto", "cpu"):
             bad(f"--backend numpy runs on the CPU; --device {self.device} is for torch")
@@ -167,7 +175,8 @@ def make_config(overrides: dict, recipe: str | None = None) -> TrainConfig:
     d.update(given)
     cfg = TrainConfig.from_dict(d)
     if cfg.backend == "numpy":  # torch-only options the user never typed: say where they come from
-        torch_only = [(k, off, flag) for k, off, flag in TORCH_ONLY if k in from_recipe and d[k] != off]
+        torch_only = [(k, off, flag) for k, off, flag in TORCH_ONLY
+                      if k in from_recipe and d[k] not in (off, "auto")]
         if torch_only:
             sets = ", ".join(f"{k} = {json.dumps(d[k])}" for k, _, _ in torch_only)
             raise UsageError(f"recipe {recipe} sets {sets} for the torch backend; with --backend numpy add "

@@ -23,7 +23,7 @@ class Loaded:
 
 
 def load_trained(path, model: str | None = None, num_classes: int | None = None, backend: str | None = None,
-                 device: str | None = None) -> Loaded:
+                 device: str | None = None, threads: int | None = None) -> Loaded:
     """A run folder (uses best.safetensors, else last) or a weights file.
 
     ``backend`` None: the one the weights were trained with (torch if they do not say)."""
@@ -63,7 +63,7 @@ def load_trained(path, model: str | None = None, num_classes: int | None = None,
         if backend == "numpy" and device not in (None, "auto", "cpu"):
             raise UsageError(f"{weights_file} was trained with the numpy backend, which runs on the CPU; "
                              f"add --backend torch to use --device {device}")
-    cfg = TrainConfig(model=net.name, backend=backend, device=device or "auto")
+    cfg = TrainConfig(model=net.name, backend=backend, device=device or "auto", threads=threads)
     cfg.validate()
     mean = tuple(meta.get("mean") or net.mean)
     std = tuple(meta.get("std") or net.std)

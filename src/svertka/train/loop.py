@@ -8,7 +8,10 @@ epoch e come from ``numpy.random.default_rng([seed, e])``, the backend's own
 RNG (dropout) is reseeded from (seed, e) at the start of each epoch, and the LR
 is a function of the global step. A checkpoint therefore only needs the
 weights, the optimizer state and the epoch: a run resumed after epoch k ends
-bit-identical to one that was never interrupted (same backend and device).
+bit-identical to one that was never interrupted (same backend, device and
+thread count: torch's default thread count follows the machine's load, see
+svertka.threads, and a different count changes float rounding; fix it with
+``--threads N`` where the last bit matters).
 
 Crash safety: an epoch is saved as best, then the metrics, then last, each
 file written atomically. ``last`` is what a resume continues from, so a kill
@@ -123,7 +126,7 @@ def default_run_dir(cfg: TrainConfig) -> Path:
     return path
 
 
-def resume_config(run_dir, epochs: int | None = None) -> TrainConfig:
+def resume_config(run_dir, epochs: int | None = None, threads: int | None = None) -> TrainConfig:
     run_dir = Path(run_dir)
     cfg_path = run_dir / "config.json"
     if not cfg_path.is_file():
@@ -136,6 +139,8 @@ def resume_config(run_dir, epochs: int | None = None) -> TrainConfig:
     cfg = TrainConfig.from_dict(d)
     if epochs is not None:
         cfg.epochs = epochs
+    if threads is not None:  # how fast, not what: results change by float rounding only
+        cfg.threads = threads
     cfg.output = str(run_dir)
     return cfg.validate()
 
@@ -341,6 +346,10 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, stop_after: int | 
     out.line(f"svertka train: {run.adapter.net.name} on {cfg.data} ({len(run.train_ds)} train images from "
              f"{where}), backend {cfg.backend}{device}, {cfg.epochs} epochs, batch {run.batch}, "
              f"{cfg.opt} lr {cfg.lr:g} {cfg.sched}; run folder {run.run_dir}")
+    threads, amp = run.adapter.threads, run.adapter.amp_choice
+    for note in (threads and threads.note, amp and amp.why):
+        if note:
+            out.line(note)
     stop = cfg.epochs if stop_after is None else min(cfg.epochs, stop_after)
     try:
         for epoch in range(run.start_epoch, stop):
@@ -355,9 +364,12 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, stop_after: int | 
                    **scores, "images_per_s": fig["images_per_s"], "seconds": round(now - t0, 3),
                    "train_seconds": fig["train_seconds"], "lr": run.adapter.lr,
                    "other_cores": _round(load.other_cores()),
+                   **({"threads": threads.n} if threads else {}),
                    "elapsed": round(now - t_start + run.elapsed_before, 3)}
             save_epoch(run, epoch, rec)
             out.line(epoch_line(rec, cfg.epochs))
+            if epoch + 1 < stop and threads and threads.recheck(rec["other_cores"]):
+                out.line(threads.note)
     except KeyboardInterrupt:
         again = f"`svertka train --resume {run.run_dir}`"
         if (run.run_dir / LAST).is_file():
