@@ -31,8 +31,8 @@ from machine import LoadMonitor, gemm_peak_gflops, write_results  # noqa: E402
 from svertka.analysis import analyze  # noqa: E402
 from svertka.backends.torch import compile as compile_torch  # noqa: E402
 from svertka.data import load_dataset  # noqa: E402
+from svertka.threads import available_cores as cpu_count  # noqa: E402
 from svertka.train import make_config, train  # noqa: E402
-from svertka.train.backends import cpu_count  # noqa: E402
 from svertka.zoo import resolve_model  # noqa: E402
 
 

@@ -14,8 +14,6 @@ there, and what both backends do alike is written there once.
 """
 from __future__ import annotations
 
-import os
-
 import numpy as np
 
 from ..backends import get_backend
@@ -24,13 +22,6 @@ from ..threads import ThreadPolicy
 from .amp import resolve_amp
 
 OPTIM_PREFIX = "__optim__."
-
-
-def cpu_count() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        return os.cpu_count() or 1
 
 
 def param_groups(named_params, weight_decay: float, no_decay_norm_bias: bool) -> list[dict]:
