@@ -178,6 +178,16 @@ def cmd_compare(args):
     print(compare_table([analyze(create_model(n)) for n in args.models]))
 
 
+def cmd_export(args):
+    from .export import export_model
+
+    info = export_model(args.source, args.out, weights=args.weights, dynamic_batch=args.dynamic_batch,
+                        opset=args.opset)
+    print(f"wrote {info['path']}: {info['model']}, input {'x'.join(map(str, info['input_shape']))}, "
+          f"opset {info['opset']}, batch {'dynamic' if info['dynamic_batch'] else 'fixed at 1'}; "
+          f"onnx.checker passed; classes, mean and std are in its metadata_props (svertka.*)")
+
+
 def cmd_demo(args):
     """Train LeNet-5 on Fashion-MNIST (full if found, else the packaged mini set)."""
     from .train.commands import cmd_demo_train
@@ -231,7 +241,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_models)
 
     s = sub.add_parser("summary", help="per-layer table (shapes, params, MACs, RF) of one model")
-    s.add_argument("model", help="zoo name, a JSON network file or a run folder")
+    s.add_argument("model", help="zoo name, a JSON network file, a run folder or an .onnx file")
     s.add_argument("--input", help="CxHxW (3x224x224), HxW (224x224, the model's channels) or one size (224) "
                    "(default: the model's)")
     s.add_argument("--num-classes", type=_positive_int, help="classifier outputs (default: the model's)")
@@ -266,6 +276,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     from .train.commands import add_parsers as add_train_parsers
     add_train_parsers(sub, _positive_int)  # train, eval, predict, augment
+
+    from .export import DEFAULT_OPSET
+    s = sub.add_parser("export", help="write a run or a zoo model as ONNX, checked by onnx.checker")
+    s.add_argument("source", help="a run folder of `svertka train`, or a zoo name (random weights unless --weights)")
+    s.add_argument("--format", choices=["onnx"], default="onnx", help="the file format")
+    s.add_argument("--out", required=True, help="the file to write, e.g. model.onnx (required)")
+    s.add_argument("--dynamic-batch", action="store_true", help="let the batch size vary (default: fixed at 1)")
+    s.add_argument("--opset", type=_positive_int, default=DEFAULT_OPSET, help="ONNX opset version (7 to 20)")
+    s.add_argument("--weights", help="weights file (.safetensors or .pth) for a zoo model (default: random)")
+    s.set_defaults(func=cmd_export)
 
     s = sub.add_parser("demo", help="the main job (what `make demo` runs)")
     s.set_defaults(func=cmd_demo)

@@ -87,6 +87,26 @@ def _export_to_proto(module, x, dynamic_axes, opset):
     return onnx.load_from_string(buf.getvalue())
 
 
+def exportable_input_size(net) -> int | None:
+    """The smallest square input side torch's exporter can write ``net`` at: the
+    model's smallest input, or larger where an adaptive average pool would
+    otherwise upsample or pool unevenly (the exporter writes only AveragePool
+    with a whole kernel for it). None if there is none up to 4096."""
+    from ..spec import min_input_size, trace
+    from ..spec.infer import fits
+
+    c = net.input_shape[0]
+    side = min_input_size(net.root, c)
+    while side is not None and side <= 4096:
+        if fits(net, (c, side, side)):
+            _, rows = trace(net, (c, side, side))
+            if all(r.in_shape[1] % r.out_shape[1] == 0 and r.in_shape[2] % r.out_shape[2] == 0
+                   for r in rows if r.type == "AdaptiveAvgPool2d"):
+                return side
+        side += 1
+    return None
+
+
 def export_model(source: str, out, *, weights: str | None = None, dynamic_batch: bool = False,
                  opset: int = DEFAULT_OPSET, seed: int = 0) -> dict:
     """`svertka export`: ``source`` is a run folder of `svertka train` or a zoo

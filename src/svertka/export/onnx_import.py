@@ -269,7 +269,7 @@ class _Importer:
         leaf_weights = {id(it.leaf): it.weights for it in _all_leaves(items)}
         for path, node in n.walk(root):
             for k, v in leaf_weights.get(id(node), {}).items():
-                state[join_path(path, k)] = np.ascontiguousarray(v)
+                state[join_path(path, k)] = np.require(v, requirements="C")  # keeps 0-d arrays 0-d
         meta = self.meta
         name = str(meta.get("model") or self.path.stem)
         num_classes = int(out_shape[0]) if out_shape else 1
@@ -360,8 +360,6 @@ class _Importer:
     def _leaf(self, op, shape):
         """One node as a leaf (MatMul + Add is one Linear): (item, out shape, last node used)."""
         if op.op_type in JOINS:
-            if op.op_type == "Add" and self._succ_fused_bias(op):
-                pass
             self.fail(op, f"combines the image with a constant{'' if op.op_type != 'Concat' else ' tensor'}; "
                           f"svertka maps {op.op_type} only where it joins two branches of one input")
         fn = OPS.get(op.op_type)
@@ -394,9 +392,6 @@ class _Importer:
             self.fail(op, f"does not fit its input {'x'.join(map(str, shape))}: {e}")
         self.shapes[self._out(last)] = out
         return _Item("leaf", op.path if op.path is not None else _weight_path(op), leaf, weights), out, last
-
-    def _succ_fused_bias(self, op):
-        return False
 
     def _block(self, fork, join, shape):
         """The branches from ``fork`` to ``join``, and the combinator that join makes."""
