@@ -236,7 +236,7 @@ class _Importer:
         if t in ("Identity", "Cast"):
             return x
         if t == "Gather":
-            return np.take(x, np.asarray(ins[1]).astype(np.int64), axis=a.get("axis", 0))
+            return np.asarray(np.take(x, np.asarray(ins[1]).astype(np.int64), axis=a.get("axis", 0)), x.dtype)
         if t in ("Unsqueeze", "Squeeze"):
             axes = a.get("axes") if len(ins) < 2 or ins[1] is None else [int(v) for v in ins[1]]
             if t == "Squeeze":

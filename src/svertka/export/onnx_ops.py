@@ -205,7 +205,9 @@ def reshape(ctx, op, shape):
     target = ctx.static(op, 1, "shape")
     size = math.prod(shape)
     dims = list(target.reshape(-1)) if target is not None else None
-    batch_ok = lambda d: d is ctx.BATCH or (isinstance(d, (int, np.integer)) and int(d) in (0, ctx.static_batch))
+    def batch_ok(d):  # 0 copies the batch; "batch" is the input's own batch size
+        return (isinstance(d, str) and d == ctx.BATCH) or (_is_int(d) and int(d) in (0, ctx.static_batch))
+
     if dims is None or len(dims) != 2 or not (
             (batch_ok(dims[0]) and _is_int(dims[1]) and int(dims[1]) in (-1, size))
             or (_is_int(dims[0]) and int(dims[0]) == -1 and _is_int(dims[1]) and int(dims[1]) == size)):

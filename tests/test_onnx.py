@@ -1,0 +1,355 @@
+"""ONNX export and import (issue 15, "What it must show" 6-8).
+
+- Export: onnxruntime's outputs match the torch backend's, relative error
+  max|ort - torch| / max|torch| < 1e-4, at batch 1 and 3 of one file written
+  with --dynamic-batch, at the model's smallest input torch's exporter can write.
+- Import: spec -> ONNX -> spec gives the same layers (paths, types, shapes,
+  params, MACs, receptive fields), and the same outputs bit for bit on both
+  backends with the same weights.
+- A hand-written nn.Module exported by plain torch.onnx.export: `svertka
+  summary` gives its totals, counted here independently with forward hooks.
+- Bad files: one line, exit 2.
+
+Every zoo model runs in the slow suite (CI); three run by default.
+"""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+onnx = pytest.importorskip("onnx")
+ort = pytest.importorskip("onnxruntime")
+from torch import nn  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+from svertka.backends import numpy as nb  # noqa: E402
+from svertka.backends.torch import compile as compile_torch  # noqa: E402
+from svertka.backends.torch import save_weights  # noqa: E402
+from svertka.cli import main  # noqa: E402
+from svertka.errors import DataError, SpecError  # noqa: E402
+from svertka.export import export_module, load_onnx  # noqa: E402
+from svertka.export.onnx_export import exportable_input_size  # noqa: E402
+from svertka.spec import trace  # noqa: E402
+from svertka.zoo import create_model, list_models  # noqa: E402
+
+FAST = ["lenet5", "resnet18", "mobilenet_v2"]  # plain chain, residual + downsample, Clip + nested body
+# Layers torch's exporter decomposes into Mul/Slice/Pad/Gather/If arithmetic that no common-operator
+# importer can read back as one layer (ScaledTanh, Subsample, SelectChannels, RBFOutput, ShortcutA, and
+# LocalResponseNorm, which torch writes as Pow/AveragePool instead of ONNX's LRN): import refuses them.
+NOT_IMPORTABLE = {"lenet5_1998", "alexnet_2012", "googlenet_2014",
+                  "resnet20", "resnet32", "resnet44", "resnet56", "resnet110"}
+
+
+def _randomise_batchnorm(module, gen):
+    """Fresh BatchNorm is the identity in eval mode; give it statistics so it is tested."""
+    for m in module.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            with torch.no_grad():
+                m.running_mean.copy_(torch.randn(m.num_features, generator=gen) * 0.1)
+                m.running_var.copy_(torch.rand(m.num_features, generator=gen) + 0.5)
+                m.weight.copy_(torch.rand(m.num_features, generator=gen) + 0.5)
+                m.bias.copy_(torch.randn(m.num_features, generator=gen) * 0.1)
+
+
+def _rows(net, shape):
+    _, rows = trace(net, shape)
+    return {r.name: (r.type, r.in_shape, r.out_shape, r.params, r.buffers, r.macs, r.rf.as_dict())
+            for r in rows}
+
+
+def check_zoo_model(name, tmp_path):
+    net = create_model(name)
+    side = exportable_input_size(net)
+    shape = (net.input_shape[0], side, side)
+    gen = torch.Generator().manual_seed(0)
+    torch.manual_seed(0)
+    module = compile_torch(net, shape).eval()
+    _randomise_batchnorm(module, gen)
+    path = export_module(module, shape, tmp_path / f"{name}.onnx", dynamic_batch=True,
+                         metadata={"model": name, "classes": [str(i) for i in range(net.num_classes)]})
+
+    # 6. onnxruntime agrees with the torch backend, batch 1 and 3 from one file
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(0)
+    xs = {b: rng.standard_normal((b, *shape)).astype(np.float32) for b in (1, 3)}
+    with torch.no_grad():
+        refs = {b: module(torch.from_numpy(x)).numpy() for b, x in xs.items()}
+    for b, x in xs.items():
+        got = session.run(None, {"input": x})[0]
+        assert got.shape == refs[b].shape
+        rel = np.abs(got - refs[b]).max() / np.abs(refs[b]).max()
+        assert rel < 1e-4, f"{name} batch {b}: relative error {rel:.2e}"
+
+    if name in NOT_IMPORTABLE:
+        with pytest.raises(SpecError) as e:
+            load_onnx(path)
+        assert "node " in str(e.value) and "\n" not in str(e.value)
+        return
+
+    # 7. round trip: every layer the same (Dropout is an identity at inference: the exporter omits it)
+    imported = load_onnx(path)
+    before = {k: v for k, v in _rows(net, shape).items() if v[0] != "Dropout"}
+    after = _rows(imported.network, shape)
+    assert after == before
+    assert imported.meta["classes"] == [str(i) for i in range(net.num_classes)]
+
+    # ... and the same outputs on both backends, bit for bit, with the same weights
+    back = compile_torch(imported.network, shape).eval()
+    back.load_state_dict({k: torch.from_numpy(np.asarray(v)) for k, v in imported.state_dict.items()})
+    x = torch.from_numpy(xs[3])
+    with torch.no_grad():
+        np.testing.assert_array_equal(back(x).numpy(), refs[3])
+    assert not np.allclose(refs[3][0], refs[3][1]), "the outputs do not depend on the input: a weak test"
+    state = {k: v.detach().numpy() for k, v in module.state_dict().items()}
+    ours, theirs = nb.compile(net, shape), nb.compile(imported.network, shape)
+    ours.load_state_dict(state)
+    theirs.load_state_dict(imported.state_dict)
+    ours.eval(), theirs.eval()
+    with nb.no_grad():
+        y_ours, y_theirs = ours(nb.Tensor(xs[3])).data, theirs(nb.Tensor(xs[3])).data
+    np.testing.assert_array_equal(y_theirs, y_ours)
+    np.testing.assert_allclose(y_ours, refs[3], rtol=1e-4, atol=1e-5 * np.abs(refs[3]).max())
+
+
+@pytest.mark.parametrize("name", FAST)
+def test_zoo_model_exports_and_comes_back(name, tmp_path):
+    check_zoo_model(name, tmp_path)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", [m for m in list_models() if m not in FAST])
+def test_every_zoo_model_exports_and_comes_back(name, tmp_path):
+    check_zoo_model(name, tmp_path)
+
+
+# ---------------------------------------------------------------- svertka export
+
+
+def _metadata(path):
+    return {p.key: json.loads(p.value) for p in onnx.load(str(path)).metadata_props}
+
+
+def test_export_cli_writes_a_checked_file_with_preprocessing_metadata(tmp_path, capsys):
+    out = tmp_path / "lenet.onnx"
+    assert main(["export", "lenet5", "--out", str(out), "--opset", "17"]) == 0
+    assert "onnx.checker passed" in capsys.readouterr().out
+    model = onnx.load(str(out))
+    onnx.checker.check_model(model, full_check=True)
+    assert model.opset_import[0].version == 17
+    meta = _metadata(out)
+    net = create_model("lenet5")
+    assert meta["svertka.mean"] == list(net.mean) and meta["svertka.std"] == list(net.std)
+    assert meta["svertka.input_shape"] == [1, 28, 28] and len(meta["svertka.classes"]) == 10
+    dim = model.graph.input[0].type.tensor_type.shape.dim[0]
+    assert dim.dim_value == 1  # fixed batch without --dynamic-batch
+
+
+def test_export_of_a_run_folder_carries_its_weights_and_classes(tmp_path, capsys):
+    from svertka.spec import save_network
+    from svertka.train.checkpoint import save_checkpoint
+
+    net = create_model("lenet5")
+    torch.manual_seed(3)
+    module = compile_torch(net).eval()
+    run = tmp_path / "run"
+    run.mkdir()
+    save_network(net, run / "model.json")
+    classes = [f"class{i}" for i in range(10)]
+    save_checkpoint(run / "best.safetensors", {k: v.numpy() for k, v in module.state_dict().items()},
+                    {"model": "lenet5", "num_classes": 10, "input_shape": [1, 28, 28], "backend": "torch",
+                     "classes": classes, "mean": [0.25], "std": [0.5]})
+    out = tmp_path / "run.onnx"
+    assert main(["export", str(run), "--out", str(out), "--dynamic-batch"]) == 0
+    meta = _metadata(out)
+    assert meta["svertka.classes"] == classes and meta["svertka.mean"] == [0.25]
+    x = np.random.default_rng(1).standard_normal((3, 1, 28, 28)).astype(np.float32)
+    got = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
+    with torch.no_grad():
+        ref = module(torch.from_numpy(x)).numpy()
+    assert np.abs(got - ref).max() / np.abs(ref).max() < 1e-4
+    # and the import gives the run's preprocessing back
+    imported = load_onnx(out)
+    assert imported.network.mean == (0.25,) and imported.meta["classes"] == classes
+
+
+def test_export_with_weights_file(tmp_path):
+    net = create_model("cnn2")
+    torch.manual_seed(5)
+    module = compile_torch(net).eval()
+    save_weights(module, tmp_path / "w.safetensors")
+    out = tmp_path / "cnn2.onnx"
+    assert main(["export", "cnn2", "--weights", str(tmp_path / "w.safetensors"), "--out", str(out)]) == 0
+    imported = load_onnx(out)
+    for k, v in module.state_dict().items():
+        np.testing.assert_array_equal(imported.state_dict[k], v.numpy())
+
+
+# ------------------------------------------------------ a model svertka did not write
+
+
+class HandWritten(nn.Module):
+    """Residual, concatenation, squeeze-and-excitation, a transposed conv, BN and a
+    view(x.size(0), -1): the common CNN operators, written as anyone would."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1, bias=False), nn.BatchNorm2d(16), nn.ReLU())
+        self.res = nn.Sequential(nn.Conv2d(16, 16, 3, padding=1), nn.ReLU6(), nn.Conv2d(16, 16, 1))
+        self.left, self.right = nn.Conv2d(16, 8, 1), nn.Conv2d(16, 8, 3, padding=2, dilation=2)
+        self.fc1, self.fc2 = nn.Conv2d(16, 4, 1), nn.Conv2d(4, 16, 1)
+        self.up = nn.ConvTranspose2d(16, 6, 2, stride=2)
+        self.pool = nn.AvgPool2d(2)
+        self.head = nn.Linear(6 * 16 * 16, 5)
+
+    def forward(self, x):
+        x = self.stem(x)
+        x = F.relu(x + self.res(x))
+        x = torch.cat([self.left(x), F.max_pool2d(self.right(x), 3, 1, 1)], 1)
+        x = x * torch.sigmoid(self.fc2(F.relu(self.fc1(F.adaptive_avg_pool2d(x, 1)))))
+        x = self.pool(self.up(x))
+        return self.head(x.view(x.size(0), -1))
+
+
+def _hook_counts(module, x):
+    """Params and MACs of a plain nn.Module, counted with forward hooks (conv and
+    linear only, bias excluded), independently of svertka's spec rules."""
+    macs = []
+
+    def hook(m, inputs, out):
+        if isinstance(m, nn.Conv2d):
+            macs.append(out.numel() // out.shape[0] * m.in_channels // m.groups * m.kernel_size[0] * m.kernel_size[1])
+        elif isinstance(m, nn.ConvTranspose2d):
+            macs.append(inputs[0].numel() // inputs[0].shape[0] * m.out_channels // m.groups
+                        * m.kernel_size[0] * m.kernel_size[1])
+        elif isinstance(m, nn.Linear):
+            macs.append(m.in_features * m.out_features)
+
+    handles = [m.register_forward_hook(hook) for m in module.modules()]
+    with torch.no_grad():
+        module(x)
+    for h in handles:
+        h.remove()
+    return sum(p.numel() for p in module.parameters()), sum(macs)
+
+
+def test_summary_of_a_plain_torch_export_of_a_hand_written_module(tmp_path, capsys):
+    torch.manual_seed(0)
+    model = HandWritten().eval()
+    _randomise_batchnorm(model, torch.Generator().manual_seed(1))
+    x = torch.randn(2, 3, 16, 16)
+    path = tmp_path / "hand.onnx"
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        # plain export (dynamo=False: the default dynamo exporter needs onnxscript, not installed)
+        torch.onnx.export(model, (x[:1],), str(path), dynamo=False, input_names=["x"],
+                          dynamic_axes={"x": {0: "n"}})
+    params, macs = _hook_counts(model, x[:1])
+    # torch's default (eval) export folds the BatchNorm into the conv before it: the file has
+    # the conv's 16 new biases and not the BatchNorm's 2 x 16 affine parameters
+    assert not any(n.op_type == "BatchNormalization" for n in onnx.load(str(path)).graph.node)
+    params_in_file = params - 2 * 16 + 16
+
+    assert main(["summary", str(path), "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["total"] == {**summary["total"], "params": params_in_file, "macs": macs}
+    assert summary["output_shape"] == [5]
+    types = {la["type"] for la in summary["layers"]}
+    assert {"Conv2d", "ConvTranspose2d", "ReLU6", "MaxPool2d", "AvgPool2d", "Flatten", "Linear"} <= types
+
+    # the imported model runs on both backends and computes what the module computes
+    imported = load_onnx(path)
+    net = imported.network
+    assert {type(nd).__name__ for _, nd in net.named_nodes()} >= {"Residual", "Concat", "Gate"}
+    with torch.no_grad():
+        ref = model(x).numpy()
+    back = compile_torch(net).eval()
+    back.load_state_dict({k: torch.from_numpy(np.asarray(v)) for k, v in imported.state_dict.items()})
+    with torch.no_grad():
+        np.testing.assert_allclose(back(x).numpy(), ref, rtol=1e-4, atol=1e-5)
+    engine = nb.compile(net)
+    engine.load_state_dict(imported.state_dict)
+    engine.eval()
+    with nb.no_grad():
+        np.testing.assert_allclose(engine(nb.Tensor(x.numpy())).data, ref, rtol=1e-4, atol=1e-5)
+
+
+# ----------------------------------------------------------------------- bad files
+
+
+def _graph_file(tmp_path, name, nodes, outputs, initializers=()):
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])
+    outs = [helper.make_tensor_value_info(o, TensorProto.FLOAT, ["n", "c", "h", "w"]) for o in outputs]
+    graph = helper.make_graph(nodes, name, [x], outs, list(initializers))
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    path = tmp_path / f"{name}.onnx"
+    onnx.save(model, str(path))
+    return path
+
+
+def _conv_weight():
+    return onnx.numpy_helper.from_array(np.ones((4, 3, 3, 3), np.float32), "conv.weight")
+
+
+def test_bad_files_get_one_line_and_exit_2(tmp_path, capsys):
+    from onnx import helper
+
+    lstm = _graph_file(tmp_path, "lstm", [
+        helper.make_node("Conv", ["x", "conv.weight"], ["c"], name="/conv/Conv"),
+        helper.make_node("LSTM", ["c", "W", "R"], ["y"], name="/rnn/LSTM", hidden_size=2),
+    ], ["y"], [_conv_weight(), onnx.numpy_helper.from_array(np.ones((1, 8, 6), np.float32), "W"),
+               onnx.numpy_helper.from_array(np.ones((1, 8, 2), np.float32), "R")])
+    two = _graph_file(tmp_path, "two", [
+        helper.make_node("Conv", ["x", "conv.weight"], ["c"], name="/conv/Conv"),
+        helper.make_node("Relu", ["c"], ["r"], name="/relu/Relu"),
+    ], ["c", "r"], [_conv_weight()])
+    whole = export_module(compile_torch(create_model("lenet5")), (1, 28, 28), tmp_path / "whole.onnx")
+    cut = tmp_path / "cut.onnx"
+    cut.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+    empty = tmp_path / "empty.onnx"
+    empty.write_bytes(b"")
+
+    for path, needle in [(lstm, "node /rnn/LSTM (LSTM) is not an operator svertka maps"),
+                         (two, "the graph has 2 outputs (c, r)"),
+                         (cut, "is not a readable ONNX file"),
+                         (empty, "holds no graph"),
+                         (tmp_path / "missing.onnx", "no such ONNX file")]:
+        for command in ("summary", "rf"):
+            code = main([command, str(path)])
+            err = capsys.readouterr().err
+            assert code == 2, (path, err)
+            assert needle in err and err.count("\n") == 1 and "Traceback" not in err, err
+
+
+def test_unmappable_graph_shapes_are_refused_naming_the_node(tmp_path):
+    from onnx import helper
+
+    w = _conv_weight()
+    cases = {
+        # a constant times the image is no layer (a scale would need its own spec type)
+        "scale": ([helper.make_node("Mul", ["x", "k"], ["y"], name="/scale/Mul")], ["y"],
+                  [w, onnx.numpy_helper.from_array(np.float32(2.0), "k")], "node /scale/Mul (Mul)"),
+        # Clip to [0, 1] is neither ReLU nor ReLU6
+        "clip": ([helper.make_node("Conv", ["x", "conv.weight"], ["c"], name="/c/Conv"),
+                  helper.make_node("Clip", ["c", "lo", "hi"], ["y"], name="/act/Clip")], ["y"],
+                 [w, onnx.numpy_helper.from_array(np.float32(0), "lo"),
+                  onnx.numpy_helper.from_array(np.float32(1), "hi")], "node /act/Clip (Clip) clips to [0.0, 1.0]"),
+        # asymmetric padding has no spec equivalent
+        "pads": ([helper.make_node("Conv", ["x", "conv.weight"], ["y"], name="/c/Conv", pads=[0, 0, 1, 1])],
+                 ["y"], [w], "node /c/Conv (Conv) pads [0, 0, 1, 1]"),
+        # two branches multiplied, neither of them the input itself
+        "product": ([helper.make_node("Relu", ["x"], ["a"], name="/a/Relu"),
+                     helper.make_node("Sigmoid", ["x"], ["b"], name="/b/Sigmoid"),
+                     helper.make_node("Mul", ["a", "b"], ["y"], name="/m/Mul")], ["y"], [w],
+                    "node /m/Mul (Mul) multiplies two computed branches"),
+    }
+    for name, (nodes, outs, inits, needle) in cases.items():
+        path = _graph_file(tmp_path, name, nodes, outs, inits)
+        with pytest.raises((SpecError, DataError)) as e:
+            load_onnx(path)
+        assert needle in str(e.value) and "\n" not in str(e.value), str(e.value)
