@@ -208,7 +208,7 @@ class HandWritten(nn.Module):
         x = self.stem(x)
         x = F.relu(x + self.res(x))
         x = torch.cat([self.left(x), F.max_pool2d(self.right(x), 3, 1, 1)], 1)
-        x = x * torch.sigmoid(self.fc2(F.relu(self.fc1(F.adaptive_avg_pool2d(x, 1)))))
+        x = x * F.hardsigmoid(self.fc2(F.relu(self.fc1(F.adaptive_avg_pool2d(x, 1)))))  # MobileNetV3's SE
         x = self.pool(self.up(x))
         return self.head(x.view(x.size(0), -1))
 
@@ -258,7 +258,8 @@ def test_summary_of_a_plain_torch_export_of_a_hand_written_module(tmp_path, caps
     assert summary["total"] == {**summary["total"], "params": params_in_file, "macs": macs}
     assert summary["output_shape"] == [5]
     types = {la["type"] for la in summary["layers"]}
-    assert {"Conv2d", "ConvTranspose2d", "ReLU6", "MaxPool2d", "AvgPool2d", "Flatten", "Linear"} <= types
+    assert {"Conv2d", "ConvTranspose2d", "ReLU6", "HardSigmoid", "MaxPool2d", "AvgPool2d", "Flatten",
+            "Linear"} <= types
 
     # the imported model runs on both backends and computes what the module computes
     imported = load_onnx(path)
@@ -275,6 +276,26 @@ def test_summary_of_a_plain_torch_export_of_a_hand_written_module(tmp_path, caps
     engine.eval()
     with nb.no_grad():
         np.testing.assert_allclose(engine(nb.Tensor(x.numpy())).data, ref, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("alpha,beta", [(1.0 / 6.0, 0.5), (0.2, 0.5)])
+def test_hard_sigmoid_layer_agrees_between_backends(alpha, beta):
+    """HardSigmoid, the spec layer ONNX's HardSigmoid maps to: torch's nn.Hardsigmoid
+    (alpha 1/6) or a clamp, against the engine, forward and gradient."""
+    from svertka.spec import HardSigmoid
+
+    node = HardSigmoid(alpha, beta)
+    x = np.linspace(-8, 8, 2 * 3 * 4 * 4, dtype=np.float32).reshape(2, 3, 4, 4) + 0.01  # off the kinks
+    module = compile_torch(node, (3, 4, 4))
+    assert isinstance(module, nn.Hardsigmoid) == (alpha == 1.0 / 6.0)
+    xt = torch.from_numpy(x).requires_grad_()
+    module(xt).sum().backward()
+    xe = nb.Tensor(x, requires_grad=True)
+    ye = nb.compile(node, (3, 4, 4))(xe)
+    ye.sum().backward()
+    np.testing.assert_allclose(ye.data, module(xt).detach().numpy(), rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(xe.grad, xt.grad.numpy(), rtol=1e-6, atol=1e-7)
+    assert 0 < ye.data.min() < ye.data.max() < 1 or {0.0, 1.0} <= set(np.unique(ye.data))
 
 
 # ----------------------------------------------------------------------- bad files

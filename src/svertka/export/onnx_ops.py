@@ -155,9 +155,8 @@ def clip(ctx, op, shape):
 
 
 def hard_sigmoid(ctx, op, shape):
-    if not hasattr(n, "HardSigmoid"):
-        ctx.fail(op, "has no spec layer yet (HardSigmoid)")
-    return n.HardSigmoid(_round(op.attrs.get("alpha", 0.2)), _round(op.attrs.get("beta", 0.5))), {}
+    # not rounded: torch's 1/6 is stored as float32 0.16666667, and the torch builder recognises it
+    return n.HardSigmoid(float(op.attrs.get("alpha", 0.2)), float(op.attrs.get("beta", 0.5))), {}
 
 
 def dropout(ctx, op, shape):

@@ -4,7 +4,7 @@ from .geometry import conv_out, conv_transpose_out, fmt_shape, join_path, pair
 from .infer import MAX_VALUES, Traced, layer_shapes, min_input_size, trace
 from .nodes import (
     LEAF_TYPES, RULES, Activation, AdaptiveAvgPool2d, AvgPool2d, BatchNorm2d, Concat, Conv2d,
-    ConvTranspose2d, Counts, Dropout, Flatten, Gate, GELU, Identity, Leaf, Linear, LocalResponseNorm,
+    ConvTranspose2d, Counts, Dropout, Flatten, Gate, GELU, HardSigmoid, Identity, Leaf, Linear, LocalResponseNorm,
     MaxPool2d, Network, Node, RBFOutput, ReLU, ReLU6, Residual, ScaledTanh, SelectChannels,
     Sequential, ShortcutA, Sigmoid, SiLU, Subsample, Tanh, missing_rules, rbf_centers, seq, walk,
 )
