@@ -281,6 +281,59 @@ def test_summary_of_a_plain_torch_export_of_a_hand_written_module(tmp_path, caps
         np.testing.assert_allclose(engine(nb.Tensor(x.numpy())).data, ref, rtol=1e-4, atol=1e-5)
 
 
+def test_a_file_without_node_names_imports_with_numbered_layers(tmp_path):
+    """Other tools name nodes differently (or not at all): the structure and the
+    totals come from the graph alone; only the layer names fall back to numbers."""
+    torch.manual_seed(0)
+    model = HandWritten().eval()
+    path = tmp_path / "named.onnx"
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, (torch.randn(1, 3, 16, 16),), str(path), dynamo=False)
+    proto = onnx.load(str(path))
+    for node in proto.graph.node:
+        node.name = ""
+    for t in proto.graph.initializer:  # and weights named by number, as many converters write them
+        old = t.name
+        t.name = f"w{abs(hash(old)) % 10**6}"
+        for node in proto.graph.node:
+            node.input[:] = [t.name if v == old else v for v in node.input]
+    onnx.save(proto, str(tmp_path / "bare.onnx"))
+    named, bare = load_onnx(path), load_onnx(tmp_path / "bare.onnx")
+    _, rows_named = trace(named.network)
+    _, rows_bare = trace(bare.network)
+    strip = lambda rows: [(r.type, r.out_shape, r.params, r.macs, r.rf.as_dict()) for r in rows if r.leaf]
+    assert strip(rows_bare) == strip(rows_named)
+    assert any(r.name == "stem" for r in rows_named) and not any(r.name == "stem" for r in rows_bare)
+    x = torch.randn(2, 3, 16, 16)
+    engine = nb.compile(bare.network)
+    engine.load_state_dict(bare.state_dict)
+    engine.eval()
+    with torch.no_grad():
+        ref = model(x).numpy()
+    with nb.no_grad():
+        np.testing.assert_allclose(engine(nb.Tensor(x.numpy())).data, ref, rtol=1e-4, atol=1e-5)
+
+
+def test_predict_runs_an_imported_model_on_both_backends(tmp_path, capsys):
+    Image = pytest.importorskip("PIL.Image")
+    out = tmp_path / "cnn2.onnx"
+    assert main(["export", "cnn2", "--out", str(out)]) == 0
+    image = tmp_path / "digit.png"
+    Image.fromarray((np.random.default_rng(0).random((28, 28)) * 255).astype(np.uint8)).save(image)
+    probs = {}
+    for backend in ("numpy", "torch"):
+        capsys.readouterr()
+        assert main(["predict", "-w", str(out), str(image), "--backend", backend, "--json", "-k", "10",
+                     "--invert", "no"]) == 0
+        top = json.loads(capsys.readouterr().out)[0]["top"]
+        probs[backend] = {t["index"]: t["prob"] for t in top}
+    assert probs["numpy"].keys() == probs["torch"].keys() == set(range(10))
+    for i in range(10):
+        assert probs["numpy"][i] == pytest.approx(probs["torch"][i], rel=1e-4, abs=1e-6)
+
+
 @pytest.mark.parametrize("alpha,beta", [(1.0 / 6.0, 0.5), (0.2, 0.5)])
 def test_hard_sigmoid_layer_agrees_between_backends(alpha, beta):
     """HardSigmoid, the spec layer ONNX's HardSigmoid maps to: torch's nn.Hardsigmoid

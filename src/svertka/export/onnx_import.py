@@ -451,32 +451,35 @@ class _Importer:
 
 class _Namer:
     """Spec children from items, named by their paths relative to the parent
-    (nested Sequentials where a path has more parts), else numbered."""
+    (nested Sequentials where a path has more parts). An item without such a
+    path (a node torch ran in a forward() of its parent, a file without scoped
+    names) is named after its kind: relu, residual, concat_1, ..."""
 
     def children(self, parent, items):
-        rels = [_rel(parent, it.path) for it in items]
-        if all(rels):
-            groups = []
-            for it, rel in zip(items, rels):
-                head = rel.split(".")[0]
-                if groups and groups[-1][0] == head:
-                    groups[-1][1].append((it, rel))
-                else:
-                    groups.append((head, [(it, rel)]))
-            heads = [h for h, _ in groups]
-            if len(set(heads)) == len(heads):
-                out = []
-                for head, members in groups:
-                    if len(members) == 1 and members[0][1] == head:
-                        out.append((head, self.build(members[0][0])))
-                    elif all(rel != head for _, rel in members):
-                        out.append((head, n.Sequential(self.children(join_path(parent, head),
-                                                                     [m for m, _ in members]))))
-                    else:
-                        break
-                else:
-                    return out
-        return [(str(i), self.build(it)) for i, it in enumerate(items)]
+        groups = []  # consecutive items that share the first part of their relative path
+        for it in items:
+            rel = _rel(parent, it.path)
+            head = rel.split(".")[0] if rel else None
+            if head is not None and groups and groups[-1][0] == head:
+                groups[-1][1].append((it, rel))
+            else:
+                groups.append((head, [(it, rel)]))
+        heads = [h for h, _ in groups if h is not None]
+        named = {h for h in heads if heads.count(h) == 1}
+        out, used = [], set(named)
+        for head, members in groups:
+            if head in named:
+                if len(members) == 1 and members[0][1] == head:
+                    out.append((head, self.build(members[0][0])))
+                    continue
+                if all(rel != head for _, rel in members):
+                    out.append((head, n.Sequential(self.children(join_path(parent, head),
+                                                                 [m for m, _ in members]))))
+                    continue
+            for it, _ in members:
+                out.append((_fresh(it.leaf.type.lower() if it.kind == "leaf" else it.kind, used),
+                            self.build(it)))
+        return out
 
     def build(self, it):
         if it.kind == "leaf":
@@ -521,6 +524,15 @@ class _Namer:
             used.add(name)
             out.append((name, node))
         return out
+
+
+def _fresh(base: str, used: set) -> str:
+    name, k = base, 0
+    while name in used:
+        k += 1
+        name = f"{base}_{k}"
+    used.add(name)
+    return name
 
 
 def _all_leaves(items):
