@@ -349,6 +349,27 @@ def test_a_file_without_node_names_imports_with_numbered_layers(tmp_path):
         np.testing.assert_allclose(engine(nb.Tensor(x.numpy())).data, ref, rtol=1e-4, atol=1e-5)
 
 
+def test_a_file_with_an_open_image_size_takes_it_from_input(tmp_path, capsys):
+    from svertka.analysis import analyze
+    from svertka.spec import AdaptiveAvgPool2d, BatchNorm2d, Conv2d, Flatten, Linear, Network, ReLU, seq
+
+    net = Network("open", seq(Conv2d(8, 3, 2, 1), BatchNorm2d(), ReLU(), AdaptiveAvgPool2d(1), Flatten(),
+                              Linear(4)), (3, 32, 32), 4)
+    path = tmp_path / "open.onnx"
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(compile_torch(net).eval(), (torch.zeros(1, 3, 32, 32),), str(path), dynamo=False,
+                          training=torch.onnx.TrainingMode.PRESERVE, input_names=["x"],
+                          dynamic_axes={"x": {0: "n", 2: "h", 3: "w"}})
+    assert main(["summary", str(path)]) == 2
+    assert "leaves the image size open; give it, e.g. --input 3x224x224" in capsys.readouterr().err
+    assert main(["summary", str(path), "--input", "3x40x40", "--json"]) == 0
+    total = json.loads(capsys.readouterr().out)["total"]
+    expected = analyze(net, (3, 40, 40))
+    assert (total["params"], total["macs"]) == (expected.params, expected.macs)
+
+
 def test_predict_runs_an_imported_model_on_both_backends(tmp_path, capsys):
     Image = pytest.importorskip("PIL.Image")
     out = tmp_path / "cnn2.onnx"

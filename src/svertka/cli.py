@@ -24,9 +24,10 @@ def parse_shape(text: str) -> tuple[int | None, int, int]:
     return tuple(nums) if len(nums) == 3 else (None, *nums)
 
 
-def load_model_spec(name_or_path: str, num_classes=None, in_chans=None):
+def load_model_spec(name_or_path: str, num_classes=None, in_chans=None, input_size=None):
     """A zoo name (the training nets cnn2, vgg_fm, ... among them), a JSON network
-    file, or a run folder of `svertka train` (its model.json)."""
+    file, a run folder of `svertka train` (its model.json) or an .onnx file
+    (``input_size``: its side where the file leaves it open)."""
     from pathlib import Path
 
     from .zoo import resolve_model
@@ -37,16 +38,20 @@ def load_model_spec(name_or_path: str, num_classes=None, in_chans=None):
             raise UsageError(f"{name_or_path} is a folder without model.json; pass a zoo name, a network "
                              f".json file or a run folder of `svertka train`")
         name_or_path = str(folder / "model.json")
+    if input_size and name_or_path.lower().endswith(".onnx"):
+        return resolve_model(name_or_path, num_classes=num_classes, input_size=input_size)
     return resolve_model(name_or_path, num_classes=num_classes, in_chans=in_chans)
 
 
 def _analyze(args, name):
     from .analysis import analyze
 
-    net = load_model_spec(name, getattr(args, "num_classes", None))
-    if not getattr(args, "input", None):
+    given = parse_shape(args.input) if getattr(args, "input", None) else None
+    side = given[1] if given and given[1] == given[2] else None  # for an .onnx file with an open size
+    net = load_model_spec(name, getattr(args, "num_classes", None), input_size=side)
+    if not given:
         return analyze(net)
-    c, h, w = parse_shape(args.input)
+    c, h, w = given
     model_c = net.input_shape[0]
     if c is None and h != w and h == model_c:  # "3x224": 3 channels of 224x224, or a 3x224 image?
         raise UsageError(f"--input {args.input!r} is ambiguous: {h} channels at {w}x{w} is {h}x{w}x{w}, "

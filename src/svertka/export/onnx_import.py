@@ -78,7 +78,14 @@ def load_onnx(path, input_size: int | None = None) -> Imported:
     ``input_size`` sets H = W where the file leaves them open (dynamic axes)."""
     _require_onnx()
     model = _read(Path(path))
-    return _Importer(model, Path(path), input_size).run()
+    try:
+        return _Importer(model, Path(path), input_size).run()
+    except SvertkaError:
+        raise
+    except Exception as e:  # a file that passed the checker but is inconsistent (tensor sizes, attributes)
+        raise DataError(f"{path} cannot be imported: {type(e).__name__}: "
+                        f"{(str(e).splitlines() or [''])[0][:120]}; check the file with onnx.checker "
+                        f"(full_check=True)") from None
 
 
 def _read(path: Path):
@@ -105,7 +112,7 @@ def _read(path: Path):
 
 
 class _Importer:
-    BATCH = BATCH
+    BATCH = BATCH  # the ops read it as ctx.BATCH
 
     def __init__(self, model, path: Path, input_size):
         import onnx
@@ -149,8 +156,8 @@ class _Importer:
         c, h, w = dims[1:]
         if c is None:
             raise SpecError(f"{self.file}: input {value.name} leaves its channel count open; svertka needs it")
-        if input_size:
-            h = w = int(input_size)
+        if input_size:  # only where the file leaves the size open
+            h, w = h or int(input_size), w or int(input_size)
         if h is None or w is None:
             raise UsageError(f"{self.file} leaves the image size open; give it, e.g. --input {c}x224x224")
         return (c, h, w), dims[0]
