@@ -484,3 +484,17 @@ def test_unmappable_graph_shapes_are_refused_naming_the_node(tmp_path):
         with pytest.raises((SpecError, DataError)) as e:
             load_onnx(path)
         assert needle in str(e.value) and "\n" not in str(e.value), str(e.value)
+
+
+def test_a_branch_the_output_does_not_use_is_left_out(tmp_path):
+    from onnx import helper
+
+    path = _graph_file(tmp_path, "dead", [
+        helper.make_node("Conv", ["x", "conv.weight"], ["c"], name="/conv/Conv"),
+        helper.make_node("Sigmoid", ["c"], ["unused"], name="/probe/Sigmoid"),
+        helper.make_node("Relu", ["c"], ["y"], name="/relu/Relu"),
+    ], ["y"], [_conv_weight()])
+    imported = load_onnx(path)
+    assert [(p, type(nd).__name__) for p, nd in imported.network.named_nodes()] == [
+        ("", "Sequential"), ("conv", "Conv2d"), ("relu", "ReLU")]
+    assert imported.state_dict["conv.weight"].shape == (4, 3, 3, 3)

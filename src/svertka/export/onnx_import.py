@@ -289,11 +289,13 @@ class _Importer:
     def _succ(self, point):
         """The nodes that read ``point``'s output (point None is the graph input); "EXIT" past the output."""
         value = self.input if point is None else self._out(point)
-        nodes = list(self.consumers.get(value, []))
+        # a node the output does not depend on cannot change the answer: it is left out
+        nodes = [c for c in self.consumers.get(value, []) if c in self.reach]
         return nodes + (["EXIT"] if value == self.output else [])
 
     def _out(self, op):
-        used = [o for o in op.outputs if o and (o in self.consumers or o == self.output)]
+        used = [o for o in op.outputs if o and (o == self.output or any(
+            c in self.reach for c in self.consumers.get(o, [])))]
         if len(used) > 1:
             self.fail(op, f"feeds the rest of the graph from {len(used)} outputs; svertka maps one output per layer")
         if not used:
@@ -303,7 +305,7 @@ class _Importer:
     def _post_dominators(self):
         """Immediate post-dominator of each node of the image DAG (and of the input):
         where all paths from it meet again."""
-        reach = set()
+        self.reach = reach = set()
         stack = [self.producer.get(self.output)]
         while stack:  # nodes the output depends on; others are dead ends
             op = stack.pop()
@@ -316,12 +318,7 @@ class _Importer:
         self.rank["EXIT"] = len(order)
         self.ipdom = {"EXIT": "EXIT"}
         for op in reversed(order):
-            succ = [s for s in self._succ(op) if s == "EXIT" or s in reach]
-            if op is not None and self.consumers.get(self._out(op)) and len(succ) != len(self._succ(op)):
-                self.fail(op, "feeds a node that does not lead to the output; svertka maps graphs without "
-                              "dead branches")
-            if not succ:
-                self.fail(op, "does not lead to the output")
+            succ = self._succ(op)
             best = succ[0]
             for s in succ[1:]:
                 best = self._meet(best, s)
