@@ -196,7 +196,7 @@ def test_export_of_a_run_folder_carries_its_weights_and_classes(tmp_path, capsys
     classes = [f"class{i}" for i in range(10)]
     save_checkpoint(run / "best.safetensors", {k: v.numpy() for k, v in module.state_dict().items()},
                     {"model": "lenet5", "num_classes": 10, "input_shape": [1, 28, 28], "backend": "torch",
-                     "classes": classes, "mean": [0.25], "std": [0.5]})
+                     "classes": classes, "mean": [0.25], "std": [0.5], "data": "fashion-mnist-mini"})
     out = tmp_path / "run.onnx"
     assert main(["export", str(run), "--out", str(out), "--dynamic-batch"]) == 0
     meta = _metadata(out)
@@ -209,6 +209,13 @@ def test_export_of_a_run_folder_carries_its_weights_and_classes(tmp_path, capsys
     # and the import gives the run's preprocessing back
     imported = load_onnx(out)
     assert imported.network.mean == (0.25,) and imported.meta["classes"] == classes
+    # svertka eval reads the run's dataset from the file and runs it on the engine
+    capsys.readouterr()
+    results = []
+    for source in (out, run):  # the imported file and the run itself give the same accuracy
+        assert main(["eval", str(source), "--backend", "numpy", "--limit", "200", "--json", "--png", "none"]) == 0
+        results.append(json.loads(capsys.readouterr().out))
+    assert results[0]["n"] == 200 and results[0] == results[1]
 
 
 def test_export_with_weights_file(tmp_path):

@@ -11,7 +11,8 @@ TorchScript-based one (``dynamo=False``). Two of its defaults are switched off:
 - Dropout is an identity at inference; the exporter leaves it out of the graph.
 
 What a consumer needs to preprocess goes into ``metadata_props`` as JSON
-strings under ``svertka.*`` keys: classes, mean, std, input_shape, model.
+strings under ``svertka.*`` keys: classes, mean, std, input_shape, model, and
+for a run the dataset it was trained on (data), so `svertka eval` needs no flag.
 """
 from __future__ import annotations
 
@@ -126,13 +127,14 @@ def export_model(source: str, out, *, weights: str | None = None, dynamic_batch:
                               backend="torch", device="cpu")
         net, module = loaded.net, loaded.adapter.model
         classes, mean, std = loaded.classes, loaded.mean, loaded.std
+        data = loaded.meta.get("data")
     else:
         net = resolve_model(source)
         torch.manual_seed(seed)
         module = compile_torch(net)
-        classes, mean, std = [str(i) for i in range(net.num_classes)], net.mean, net.std
+        classes, mean, std, data = [str(i) for i in range(net.num_classes)], net.mean, net.std, None
     meta = {"model": net.name, "classes": list(classes), "mean": list(mean), "std": list(std),
-            "input_shape": list(net.input_shape)}
+            "input_shape": list(net.input_shape), **({"data": data} if data else {})}
     path = export_module(module.to("cpu"), net.input_shape, out, dynamic_batch=dynamic_batch, opset=opset,
                          metadata=meta)
     return {"path": str(path), **meta, "opset": int(opset), "dynamic_batch": bool(dynamic_batch)}
