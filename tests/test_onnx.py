@@ -222,6 +222,23 @@ def test_export_of_a_run_folder_carries_its_weights_and_classes(tmp_path, capsys
     assert results[0]["n"] == 200 and results[0] == results[1]
 
 
+def test_export_errors_are_one_line(tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    for argv, needle in [
+        (["export", "lenet5", "--out", str(tmp_path / "a.onnx"), "--opset", "30"], "--opset 30 is outside"),
+        (["export", "nosuchnet", "--out", str(tmp_path / "a.onnx")], "unknown model 'nosuchnet'"),
+        (["export", "lenet5", "--format", "tflite", "--out", "a"], "invalid choice: 'tflite'"),
+        (["export", "lenet5"], "--out"),
+        (["export", str(run), "--weights", "w.safetensors", "--out", "a.onnx"], "is a run folder with its own"),
+        (["export", str(run), "--out", str(tmp_path / "a.onnx")], "holds no best.safetensors"),
+    ]:
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert needle in err and err.count("\n") == 1, err
+    assert not (tmp_path / "a.onnx").exists()
+
+
 def test_export_with_weights_file(tmp_path):
     net = create_model("cnn2")
     torch.manual_seed(5)

@@ -27,11 +27,16 @@ META_PREFIX = "svertka."
 INPUT_NAME, OUTPUT_NAME = "input", "logits"
 
 
-def _require_onnx():
+def _require_onnx(torch: bool = False):
     try:
         import onnx  # noqa: F401
     except ImportError:
         raise UsageError("ONNX export and import need the onnx package: pip install 'svertka[onnx]'") from None
+    if torch:
+        try:
+            import torch  # noqa: F401
+        except ImportError:
+            raise UsageError("ONNX export runs torch's exporter: pip install 'svertka[torch,onnx]'") from None
 
 
 def export_module(module, input_shape, out, *, dynamic_batch: bool = False, opset: int = DEFAULT_OPSET,
@@ -39,7 +44,7 @@ def export_module(module, input_shape, out, *, dynamic_batch: bool = False, opse
     """Export a compiled torch model (any ``nn.Module``) for input (C, H, W) to
     ``out``, check it with ``onnx.checker`` and add ``metadata`` (JSON values
     under ``svertka.`` keys). Returns the path."""
-    _require_onnx()
+    _require_onnx(torch=True)
     import onnx
     import torch
 
@@ -113,7 +118,10 @@ def export_model(source: str, out, *, weights: str | None = None, dynamic_batch:
     """`svertka export`: ``source`` is a run folder of `svertka train` or a zoo
     name (random weights drawn from ``seed``, or ``weights``). Returns what was
     written: path, model, input shape, classes, mean, std, opset."""
-    _require_onnx()
+    _require_onnx(torch=True)
+    if not 7 <= int(opset) <= 20:  # before loading anything
+        raise UsageError(f"--opset {opset} is outside what torch's TorchScript exporter writes (7 to 20); "
+                         f"the default is {DEFAULT_OPSET}")
     import torch
 
     from ..backends.torch import compile as compile_torch
