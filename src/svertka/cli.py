@@ -28,9 +28,10 @@ def parse_shape(text: str) -> tuple[int | None, int, int]:
     return tuple(nums) if len(nums) == 3 else (None, *nums)
 
 
-def load_model_spec(name_or_path: str, num_classes=None, in_chans=None):
+def load_model_spec(name_or_path: str, num_classes=None, in_chans=None, input_size=None):
     """A zoo name (the training nets cnn2, vgg_fm, ... among them), a JSON network
-    file, or a run folder of `svertka train` (its model.json)."""
+    file, a run folder of `svertka train` (its model.json) or an .onnx file
+    (``input_size``: its side where the file leaves it open)."""
     from pathlib import Path
 
     from .zoo import resolve_model
@@ -41,16 +42,20 @@ def load_model_spec(name_or_path: str, num_classes=None, in_chans=None):
             raise UsageError(f"{name_or_path} is a folder without model.json; pass a zoo name, a network "
                              f".json file or a run folder of `svertka train`")
         name_or_path = str(folder / "model.json")
+    if input_size and name_or_path.lower().endswith(".onnx"):
+        return resolve_model(name_or_path, num_classes=num_classes, input_size=input_size)
     return resolve_model(name_or_path, num_classes=num_classes, in_chans=in_chans)
 
 
 def _analyze(args, name):
     from .analysis import analyze
 
-    net = load_model_spec(name, getattr(args, "num_classes", None))
-    if not getattr(args, "input", None):
+    given = parse_shape(args.input) if getattr(args, "input", None) else None
+    side = given[1] if given and given[1] == given[2] else None  # for an .onnx file with an open size
+    net = load_model_spec(name, getattr(args, "num_classes", None), input_size=side)
+    if not given:
         return analyze(net)
-    c, h, w = parse_shape(args.input)
+    c, h, w = given
     model_c = net.input_shape[0]
     if c is None and h != w and h == model_c:  # "3x224": 3 channels of 224x224, or a 3x224 image?
         raise UsageError(f"--input {args.input!r} is ambiguous: {h} channels at {w}x{w} is {h}x{w}x{w}, "
@@ -218,6 +223,16 @@ def use_numpy_without_torch(args) -> None:
           file=sys.stderr, flush=True)
 
 
+def cmd_export(args):
+    from .export import export_model
+
+    info = export_model(args.source, args.out, weights=args.weights, dynamic_batch=args.dynamic_batch,
+                        opset=args.opset)
+    print(f"wrote {info['path']}: {info['model']}, input {'x'.join(map(str, info['input_shape']))}, "
+          f"opset {info['opset']}, batch {'dynamic' if info['dynamic_batch'] else 'fixed at 1'}; "
+          f"onnx.checker passed; classes, mean and std are in its metadata_props (svertka.*)")
+
+
 def cmd_demo(args):
     """Train LeNet-5 on Fashion-MNIST (full if found, else the packaged mini set)."""
     from .train.commands import cmd_demo_train
@@ -284,7 +299,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_models)
 
     s = sub.add_parser("summary", help="per-layer table (shapes, params, MACs, RF) of one model")
-    s.add_argument("model", help="zoo name, a JSON network file or a run folder")
+    s.add_argument("model", help="zoo name, a JSON network file, a run folder or an .onnx file")
     s.add_argument("--input", help="CxHxW (3x224x224), HxW (224x224, the model's channels) or one size (224) "
                    "(default: the model's)")
     s.add_argument("--num-classes", type=_positive_int, help="classifier outputs (default: the model's)")
@@ -325,6 +340,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     from .data.commands import add_parsers as add_data_parsers
     add_data_parsers(sub, _positive_int)  # data export
+
+    from .export import DEFAULT_OPSET
+    s = sub.add_parser("export", help="write a run or a zoo model as ONNX, checked by onnx.checker")
+    s.add_argument("source", help="a run folder of `svertka train`, or a zoo name (random weights unless --weights)")
+    s.add_argument("--format", choices=["onnx"], default="onnx", help="the file format")
+    s.add_argument("--out", required=True, help="the file to write, e.g. model.onnx (required)")
+    s.add_argument("--dynamic-batch", action="store_true", help="let the batch size vary (default: fixed at 1)")
+    s.add_argument("--opset", type=_positive_int, default=DEFAULT_OPSET, help="ONNX opset version (7 to 20)")
+    s.add_argument("--weights", help="weights file (.safetensors or .pth) for a zoo model (default: random)")
+    s.set_defaults(func=cmd_export)
 
     s = sub.add_parser("demo", help="the main job (what `make demo` runs)")
     s.add_argument("--backend", choices=BACKENDS, help="default: torch; numpy where PyTorch is not installed")

@@ -17,6 +17,7 @@ from .nodes import (
     Dropout,
     Flatten,
     Gate,
+    HardSigmoid,
     Identity,
     Leaf,
     Linear,

@@ -258,6 +258,15 @@ class SiLU(Activation):
 
 
 @dataclass
+class HardSigmoid(Activation):
+    """max(0, min(1, alpha * x + beta)); torch's nn.Hardsigmoid is alpha 1/6,
+    beta 1/2 (ONNX's HardSigmoid defaults to alpha 0.2)."""
+
+    alpha: float = 1.0 / 6.0
+    beta: float = 0.5
+
+
+@dataclass
 class Sigmoid(Activation):
     pass
 
@@ -596,7 +605,7 @@ LEAF_TYPES: dict[str, type] = {
     cls.__name__: cls
     for cls in (
         Conv2d, ConvTranspose2d, Linear, BatchNorm2d, LocalResponseNorm, ReLU, ReLU6, SiLU,
-        Sigmoid, Tanh, GELU, ScaledTanh, Identity, MaxPool2d, AvgPool2d, AdaptiveAvgPool2d,
+        Sigmoid, HardSigmoid, Tanh, GELU, ScaledTanh, Identity, MaxPool2d, AvgPool2d, AdaptiveAvgPool2d,
         Dropout, Flatten, ShortcutA, SelectChannels, Subsample, RBFOutput,
     )
 }

@@ -24,7 +24,7 @@ class Loaded:
 
 def load_trained(path, model: str | None = None, num_classes: int | None = None, backend: str | None = None,
                  device: str | None = None, threads: int | None = None) -> Loaded:
-    """A run folder (uses best.safetensors, else last) or a weights file.
+    """A run folder (uses best.safetensors, else last), a weights file or an .onnx file.
 
     ``backend`` None: the one the weights were trained with (torch if they do not say)."""
     from ..spec import network_from_dict
@@ -45,7 +45,16 @@ def load_trained(path, model: str | None = None, num_classes: int | None = None,
         weights_file = path
     else:
         raise UsageError(f"{path} does not exist; pass a run folder or a weights file")
-    weights, meta, _, _ = read_checkpoint(weights_file)
+    if weights_file.suffix.lower() == ".onnx":  # an imported model brings its own spec and weights
+        from ..export import load_onnx
+
+        if model:
+            raise UsageError(f"{weights_file} holds its own model; drop --model {model}")
+        imported = load_onnx(weights_file)
+        net, weights = imported.network, imported.state_dict
+        meta = {k: imported.meta[k] for k in ("classes", "mean", "std", "data") if k in imported.meta}
+    else:
+        weights, meta, _, _ = read_checkpoint(weights_file)
     if net is None:
         name = model or meta.get("model")
         if not name:

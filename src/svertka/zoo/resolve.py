@@ -16,7 +16,16 @@ def resolve_model(name: str, num_classes: int | None = None, in_chans: int | Non
 
     A zoo model is adapted to the data: ``num_classes`` and ``in_chans`` change its
     head and stem, ``input_size`` its input side (shapes are inferred from it). A
-    JSON file is taken as written; it must have ``num_classes`` classes."""
+    JSON file is taken as written; it must have ``num_classes`` classes. An ``.onnx``
+    file is imported (``svertka.export.load_onnx``, which also gives its weights)."""
+    if name.lower().endswith(".onnx"):
+        from ..export import load_onnx
+
+        net = load_onnx(name, input_size=input_size).network
+        if (num_classes and net.num_classes != num_classes) or (in_chans and net.input_shape[0] != in_chans):
+            raise UsageError(f"{name} takes {net.input_shape[0]} channels and has {net.num_classes} classes; "
+                             f"an imported model is taken as it is")
+        return net
     if name.endswith(".json") or os.path.sep in name:
         net = load_network(name)
         if num_classes and net.num_classes != num_classes:

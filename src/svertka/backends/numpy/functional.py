@@ -17,7 +17,7 @@ from .tensor import Tensor
 from .window import Geometry, pad, unpad, window_view
 
 __all__ = [
-    "conv2d", "conv_transpose2d", "linear", "relu", "relu6", "silu", "sigmoid", "tanh", "gelu", "scaled_tanh",
+    "conv2d", "conv_transpose2d", "linear", "relu", "relu6", "silu", "sigmoid", "hard_sigmoid", "tanh", "gelu", "scaled_tanh",
     "max_pool2d", "avg_pool2d", "adaptive_avg_pool2d", "batch_norm", "dropout", "drop_path",
     "concat", "flatten", "local_response_norm", "cross_entropy", "mse_loss", "shortcut_a",
     "select_channels", "subsample", "rbf_output", "manual_seed", "get_rng",
@@ -91,6 +91,12 @@ def _sigmoid(v: np.ndarray) -> np.ndarray:
 def sigmoid(x: Tensor) -> Tensor:
     out = _sigmoid(x.data)
     return Tensor._make(out, (x,), lambda g: g * out * (1 - out), "sigmoid")
+
+
+def hard_sigmoid(x: Tensor, alpha: float = 1.0 / 6.0, beta: float = 0.5) -> Tensor:
+    z = alpha * x.data + beta
+    out = np.clip(z, 0, 1).astype(x.data.dtype, copy=False)
+    return Tensor._make(out, (x,), lambda g: g * (alpha * ((z > 0) & (z < 1))), "hard_sigmoid")
 
 
 def tanh(x: Tensor) -> Tensor:

@@ -367,6 +367,20 @@ class Sigmoid(_Elementwise):
     fn = staticmethod(F.sigmoid)
 
 
+@BUILDERS.register(n.HardSigmoid)
+class HardSigmoid(Module):
+    def __init__(self, alpha=1.0 / 6.0, beta=0.5):
+        super().__init__()
+        self.alpha, self.beta = alpha, beta
+
+    @classmethod
+    def from_spec(cls, node, in_shape, dtype=np.float32):
+        return cls(node.alpha, node.beta)
+
+    def forward(self, x):
+        return F.hard_sigmoid(x, self.alpha, self.beta)
+
+
 @BUILDERS.register(n.Tanh)
 class Tanh(_Elementwise):
     fn = staticmethod(F.tanh)

@@ -19,7 +19,7 @@ from ...spec import nodes as n
 from ..build import Builders, check_taps
 
 __all__ = [
-    "BUILDERS", "compile", "forward_with_taps", "Dropout", "Flatten", "ScaledTanh", "ShortcutA",
+    "BUILDERS", "compile", "forward_with_taps", "Dropout", "Flatten", "HardSigmoid", "ScaledTanh", "ShortcutA",
     "SelectChannels", "Subsample", "RBFOutput", "SequentialModule", "ResidualModule", "ConcatModule",
     "GateModule", "drop_path",
 ]
@@ -40,6 +40,20 @@ class ScaledTanh(nn.Module):
 
     def extra_repr(self):
         return f"amplitude={self.amplitude}, slope={self.slope}"
+
+
+class HardSigmoid(nn.Module):
+    """max(0, min(1, alpha * x + beta)), for slopes other than nn.Hardsigmoid's 1/6."""
+
+    def __init__(self, alpha: float, beta: float):
+        super().__init__()
+        self.alpha, self.beta = float(alpha), float(beta)
+
+    def forward(self, x):
+        return torch.clamp(self.alpha * x + self.beta, 0.0, 1.0)
+
+    def extra_repr(self):
+        return f"alpha={self.alpha}, beta={self.beta}"
 
 
 class ShortcutA(nn.Module):
@@ -341,6 +355,13 @@ def _silu(node, in_shape):
 @register(n.Sigmoid)
 def _sigmoid(node, in_shape):
     return nn.Sigmoid()
+
+
+@register(n.HardSigmoid)
+def _hard_sigmoid(node, in_shape):
+    if abs(node.alpha - 1.0 / 6.0) < 1e-7 and node.beta == 0.5:
+        return nn.Hardsigmoid()
+    return HardSigmoid(node.alpha, node.beta)
 
 
 @register(n.Tanh)
