@@ -17,6 +17,7 @@ import numpy as np
 
 from ..errors import WeightsError
 from ..fileio import atomic_write, atomic_write_text
+from ..untrusted import load_json
 from .backends import OPTIM_PREFIX
 
 META_KEY, STATE_KEY = "svertka", "svertka_train"
@@ -58,11 +59,9 @@ def read_checkpoint(path):
         raise WeightsError(f"cannot read {path}: not a valid safetensors file "
                            f"({str(e).splitlines()[0][:100] if str(e) else type(e).__name__}); "
                            f"use a file written by svertka train or save_weights") from None
-    try:
-        meta = json.loads(header.get(META_KEY, "{}"))
-        state = json.loads(header[STATE_KEY]) if STATE_KEY in header else None
-    except json.JSONDecodeError:
-        raise WeightsError(f"{path}: the svertka metadata in its header is not valid JSON; re-save the file") from None
+    meta = load_json(header.get(META_KEY, "{}"), f"{path}: the svertka metadata in its header", WeightsError)
+    state = load_json(header[STATE_KEY], f"{path}: the training state in its header", WeightsError) \
+        if STATE_KEY in header else None
     weights = {k: v for k, v in tensors.items() if not k.startswith(OPTIM_PREFIX)}
     for k, v in weights.items():  # files written before the fix above hold these as shape (1,)
         if k.endswith("num_batches_tracked") and v.shape == (1,):
