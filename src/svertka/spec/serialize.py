@@ -158,8 +158,12 @@ def network_from_dict(d: dict) -> n.Network:
         raise SpecError(f"num_classes {str(num_classes)[:40]} must be an integer in 0..{MAX_CLASSES:,}")
     stats = {}
     for key in ("mean", "std"):
-        v = d.get(key, getattr(n.Network, key))
-        if not (isinstance(v, (list, tuple)) and len(v) in (1, shape[0])
+        if key not in d:  # the default (ImageNet's statistics) whatever the channel count, as before
+            stats[key] = getattr(n.Network, key)
+            continue
+        v = d[key]
+        # one value per channel, one for all, or the default a saved 1-channel net carries along
+        if not (isinstance(v, (list, tuple)) and (len(v) in (1, shape[0]) or tuple(v) == getattr(n.Network, key))
                 and all(isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in v)):
             raise SpecError(f"{key} {str(v)[:40]} must be a list of {shape[0]} finite numbers (one per input channel)")
         if key == "std" and min(v) <= 0:

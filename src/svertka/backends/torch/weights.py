@@ -92,25 +92,25 @@ def _check_pth_pickles(path: Path) -> None:
     import tarfile
     import zipfile
 
-    what = f"weights {path}"
+    what = f"cannot read weights {path}"
     try:
         if zipfile.is_zipfile(path):
             with zipfile.ZipFile(path) as z:
                 names = [n for n in z.namelist() if n.endswith("data.pkl")]
                 if not names:
-                    raise WeightsError(f"cannot read {what}: a zip file without data.pkl is not a PyTorch "
+                    raise WeightsError(f"{what}: a zip file without data.pkl is not a PyTorch "
                                        f"checkpoint; re-save or re-download it")
                 for n in names:
                     if z.getinfo(n).file_size > _MAX_PICKLE_BYTES:
-                        raise WeightsError(f"cannot read {what}: its {n} is {z.getinfo(n).file_size:,} bytes, "
+                        raise WeightsError(f"{what}: its {n} is {z.getinfo(n).file_size:,} bytes, "
                                            f"not a state_dict's; re-save the file")
                     check_pickle(z.read(n), what, WeightsError)
             return
         if tarfile.is_tarfile(path):
-            raise WeightsError(f"{what} is a tar-format checkpoint of torch < 0.4; load and re-save it "
+            raise WeightsError(f"{what}: it is a tar-format checkpoint of torch < 0.4; load and re-save it "
                                f"with a current torch, or export safetensors")
     except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError, RuntimeError) as e:
-        raise WeightsError(f"cannot read {what}: not a valid PyTorch checkpoint ({_short(e)}); "
+        raise WeightsError(f"{what}: not a valid PyTorch checkpoint ({_short(e)}); "
                            f"re-save or re-download it") from None
     with open(path, "rb") as f:
         for _ in range(5):  # magic number, protocol, sys info, the object, the storage keys

@@ -1,0 +1,70 @@
+"""One function per parser: the public loading path a user's command takes.
+
+Each returns normally (accepted) or raises; the worker classifies what it raises.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+PARSERS = ("idx_raw", "idx_gz", "cifar_binary", "cifar_python", "spec_analysis", "spec_torch", "checkpoint",
+           "weights", "recipe", "image", "image_folder", "resume")
+
+_cache: dict = {}
+
+
+def _lenet_torch():
+    if "lenet" not in _cache:
+        from svertka.backends.torch import compile as torch_compile
+        from svertka.zoo import create_model
+
+        _cache["lenet"] = torch_compile(create_model("lenet5"))
+    return _cache["lenet"]
+
+
+def run(parser: str, path: Path, index: int, seeds_dir: Path) -> None:
+    if parser in ("idx_raw", "idx_gz"):
+        from svertka.data.formats import read_idx
+        read_idx(path)
+    elif parser == "cifar_binary":
+        from svertka.data.formats import read_cifar_binary
+        read_cifar_binary(path)
+    elif parser == "cifar_python":
+        from svertka.data.formats import read_cifar_python
+        read_cifar_python(path)
+    elif parser == "spec_analysis":
+        from svertka.analysis import analyze
+        from svertka.spec import load_network
+        analyze(load_network(path))
+    elif parser == "spec_torch":
+        import torch
+
+        from svertka.analysis import analyze
+        from svertka.backends.torch import compile as torch_compile
+        from svertka.spec import load_network
+        net = load_network(path)
+        analyze(net)  # as `svertka train net.json` does before it builds anything
+        model = torch_compile(net).eval()
+        with torch.no_grad():
+            model(torch.zeros(2, *net.input_shape))
+    elif parser == "checkpoint":
+        from svertka.train.evaluate import load_trained, predict
+        loaded = load_trained(path, backend="numpy" if index % 4 == 3 else "torch", device="cpu")
+        predict(loaded, [seeds_dir / "image" / "grey.png"], k=3)
+    elif parser == "weights":
+        from svertka.backends.torch import load_weights
+        load_weights(_lenet_torch(), path)
+    elif parser == "recipe":
+        from svertka.train import make_config
+        make_config({}, recipe=str(path))
+    elif parser == "image":
+        from svertka.train.evaluate import load_image
+        load_image(path, (1, 28, 28) if index % 2 else (3, 32, 32))
+    elif parser == "image_folder":
+        from svertka.data.formats import read_image_folder
+        read_image_folder(path, mode="RGB" if index % 2 else "L", size=(28, 28) if index % 3 == 0 else None)
+    elif parser == "resume":
+        from svertka.train.loop import resume_config, train
+        cfg = resume_config(path)
+        train(cfg, resume=path, progress=False)
+    else:
+        raise KeyError(parser)
