@@ -141,6 +141,12 @@ def mutate_tree(obj, r: random.Random):
             return odd_value(r)
         container, key = r.choice(slots)
         action = r.random()
+        old = container[key]
+        if isinstance(old, (int, float)) and not isinstance(old, bool) and r.random() < 0.5:
+            # a plausible number, so the input gets past the checks and into the deeper code
+            container[key] = r.choice([0, 1, 2, 3, 5, 7, 16, 64, 256, 512, old + 1, old - 1, old * 2, old * 10,
+                                       -old, old / 2, old * 0.999])
+            continue
         if action < 0.75:
             container[key] = odd_value(r)
         elif action < 0.85 and isinstance(container, dict):
@@ -152,12 +158,28 @@ def mutate_tree(obj, r: random.Random):
     return obj
 
 
+def nudge_number(obj, r: random.Random):
+    """One number somewhere in the tree set to another plausible value: the
+    input stays well-formed and reaches the code behind the checks."""
+    slots = [(c, k) for c, k in _containers(obj, []) if isinstance(c[k], (int, float)) and not isinstance(c[k], bool)]
+    if not slots:
+        return mutate_tree(obj, r)
+    for _ in range(r.choice([1, 1, 2])):
+        c, k = r.choice(slots)
+        old = c[k]
+        c[k] = r.choice([0, 1, 2, 3, 4, 5, 7, 8, 16, 31, 64, 100, 256, 512, 1000, 1024, 1025, 4096, 8192, 65536,
+                         old + 1, old - 1, old * 2, old * 3, old * 10, old * 100, -old, old / 2, old + 0.5])
+    return obj
+
+
 def json_text(obj, r: random.Random) -> bytes:
     return json.dumps(obj, allow_nan=True, indent=r.choice([None, 1])).encode()
 
 
 def mutate_json(data: bytes, r: random.Random) -> bytes:
     choice = r.random()
+    if choice < 0.3:
+        return json_text(nudge_number(json.loads(data), r), r)
     if choice < 0.55:
         return json_text(mutate_tree(json.loads(data), r), r)
     if choice < 0.6:  # nesting as text: far deeper than any tree we would build in memory

@@ -110,7 +110,7 @@ def run_campaign(counts: dict[str, int], seed: int, seeds_dir: Path, jobs: int =
     for _ in range(jobs):
         feed(start())
     total = len(queue) + sum(1 for w in workers if w.job)
-    t0 = time.monotonic()
+    t0, shown = time.monotonic(), 0
     while any(w.job for w in workers):
         for key, _ in sel.select(timeout=0.25):
             w = key.data
@@ -130,7 +130,8 @@ def run_campaign(counts: dict[str, int], seed: int, seeds_dir: Path, jobs: int =
                 results.append({"parser": parser, "index": index, "outcome": "hang", "type": "",
                                 "msg": f"over {CPU_LIMIT_S:g} s CPU or {WALL_LIMIT_S:g} s wall"})
                 replace(w)
-        if progress and len(results) % 500 == 0 and results:
+        if progress and len(results) >= shown + 1000:
+            shown = len(results) // 1000 * 1000
             progress(f"{len(results):,}/{total:,} inputs, {time.monotonic() - t0:.0f} s")
     for w in workers:
         w.kill()
@@ -139,10 +140,14 @@ def run_campaign(counts: dict[str, int], seed: int, seeds_dir: Path, jobs: int =
 
 def summarize(results: list[dict]) -> dict:
     table = defaultdict(lambda: {"inputs": 0, **{k: 0 for k in ("accepted", "svertka", *FAILURES, "harness")},
-                                 "other_types": Counter(), "raw_warnings": 0, "examples": []})
+                                 "other_types": Counter(), "raw_warnings": 0, "examples": [], "cpu_s": 0.0,
+                                 "max_cpu_s": 0.0, "max_peak_mb": 0.0})
     for r in results:
         row = table[r["parser"]]
         row["inputs"] += 1
+        row["cpu_s"] = round(row["cpu_s"] + r.get("cpu_s", 0), 3)
+        row["max_cpu_s"] = max(row["max_cpu_s"], r.get("cpu_s", 0))
+        row["max_peak_mb"] = max(row["max_peak_mb"], r.get("peak_mb", 0))
         row[r["outcome"]] += 1
         if r["outcome"] == "other":
             row["other_types"][r["type"]] += 1

@@ -65,6 +65,8 @@ def run(parser: str, path: Path, index: int, seeds_dir: Path) -> None:
     elif parser == "resume":
         from svertka.train.loop import resume_config, train
         cfg = resume_config(path)
-        train(cfg, resume=path, progress=False)
+        # the seed run finished epoch 1; a mutated "epochs": 4096 is a request to train on, not a bug,
+        # so stop after one more epoch (as a kill would)
+        train(cfg, resume=path, progress=False, stop_after=2)
     else:
         raise KeyError(parser)

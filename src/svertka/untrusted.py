@@ -263,6 +263,31 @@ def check_model_meta(meta: dict, source: str, error: type[SvertkaError]) -> dict
     return meta
 
 
+def check_train_state(state, source: str, error: type[SvertkaError]) -> dict:
+    """The training state a resumable checkpoint carries (epoch, history, best,
+    steps_per_epoch, optimizer skeleton), typed before training trusts it."""
+    def bad(what):
+        raise error(f"{source}: its training state {what}; the file is corrupt, resume from another run "
+                    "or start afresh")
+
+    if not isinstance(state, dict):
+        bad("is not an object")
+    for key in ("epoch", "steps_per_epoch"):
+        if not (_is_int(state.get(key)) and 0 <= state[key] <= 10**9):
+            bad(f"has no valid {key}")
+    history = state.get("history")
+    if not (isinstance(history, list) and len(history) == state["epoch"] and all(isinstance(h, dict) for h in history)):
+        bad("has no history of one record per epoch")
+    for h in history:
+        if not all(isinstance(k, str) and (v is None or isinstance(v, str) or _is_number(v)) for k, v in h.items()):
+            bad("has a history record with values that are not numbers")
+    if state.get("best") is not None and not _is_number(state["best"]):
+        bad("has a best score that is not a number")
+    if not isinstance(state.get("optimizer"), dict):
+        bad("has no optimizer state")
+    return state
+
+
 def _short_repr(v, limit: int = 40) -> str:
     try:
         text = repr(v)

@@ -17,7 +17,7 @@ import numpy as np
 
 from ..errors import WeightsError
 from ..fileio import atomic_write, atomic_write_text
-from ..untrusted import load_json
+from ..untrusted import check_model_meta, load_json
 from .backends import OPTIM_PREFIX
 
 META_KEY, STATE_KEY = "svertka", "svertka_train"
@@ -67,7 +67,7 @@ def read_checkpoint(path):
         if k.endswith("num_batches_tracked") and v.shape == (1,):
             weights[k] = v.reshape(())
     optim = {k[len(OPTIM_PREFIX):]: v for k, v in tensors.items() if k.startswith(OPTIM_PREFIX)}
-    return weights, meta if isinstance(meta, dict) else {}, optim, state
+    return weights, check_model_meta(meta, str(path), WeightsError), optim, state
 
 
 def write_metrics(run_dir, history: list[dict]) -> None:

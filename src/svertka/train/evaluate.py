@@ -6,7 +6,6 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import UsageError, WeightsError
-from ..untrusted import check_model_meta
 from .checkpoint import read_checkpoint
 from .config import TrainConfig
 from .nets import resolve_model
@@ -40,9 +39,7 @@ def load_trained(path, model: str | None = None, num_classes: int | None = None,
         weights_file = path
     else:
         raise UsageError(f"{path} does not exist; pass a run folder or a weights file")
-    weights, meta, _, _ = read_checkpoint(weights_file)
-    # every value below is read from the file: typed and bounded before a model is built from it
-    check_model_meta(meta, str(weights_file), WeightsError)
+    weights, meta, _, _ = read_checkpoint(weights_file)  # meta typed and bounded there
     if net is None:
         name = model or meta.get("model")
         if not name:

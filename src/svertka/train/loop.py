@@ -21,6 +21,7 @@ import numpy as np
 from ..errors import UsageError, WeightsError
 from ..fileio import atomic_write_text
 from ..sysload import OtherLoad
+from ..untrusted import check_train_state, load_json
 from .backends import make_adapter
 from .checkpoint import read_checkpoint, save_checkpoint, write_metrics
 from .config import TrainConfig
@@ -124,11 +125,8 @@ def resume_config(run_dir, epochs: int | None = None) -> TrainConfig:
     cfg_path = run_dir / "config.json"
     if not cfg_path.is_file():
         raise UsageError(f"--resume {run_dir}: no config.json there; pass a run folder written by svertka train")
-    try:
-        d = json.loads(cfg_path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise UsageError(f"--resume {run_dir}: config.json is not valid JSON ({e})") from None
-    cfg = TrainConfig.from_dict(d)
+    d = load_json(cfg_path.read_bytes(), f"--resume {run_dir}: config.json", UsageError)
+    cfg = TrainConfig.from_dict(d, f"--resume {run_dir}: config.json")
     if epochs is not None:
         cfg.epochs = epochs
     cfg.output = str(run_dir)
@@ -176,8 +174,13 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, stop_after: int | 
         weights, fmeta, optim_t, state = read_checkpoint(last)
         if state is None:
             raise WeightsError(f"{last} holds weights only, no training state; cannot resume from it")
+        check_train_state(state, str(last), WeightsError)
         adapter.load_model_state(weights, fmeta, str(last))
-        adapter.load_optim_state(optim_t, state["optimizer"])
+        try:  # the optimizer state as the file holds it: any misfit means a corrupt file
+            adapter.load_optim_state(optim_t, state["optimizer"])
+        except (KeyError, TypeError, ValueError, IndexError, AttributeError, RuntimeError) as e:
+            raise WeightsError(f"{last}: its optimizer state does not fit this run ({type(e).__name__}); "
+                               "the file is corrupt, resume from another run or start afresh") from None
         start_epoch, history, best = state["epoch"], state["history"], state.get("best")
         if state.get("steps_per_epoch") != spe:
             raise UsageError(f"--resume {run_dir}: the data or batch size changed since the run started")

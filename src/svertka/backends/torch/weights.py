@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import torch
@@ -122,7 +123,9 @@ def _read_pth(path: Path, map_location):
 
     _check_pth_pickles(path)
     try:
-        obj = torch.load(str(path), map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():  # torch warns about odd pickle protocols; we say it in one line below
+            warnings.simplefilter("ignore")
+            obj = torch.load(str(path), map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
         reason = _unpickler_reason(e)
         if "GLOBAL" in reason:
