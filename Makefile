@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test venv clean bench
+.PHONY: demo test venv clean bench fuzz
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -21,6 +21,10 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -n 2
+
+# The long fuzz campaign of issue 16 (>= 100,000 inputs, niced): prints the table, writes JSON.
+fuzz: $(STAMP)
+	$(BIN)/python -m fuzz --campaign --jobs 2 --nice 10 --json benchmarks/results/fuzz.json
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/analysis_speed.py

@@ -60,8 +60,8 @@ class Worker:
         self.proc.stdin.write(f"{job[0]} {job[1]} {job[2]}\n")
         self.proc.stdin.flush()
 
-    def over_time(self) -> bool:
-        return (_cpu_seconds(self.proc.pid) - self.cpu0 > CPU_LIMIT_S
+    def over_time(self, cpu_limit: float) -> bool:
+        return (_cpu_seconds(self.proc.pid) - self.cpu0 > cpu_limit
                 or time.monotonic() - self.started > WALL_LIMIT_S)
 
     def kill(self):
@@ -78,7 +78,7 @@ class Worker:
 
 
 def run_campaign(counts: dict[str, int], seed: int, seeds_dir: Path, jobs: int = 2, nice: int = 0,
-                 progress=None) -> list[dict]:
+                 progress=None, cpu_limit: float = CPU_LIMIT_S) -> list[dict]:
     """Run ``counts[parser]`` inputs per parser; return one record per input."""
     from .seeds import make_seeds
 
@@ -125,10 +125,10 @@ def run_campaign(counts: dict[str, int], seed: int, seeds_dir: Path, jobs: int =
             results.append({"parser": parser, "index": index, "outcome": "signal", "type": name, "msg": ""})
             replace(w)
         for w in list(workers):
-            if w.job and w.over_time():
+            if w.job and w.over_time(cpu_limit):
                 parser, index, _ = w.job
                 results.append({"parser": parser, "index": index, "outcome": "hang", "type": "",
-                                "msg": f"over {CPU_LIMIT_S:g} s CPU or {WALL_LIMIT_S:g} s wall"})
+                                "msg": f"over {cpu_limit:g} s CPU or {WALL_LIMIT_S:g} s wall"})
                 replace(w)
         if progress and len(results) >= shown + 1000:
             shown = len(results) // 1000 * 1000

@@ -9,6 +9,10 @@ from pathlib import Path
 PARSERS = ("idx_raw", "idx_gz", "cifar_binary", "cifar_python", "spec_analysis", "spec_torch", "checkpoint",
            "weights", "recipe", "image", "image_folder", "resume")
 
+# Not parsers: inputs that misbehave on purpose, so a test can check that the
+# worker pool sees each kind of failure (and the fuzz test cannot pass vacuously).
+SELF_TESTS = ("selftest_traceback", "selftest_hang", "selftest_memory", "selftest_segv")
+
 _cache: dict = {}
 
 
@@ -21,8 +25,24 @@ def _lenet_torch():
     return _cache["lenet"]
 
 
+def _misbehave(parser: str) -> None:
+    if parser == "selftest_traceback":
+        raise ValueError("an exception that is not svertka's")
+    if parser == "selftest_hang":
+        while True:
+            pass
+    if parser == "selftest_memory":
+        blob = bytearray(3 << 30)  # beyond the worker's cap: MemoryError
+        blob[::4096] = b"x" * len(blob[::4096])
+    if parser == "selftest_segv":
+        import ctypes
+        ctypes.string_at(0)  # reads address 0: SIGSEGV
+
+
 def run(parser: str, path: Path, index: int, seeds_dir: Path) -> None:
-    if parser in ("idx_raw", "idx_gz"):
+    if parser in SELF_TESTS:
+        _misbehave(parser)
+    elif parser in ("idx_raw", "idx_gz"):
         from svertka.data.formats import read_idx
         read_idx(path)
     elif parser == "cifar_binary":

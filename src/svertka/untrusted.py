@@ -28,6 +28,7 @@ MAX_PICKLE_DEPTH = 64  # a CIFAR batch nests 4 levels, a torch state_dict about 
 MAX_CLASSES = 100_000  # ImageNet-21k has 21,841
 MAX_INPUT_SIDE = 8192  # pixels per side of a model input
 MAX_INPUT_CHANNELS = 4096
+MAX_STAT, MIN_STD = 1e4, 1e-6  # normalisation mean/std: pixel statistics, in [0, 1] or [0, 255]
 
 # ------------------------------------------------------------------ nesting
 
@@ -247,12 +248,12 @@ def check_model_meta(meta: dict, source: str, error: type[SvertkaError]) -> dict
         v = meta.get(key)
         if v is None:
             continue
-        if not (isinstance(v, list) and v and all(_is_number(x) for x in v)):
-            bad(key, "a list of finite numbers")
+        if not (isinstance(v, list) and v and all(_is_number(x) and abs(x) <= MAX_STAT for x in v)):
+            bad(key, f"a list of numbers in [-{MAX_STAT:g}, {MAX_STAT:g}]")
         if shape is not None and len(v) not in (1, shape[0]):
             bad(key, f"one number per input channel ({shape[0]})")
-        if key == "std" and min(v) <= 0:
-            bad(key, "a list of positive numbers")
+        if key == "std" and min(v) < MIN_STD:
+            bad(key, f"a list of numbers >= {MIN_STD:g}")
     classes = meta.get("classes")
     if classes is not None:
         if not (isinstance(classes, list) and len(classes) <= MAX_CLASSES and all(isinstance(c, str) for c in classes)):

@@ -11,7 +11,7 @@ from dataclasses import fields
 from pathlib import Path
 
 from ..errors import SpecError
-from ..untrusted import MAX_CLASSES, MAX_INPUT_CHANNELS, MAX_INPUT_SIDE, load_json
+from ..untrusted import MAX_CLASSES, MAX_INPUT_CHANNELS, MAX_INPUT_SIDE, MAX_STAT, MIN_STD, load_json
 from . import nodes as n
 
 MAX_FILE_BYTES = 1 << 24
@@ -164,10 +164,11 @@ def network_from_dict(d: dict) -> n.Network:
         v = d[key]
         # one value per channel, one for all, or the default a saved 1-channel net carries along
         if not (isinstance(v, (list, tuple)) and (len(v) in (1, shape[0]) or tuple(v) == getattr(n.Network, key))
-                and all(isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in v)):
-            raise SpecError(f"{key} {str(v)[:40]} must be a list of {shape[0]} finite numbers (one per input channel)")
-        if key == "std" and min(v) <= 0:
-            raise SpecError(f"std {str(v)[:40]} must be positive")
+                and all(isinstance(x, (int, float)) and not isinstance(x, bool) and abs(x) <= MAX_STAT for x in v)):
+            raise SpecError(f"{key} {str(v)[:40]} must be a list of {shape[0]} numbers in [-{MAX_STAT:g}, "
+                            f"{MAX_STAT:g}] (one per input channel)")
+        if key == "std" and min(v) < MIN_STD:
+            raise SpecError(f"std {str(v)[:40]} must be >= {MIN_STD:g}")
         stats[key] = tuple(v)
     meta = d.get("meta", {})
     if not isinstance(meta, dict):
