@@ -18,9 +18,9 @@ from .targets import PARSERS
 
 # The long campaign: the slow parsers (torch compile + forward, checkpoint + predict, a --resume that
 # rebuilds a run) get fewer inputs than the byte-level ones.
-CAMPAIGN = {"idx_raw": 12_000, "idx_gz": 12_000, "cifar_binary": 12_000, "cifar_python": 12_000,
-            "spec_analysis": 15_000, "spec_torch": 6_000, "checkpoint": 6_000, "weights": 12_000,
-            "recipe": 12_000, "image": 6_000, "image_folder": 4_000, "resume": 1_500}
+CAMPAIGN = {"idx_raw": 15_000, "idx_gz": 12_000, "cifar_binary": 8_000, "cifar_python": 12_000,
+            "spec_analysis": 15_000, "spec_torch": 5_000, "checkpoint": 5_000, "weights": 12_000,
+            "recipe": 8_000, "image": 4_000, "image_folder": 3_000, "resume": 1_000}
 
 
 # The bounded run of `make test`: about 1,000 inputs per parser, fewer for the slow ones (torch compile +
@@ -61,6 +61,7 @@ def main(argv=None) -> int:
     ap.add_argument("--seeds-dir", type=Path, default=Path(tempfile.gettempdir()) / "svertka-fuzz-seeds",
                     help="where the seed files are made (once) and kept")
     ap.add_argument("--json", type=Path, help="write the table and every failure here")
+    ap.add_argument("--log", type=Path, help="append every outcome here as a JSON line, as it comes")
     ap.add_argument("--replay", metavar="PARSER:INDEX", help="rerun one input in this process")
     args = ap.parse_args(argv)
     if args.replay:
@@ -72,7 +73,7 @@ def main(argv=None) -> int:
     counts = {p: args.per_parser or (CAMPAIGN if args.campaign else BOUNDED)[p] for p in parsers}
     t0 = time.monotonic()
     results = run_campaign(counts, args.seed, args.seeds_dir, args.jobs, args.nice,
-                           progress=lambda s: print(s, file=sys.stderr, flush=True))
+                           progress=lambda s: print(s, file=sys.stderr, flush=True), log=args.log)
     summary = summarize(results)
     seconds = time.monotonic() - t0
     print(format_table(summary, PARSERS))

@@ -78,14 +78,16 @@ class Worker:
 
 
 def run_campaign(counts: dict[str, int], seed: int, seeds_dir: Path, jobs: int = 2, nice: int = 0,
-                 progress=None, cpu_limit: float = CPU_LIMIT_S) -> list[dict]:
-    """Run ``counts[parser]`` inputs per parser; return one record per input."""
+                 progress=None, cpu_limit: float = CPU_LIMIT_S, log: Path | None = None) -> list[dict]:
+    """Run ``counts[parser]`` inputs per parser; return one record per input
+    (also appended to ``log`` as JSON lines, as they come, when given)."""
     from .seeds import make_seeds
 
     make_seeds(seeds_dir)  # once, before the workers read them
     queue = [(p, i, seed) for i in range(max(counts.values(), default=0)) for p in counts if i < counts[p]]
     queue.reverse()
     results: list[dict] = []
+    log_file = open(log, "w") if log else None  # noqa: SIM115 - closed below
     sel = selectors.DefaultSelector()
     workers = []
 
@@ -110,8 +112,12 @@ def run_campaign(counts: dict[str, int], seed: int, seeds_dir: Path, jobs: int =
     for _ in range(jobs):
         feed(start())
     total = len(queue) + sum(1 for w in workers if w.job)
-    t0, shown = time.monotonic(), 0
+    t0, shown, logged = time.monotonic(), 0, 0
     while any(w.job for w in workers):
+        if log_file and len(results) > logged:
+            log_file.write("".join(json.dumps(r) + "\n" for r in results[logged:]))
+            log_file.flush()
+            logged = len(results)
         for key, _ in sel.select(timeout=0.25):
             w = key.data
             line = w.answers.readline()
@@ -135,6 +141,9 @@ def run_campaign(counts: dict[str, int], seed: int, seeds_dir: Path, jobs: int =
             progress(f"{len(results):,}/{total:,} inputs, {time.monotonic() - t0:.0f} s")
     for w in workers:
         w.kill()
+    if log_file:
+        log_file.write("".join(json.dumps(r) + "\n" for r in results[logged:]))
+        log_file.close()
     return results
 
 

@@ -69,6 +69,9 @@ def _tiny_net_dict() -> dict:
 
 
 def make_seeds(folder) -> dict[str, list[Path]]:
+    root = Path(folder)
+    if (root / "seeds.json").is_file():
+        return {k: [Path(p) for p in v] for k, v in json.loads((root / "seeds.json").read_text()).items()}
     import torch
 
     from svertka.backends.torch import compile as torch_compile
@@ -80,9 +83,6 @@ def make_seeds(folder) -> dict[str, list[Path]]:
     from svertka.zoo import create_model
     from PIL import Image
 
-    root = Path(folder)
-    if (root / "seeds.json").is_file():
-        return {k: [Path(p) for p in v] for k, v in json.loads((root / "seeds.json").read_text()).items()}
     root.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)
     seeds: dict[str, list[Path]] = {}
