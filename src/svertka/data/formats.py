@@ -373,8 +373,8 @@ def decode_image(path, mode: str, size: tuple[int, int] | None = None) -> np.nda
         raise DataError(f"{path}: the image declares more pixels than svertka decodes ({MAX_IMAGE_PIXELS:,}); "
                         "shrink it first") from None
     except Exception as exc:  # Pillow's plugins raise many types on corrupt data (OSError, SyntaxError, IndexError...)
-        raise DataError(f"{path}: cannot decode image ({type(exc).__name__}: {str(exc)[:80]}); "
-                        "remove or replace the file, or pass a PNG or JPEG") from None
+        raise DataError(f"{path}: not an image Pillow can decode ({type(exc).__name__}: {str(exc)[:80]}); "
+                        "pass a PNG or JPEG, or remove the file") from None
 
 
 def read_image_folder(
