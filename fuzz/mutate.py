@@ -490,7 +490,7 @@ def make_input(parser: str, seeds: dict[str, list[Path]], seeds_dir: Path, r: ra
                 data = victim.read_bytes()
                 try:
                     victim.write_bytes(mutate_json(data, r))
-                except json.JSONDecodeError:  # metrics.jsonl: one object per line
+                except ValueError:  # metrics.jsonl (one object per line), or already mutated into bytes
                     victim.write_bytes(byte_mutate(data, r))
             elif r.random() < 0.5:
                 victim.unlink()
