@@ -62,6 +62,8 @@ def main(argv=None) -> int:
                     help="where the seed files are made (once) and kept")
     ap.add_argument("--json", type=Path, help="write the table and every failure here")
     ap.add_argument("--log", type=Path, help="append every outcome here as a JSON line, as it comes")
+    ap.add_argument("--resume", action="store_true",
+                    help="keep the outcomes already in --log (same seed) and run only the inputs missing there")
     ap.add_argument("--replay", metavar="PARSER:INDEX", help="rerun one input in this process")
     args = ap.parse_args(argv)
     if args.replay:
@@ -71,9 +73,19 @@ def main(argv=None) -> int:
     if unknown:
         ap.error(f"unknown parsers {sorted(unknown)}; known: {', '.join(PARSERS)}")
     counts = {p: args.per_parser or (CAMPAIGN if args.campaign else BOUNDED)[p] for p in parsers}
+    done = []
+    if args.resume and args.log and args.log.is_file():
+        for line in args.log.read_text().splitlines():
+            try:
+                done.append(json.loads(line))
+            except json.JSONDecodeError:  # the last line of a run killed mid-write
+                pass
+    elif args.log:
+        args.log.write_text("")
     t0 = time.monotonic()
     results = run_campaign(counts, args.seed, args.seeds_dir, args.jobs, args.nice,
-                           progress=lambda s: print(s, file=sys.stderr, flush=True), log=args.log)
+                           progress=lambda s: print(s, file=sys.stderr, flush=True), log=args.log,
+                           done=done)
     summary = summarize(results)
     seconds = time.monotonic() - t0
     print(format_table(summary, PARSERS))

@@ -36,6 +36,18 @@ def _cpu_seconds(pid: int) -> float:
         return 0.0
 
 
+def _child_setup(nice: int) -> None:
+    """In the worker, before exec: die with the pool (Linux prctl PR_SET_PDEATHSIG), then be nice."""
+    import ctypes
+
+    try:
+        ctypes.CDLL(None).prctl(1, signal.SIGKILL)
+    except (OSError, AttributeError):
+        pass
+    if nice:
+        os.nice(nice)
+
+
 class Worker:
     def __init__(self, seeds_dir: Path, nice: int = 0):
         read_fd, write_fd = os.pipe()
@@ -45,7 +57,7 @@ class Worker:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "fuzz.worker", str(seeds_dir), str(write_fd)],
             stdin=subprocess.PIPE, pass_fds=(write_fd,), env=env, cwd=root, text=True,
-            preexec_fn=(lambda: os.nice(nice)) if nice else None)
+            preexec_fn=lambda: _child_setup(nice))
         os.close(write_fd)
         self.answers = os.fdopen(read_fd, "r")
         self.job = None
@@ -78,16 +90,21 @@ class Worker:
 
 
 def run_campaign(counts: dict[str, int], seed: int, seeds_dir: Path, jobs: int = 2, nice: int = 0,
-                 progress=None, cpu_limit: float = CPU_LIMIT_S, log: Path | None = None) -> list[dict]:
+                 progress=None, cpu_limit: float = CPU_LIMIT_S, log: Path | None = None,
+                 done: list[dict] = ()) -> list[dict]:
     """Run ``counts[parser]`` inputs per parser; return one record per input
-    (also appended to ``log`` as JSON lines, as they come, when given)."""
+    (also appended to ``log`` as JSON lines, as they come, when given).
+    Inputs already in ``done`` (records of an interrupted run of the same
+    seed) are not run again; their records are kept."""
     from .seeds import make_seeds
 
     make_seeds(seeds_dir)  # once, before the workers read them
-    queue = [(p, i, seed) for i in range(max(counts.values(), default=0)) for p in counts if i < counts[p]]
+    finished = {(r["parser"], r["index"]) for r in done}
+    queue = [(p, i, seed) for i in range(max(counts.values(), default=0)) for p in counts
+             if i < counts[p] and (p, i) not in finished]
     queue.reverse()
-    results: list[dict] = []
-    log_file = open(log, "w") if log else None  # noqa: SIM115 - closed below
+    results: list[dict] = [r for r in done if r["parser"] in counts and r["index"] < counts[r["parser"]]]
+    log_file = open(log, "a") if log else None  # noqa: SIM115 - closed below
     sel = selectors.DefaultSelector()
     workers = []
 
@@ -112,7 +129,7 @@ def run_campaign(counts: dict[str, int], seed: int, seeds_dir: Path, jobs: int =
     for _ in range(jobs):
         feed(start())
     total = len(queue) + sum(1 for w in workers if w.job)
-    t0, shown, logged = time.monotonic(), 0, 0
+    t0, shown, logged = time.monotonic(), 0, len(results)
     while any(w.job for w in workers):
         if log_file and len(results) > logged:
             log_file.write("".join(json.dumps(r) + "\n" for r in results[logged:]))
