@@ -128,7 +128,7 @@ def run_campaign(counts: dict[str, int], seed: int, seeds_dir: Path, jobs: int =
 
     for _ in range(jobs):
         feed(start())
-    total = len(queue) + sum(1 for w in workers if w.job)
+    total = len(queue) + sum(1 for w in workers if w.job) + len(results)
     t0, shown, logged = time.monotonic(), 0, len(results)
     while any(w.job for w in workers):
         if log_file and len(results) > logged:

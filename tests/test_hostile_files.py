@@ -289,6 +289,23 @@ def test_checkpoint_metadata_is_typed_before_anything_is_built(lenet_checkpoint,
     assert time.process_time() - t0 < 5  # a generous bound on CPU: the old failure took 11 s and 3.55 GB
 
 
+def test_checkpoint_with_nan_weights_is_refused(lenet_checkpoint):
+    from safetensors.numpy import load_file, save_file
+
+    from svertka.train.evaluate import load_trained
+
+    path = lenet_checkpoint()
+    with open(path, "rb") as f:
+        header = json.loads(f.read(struct.unpack("<Q", f.read(8))[0]))
+    tensors = load_file(str(path))
+    conv = next(k for k, v in tensors.items() if v.ndim == 4)
+    tensors[conv][0, 0, 0, 0] = np.nan  # what a bit flip in an exponent gives
+    save_file(tensors, str(path), metadata=header["__metadata__"])
+    with pytest.raises(WeightsError, match="NaN") as e:  # was: predict printed NaN probabilities
+        load_trained(path, backend="numpy")
+    one_line(e)
+
+
 def test_good_checkpoint_still_loads_and_predicts(lenet_checkpoint, tmp_path):
     Image = pytest.importorskip("PIL.Image")
     from svertka.train.evaluate import load_trained, predict

@@ -40,6 +40,10 @@ def load_trained(path, model: str | None = None, num_classes: int | None = None,
     else:
         raise UsageError(f"{path} does not exist; pass a run folder or a weights file")
     weights, meta, _, _ = read_checkpoint(weights_file)  # meta typed and bounded there
+    bad = next((k for k, v in weights.items() if v.dtype.kind == "f" and not np.isfinite(v).all()), None)
+    if bad is not None:  # every prediction would be NaN: say so instead of printing garbage
+        raise WeightsError(f"{weights_file}: tensor {bad} holds NaN or infinite values (a diverged run or a "
+                           "corrupt file); use another checkpoint")
     if net is None:
         name = model or meta.get("model")
         if not name:
