@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # The CPU wheel of torch 2.13.0 lies on disk; installed first, so that no range pulls a CUDA build.
 TORCH := torch==2.13.0
 
-.PHONY: demo test test-slow lint check-install venv clean bench kill-stress gallery
+.PHONY: demo test test-slow lint check-install venv clean bench kill-stress gallery fuzz
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -38,6 +38,10 @@ check-install:
 # One BLAS thread: the engine's small GEMMs run several times slower when threads fight for the cores.
 gallery: $(STAMP)
 	OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 $(BIN)/python -m svertka.viz.gallery docs/gallery
+
+# The long fuzz campaign of issue 16 (>= 100,000 inputs, niced): prints the table, writes JSON.
+fuzz: $(STAMP)
+	$(BIN)/python -m fuzz --campaign --jobs 2 --nice 10 --json benchmarks/results/fuzz.json
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/analysis_speed.py

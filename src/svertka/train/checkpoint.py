@@ -22,6 +22,7 @@ import numpy as np
 
 from ..errors import WeightsError
 from ..fileio import atomic_write, atomic_write_text
+from ..untrusted import check_model_meta, load_json
 from .backends import OPTIM_PREFIX
 
 META_KEY, STATE_KEY, CHECKSUM_KEY = "svertka", "svertka_train", "svertka_sha256"
@@ -95,18 +96,15 @@ def read_checkpoint(path):
     if CHECKSUM_KEY in header and checksum(tensors, header) != header[CHECKSUM_KEY]:
         raise WeightsError(f"{path} is corrupted: its contents do not match the checksum saved with them; "
                            f"use another copy, or train again")
-    try:
-        meta = json.loads(header.get(META_KEY, "{}"))
-        state = json.loads(header[STATE_KEY]) if STATE_KEY in header else None
-    except json.JSONDecodeError:
-        raise WeightsError(f"{path}: the svertka metadata in its header is not valid JSON; "
-                           f"re-save the file") from None
+    meta = load_json(header.get(META_KEY, "{}"), f"{path}: the svertka metadata in its header", WeightsError)
+    state = load_json(header[STATE_KEY], f"{path}: the training state in its header", WeightsError) \
+        if STATE_KEY in header else None
     weights = {k: v for k, v in tensors.items() if not k.startswith(OPTIM_PREFIX)}
     for k, v in weights.items():  # files written before the fix above hold these as shape (1,)
         if k.endswith("num_batches_tracked") and v.shape == (1,):
             weights[k] = v.reshape(())
     optim = {k[len(OPTIM_PREFIX):]: v for k, v in tensors.items() if k.startswith(OPTIM_PREFIX)}
-    return weights, meta if isinstance(meta, dict) else {}, optim, state
+    return weights, check_model_meta(meta, str(path), WeightsError), optim, state
 
 
 def write_metrics(run_dir, history: list[dict]) -> None:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from ..backends import NAMES as BACKENDS
 from ..errors import UsageError
+from ..untrusted import check_nesting
 from .schedule import SCHEDULES
 
 OPTIMIZERS = ("sgd", "nesterov", "adam", "adamw")
@@ -128,12 +129,44 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "TrainConfig":
+    def from_dict(cls, d: dict, source: str = "config") -> "TrainConfig":
+        """A config from a dict read from a file (a recipe, a run's config.json):
+        every value is type-checked here, so a wrong one is one UsageError."""
+        if not isinstance(d, dict):
+            raise UsageError(f"{source}: expected an object of settings, found {type(d).__name__}")
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = set(d) - names
         if unknown:
-            raise UsageError(f"unknown config keys {', '.join(sorted(unknown))}; known: {', '.join(sorted(names))}")
+            raise UsageError(f"{source}: unknown config keys {', '.join(sorted(map(str, unknown)))[:200]}; "
+                             f"known: {', '.join(sorted(names))}")
+        for f in dataclasses.fields(cls):
+            if f.name in d and not _has_type(d[f.name], f.type):
+                raise UsageError(f"{source}: {f.name} = {str(d[f.name])[:40]!r} is not {_type_words(f.type)}")
         return cls(**d)
+
+
+# Field annotations are strings (``from __future__ import annotations``): "int | None", ...
+_TYPES = {"str": (str,), "int": (int,), "float": (int, float), "bool": (bool,), "dict": (dict,), "None": (type(None),)}
+
+
+def _has_type(value, annotation: str) -> bool:
+    for name in annotation.split("|"):
+        kinds = _TYPES[name.strip()]
+        if isinstance(value, bool) and bool not in kinds:
+            continue  # True is an int to Python, not to a config
+        if isinstance(value, kinds):
+            if isinstance(value, float) and not math.isfinite(value):
+                return False
+            if isinstance(value, int) and not isinstance(value, bool) and abs(value) > 2**63:
+                return False
+            return True
+    return False
+
+
+def _type_words(annotation: str) -> str:
+    words = {"str": "a string", "int": "an integer", "float": "a finite number", "bool": "true or false",
+             "dict": "a table", "None": "empty"}
+    return " or ".join(words[n.strip()] for n in annotation.split("|"))
 
 
 def recipe_dir() -> Path:
@@ -153,14 +186,19 @@ def load_recipe(name: str) -> dict:
             raise UsageError(f"unknown recipe {name!r}; shipped recipes: {', '.join(list_recipes())} "
                              f"(or pass a .toml file)")
     try:
-        d = tomllib.loads(path.read_text())
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
-        raise UsageError(f"recipe {path} is not valid TOML: {e}") from None
+        text = path.read_text()
+        check_nesting(text, f"recipe {path}", UsageError, toml=True)
+        d = tomllib.loads(text)
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError, RecursionError) as e:
+        raise UsageError(f"recipe {path} is not valid TOML: {str(e)[:120]}") from None
+    except OSError as e:
+        raise UsageError(f"recipe {path} cannot be read ({e.strerror})") from None
     d = {k.replace("-", "_"): v for k, v in d.items() if k != "description"}
     names = {f.name for f in dataclasses.fields(TrainConfig)}
     unknown = set(d) - names
     if unknown:
-        raise UsageError(f"recipe {path.name}: unknown keys {', '.join(sorted(unknown))}")
+        raise UsageError(f"recipe {path.name}: unknown keys {', '.join(sorted(unknown))[:200]}")
+    TrainConfig.from_dict(d, f"recipe {path.name}")  # types checked here, where the file is named
     return d
 
 

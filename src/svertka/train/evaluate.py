@@ -1,12 +1,11 @@
 """`svertka eval` and `svertka predict`: load trained weights, measure, classify."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 
-from ..errors import DataError, UsageError, WeightsError
+from ..errors import UsageError, WeightsError
 from ..zoo import resolve_model
 from .checkpoint import read_checkpoint
 from .config import TrainConfig
@@ -27,7 +26,7 @@ def load_trained(path, model: str | None = None, num_classes: int | None = None,
     """A run folder (uses best.safetensors, else last), a weights file or an .onnx file.
 
     ``backend`` None: the one the weights were trained with (torch if they do not say)."""
-    from ..spec import network_from_dict
+    from ..spec import load_network
     from .backends import make_adapter
 
     path = Path(path)
@@ -37,10 +36,7 @@ def load_trained(path, model: str | None = None, num_classes: int | None = None,
         if weights_file is None:
             raise UsageError(f"{path} holds no best.safetensors or last.safetensors; is it a run folder of svertka train?")
         if model is None and (path / "model.json").is_file():
-            try:
-                net = network_from_dict(json.loads((path / "model.json").read_text()))
-            except (json.JSONDecodeError, UnicodeDecodeError):
-                raise UsageError(f"{path / 'model.json'} is not valid JSON") from None
+            net = load_network(path / "model.json")
     elif path.is_file():
         weights_file = path
     else:
@@ -55,6 +51,10 @@ def load_trained(path, model: str | None = None, num_classes: int | None = None,
         meta = {k: imported.meta[k] for k in ("classes", "mean", "std", "data") if k in imported.meta}
     else:
         weights, meta, _, _ = read_checkpoint(weights_file)
+    bad = next((k for k, v in weights.items() if v.dtype.kind == "f" and not np.isfinite(v).all()), None)
+    if bad is not None:  # every prediction would be NaN: say so instead of printing garbage
+        raise WeightsError(f"{weights_file}: tensor {bad} holds NaN or infinite values (a diverged run or a "
+                           "corrupt file); use another checkpoint")
     if net is None:
         name = model or meta.get("model")
         if not name:
@@ -65,6 +65,10 @@ def load_trained(path, model: str | None = None, num_classes: int | None = None,
                             in_chans=shape[0] if shape else None, input_size=shape[1] if shape else None)
     if num_classes and num_classes != net.num_classes:
         raise WeightsError(f"num_classes mismatch: the model has {net.num_classes} classes, you asked for {num_classes}")
+    for key in ("mean", "std"):
+        if meta.get(key) and len(meta[key]) not in (1, net.input_shape[0]):
+            raise WeightsError(f"{weights_file}: metadata {key} has {len(meta[key])} values for a model of "
+                               f"{net.input_shape[0]} input channels; the file is corrupt")
     if backend is None:
         from .config import BACKENDS
 
@@ -128,19 +132,10 @@ def confusion_png(conf, path, classes=None) -> Path:
 
 def load_image(path, shape) -> np.ndarray:
     """Any PNG/JPEG -> uint8 H x W x C at the model's input size and channel count."""
-    from PIL import Image, UnidentifiedImageError
+    from ..data.formats import decode_image
+
     c, h, w = shape
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: no such image file")
-    try:
-        with Image.open(path) as im:
-            im.load()
-            im = im.convert("L" if c == 1 else "RGB").resize((w, h), Image.BILINEAR)
-            arr = np.asarray(im, np.uint8)
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
-        raise DataError(f"{path} is not an image Pillow can read ({type(e).__name__}); pass a PNG or JPEG") from None
-    return arr.reshape(h, w, c)
+    return decode_image(path, "L" if c == 1 else "RGB", size=(h, w)).reshape(h, w, c)
 
 
 def invert_choice(loaded: Loaded, image: np.ndarray, invert: str = "auto") -> tuple[bool, str]:

@@ -33,6 +33,7 @@ import numpy as np
 from ..errors import SvertkaError, UsageError, WeightsError, WriteError
 from ..fileio import atomic_write_text, remove_stale_temps
 from ..sysload import OtherLoad
+from ..untrusted import check_train_state, load_json
 from ..zoo import resolve_model
 from .backends import Adapter, make_adapter
 from .checkpoint import read_checkpoint, save_checkpoint, write_metrics
@@ -130,13 +131,9 @@ def resume_config(run_dir, epochs: int | None = None, threads: int | None = None
     run_dir = Path(run_dir)
     cfg_path = run_dir / "config.json"
     if not cfg_path.is_file():
-        raise UsageError(f"--resume {run_dir}: no config.json there; "
-                         f"pass a run folder written by svertka train")
-    try:
-        d = json.loads(cfg_path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise UsageError(f"--resume {run_dir}: config.json is not valid JSON ({e})") from None
-    cfg = TrainConfig.from_dict(d)
+        raise UsageError(f"--resume {run_dir}: no config.json there; pass a run folder written by svertka train")
+    d = load_json(cfg_path.read_bytes(), f"--resume {run_dir}: config.json", UsageError)
+    cfg = TrainConfig.from_dict(d, f"--resume {run_dir}: config.json")
     if epochs is not None:
         cfg.epochs = epochs
     if threads is not None:  # how fast, not what: results change by float rounding only
@@ -225,13 +222,18 @@ def resume_run(run: Run, out: Progress) -> None:
     weights, fmeta, optim_t, state = read_checkpoint(last)
     if state is None:
         raise WeightsError(f"{last} holds weights only, no training state; cannot resume from it")
+    check_train_state(state, str(last), WeightsError)
     if state.get("steps_per_epoch") != run.steps:
         raise UsageError(f"--resume {run_dir}: the data or batch size changed since the run started")
     if run.cfg.epochs < state["epoch"]:
         raise UsageError(f"--resume {run_dir}: the run already has {state['epoch']} epochs; "
                          f"pass --epochs {state['epoch']} or more")
     run.adapter.load_model_state(weights, fmeta, str(last))
-    run.adapter.load_optim_state(optim_t, state["optimizer"])
+    try:  # the optimizer state as the file holds it: any misfit means a corrupt file
+        run.adapter.load_optim_state(optim_t, state["optimizer"])
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError, RuntimeError) as e:
+        raise WeightsError(f"{last}: its optimizer state does not fit this run ({type(e).__name__}); "
+                           "the file is corrupt, resume from another run or start afresh") from None
     run.start_epoch, run.history, run.best = state["epoch"], state["history"], state.get("best")
     run.elapsed_before = run.history[-1].get("elapsed", 0.0) if run.history else 0.0
     write_metrics(run_dir, run.history)  # they may hold an epoch that last does not

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import torch
@@ -18,12 +19,14 @@ from torch import nn
 
 from ...errors import WeightsError
 from ...fileio import atomic_write
+from ...untrusted import check_model_meta, check_pickle, load_json
 
 __all__ = ["save_weights", "read_weights", "check_state_dict", "load_weights", "model_meta"]
 
 _META_KEY = "svertka"
 _PREFIXES = ("module.", "_orig_mod.")  # DistributedDataParallel, torch.compile
 _AUX_HEADS = ("aux1", "aux2", "AuxLogits")  # training-only heads in torchvision's files
+_MAX_PICKLE_BYTES = 1 << 26  # data.pkl names tensors only; the tensors' bytes are stored beside it
 
 
 def model_meta(model: nn.Module) -> dict:
@@ -77,22 +80,52 @@ def _read_safetensors(path: Path, map_location):
                            f"({_short(e)}); re-save or re-download it") from None
     meta = {}
     if _META_KEY in header:
-        try:
-            meta = json.loads(header[_META_KEY])
-        except json.JSONDecodeError:
-            raise WeightsError(f"weights {path}: the svertka metadata in its header is not valid "
-                               f"JSON; re-save the file") from None
-        if not isinstance(meta, dict):
-            raise WeightsError(f"weights {path}: the svertka metadata is not a JSON object; "
-                               f"re-save the file")
-    return state, meta
+        meta = load_json(header[_META_KEY], f"weights {path}: the svertka metadata in its header", WeightsError)
+    return state, check_model_meta(meta, f"weights {path}", WeightsError)
+
+
+def _check_pth_pickles(path: Path) -> None:
+    """Walk the pickles of a .pth before torch unpickles them: torch's
+    weights_only unpickler still builds whatever nesting the file holds, and a
+    tuple nested 10**6 deep kills the process. The zip format (torch >= 1.6)
+    keeps its pickle in ``*/data.pkl``; the legacy format is five pickles in a
+    row followed by raw storage bytes."""
+    import tarfile
+    import zipfile
+
+    what = f"cannot read weights {path}"
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as z:
+                names = [n for n in z.namelist() if n.endswith("data.pkl")]
+                if not names:
+                    raise WeightsError(f"{what}: a zip file without data.pkl is not a PyTorch "
+                                       f"checkpoint; re-save or re-download it")
+                for n in names:
+                    if z.getinfo(n).file_size > _MAX_PICKLE_BYTES:
+                        raise WeightsError(f"{what}: its {n} is {z.getinfo(n).file_size:,} bytes, "
+                                           f"not a state_dict's; re-save the file")
+                    check_pickle(z.read(n), what, WeightsError)
+            return
+        if tarfile.is_tarfile(path):
+            raise WeightsError(f"{what}: it is a tar-format checkpoint of torch < 0.4; load and re-save it "
+                               f"with a current torch, or export safetensors")
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError, RuntimeError) as e:
+        raise WeightsError(f"{what}: not a valid PyTorch checkpoint ({_short(e)}); "
+                           f"re-save or re-download it") from None
+    with open(path, "rb") as f:
+        for _ in range(5):  # magic number, protocol, sys info, the object, the storage keys
+            check_pickle(f, what, WeightsError)
 
 
 def _read_pth(path: Path, map_location):
     import pickle
 
+    _check_pth_pickles(path)
     try:
-        obj = torch.load(str(path), map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():  # torch warns about odd pickle protocols; we say it in one line below
+            warnings.simplefilter("ignore")
+            obj = torch.load(str(path), map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
         reason = _unpickler_reason(e)
         if "GLOBAL" in reason:
@@ -107,7 +140,7 @@ def _read_pth(path: Path, map_location):
     meta = {}
     if isinstance(obj, dict) and not _all_tensors(obj):
         if isinstance(obj.get("meta"), dict):
-            meta = dict(obj["meta"])
+            meta = check_model_meta(dict(obj["meta"]), f"weights {path}", WeightsError)
         for key in ("state_dict", "model", "model_state_dict"):
             if isinstance(obj.get(key), dict) and _all_tensors(obj[key]):
                 obj = obj[key]
