@@ -19,7 +19,8 @@ def parse_shape(text: str) -> tuple[int | None, int, int]:
     Without C the channel count is the model's, returned here as None."""
     parts = re.split(r"\s*[xX,]\s*", (text or "").strip())
     if not 1 <= len(parts) <= 3 or not all(re.fullmatch(r"[0-9]+", p) for p in parts):
-        raise UsageError(f"malformed --input {text!r}; write CxHxW (3x224x224), HxW (224x224) or one size (224)")
+        raise UsageError(f"malformed --input {text!r}; write CxHxW (3x224x224), HxW (224x224) "
+                         f"or one size (224)")
     nums = [int(p) for p in parts]
     if min(nums) < 1:
         raise UsageError(f"--input {text!r} has a zero size; every dimension must be >= 1")
@@ -125,35 +126,38 @@ def cmd_rf(args):
               f"convolutions (r = {r}).\nPooling or strides multiply the growth: that is why CNNs "
               f"downsample.")
         return
-    _reject(args, ["--pixels", "--kernel"], f"belongs to the lecture's question (`svertka rf` without a model), "
+    _reject(args, ["--pixels", "--kernel"],
+            f"belongs to the lecture's question (`svertka rf` without a model), "
             f"not to {args.model}'s fields")
     a = _analyze(args, args.model)
-    layers = [l for l in a.layers[1:]]
+    layers = [la for la in a.layers[1:]]
     if args.layer:
         try:
-            l = a.layer(args.layer)
+            la = a.layer(args.layer)
         except KeyError:
             names = [x.name for x in layers if x.leaf]
             raise UsageError(f"{a.name} has no layer {args.layer!r}; e.g. {', '.join(names[:3])}"
                              f" ... (see `svertka summary {args.model}`)") from None
-        d = l.rf.as_dict()
-        print(f"{a.name} {l.name} ({l.type}): receptive field {d['size']} px, effective stride "
+        d = la.rf.as_dict()
+        print(f"{a.name} {la.name} ({la.type}): receptive field {d['size']} px, effective stride "
               f"{d['stride']}, effective padding {d['padding']}"
-              + (" (global)" if l.rf.global_ else "")
-              + (" (paths misaligned)" if l.rf.misaligned else ""))
+              + (" (global)" if la.rf.global_ else "")
+              + (" (paths misaligned)" if la.rf.misaligned else ""))
         return
     from .analysis.report import table
-    rows = [[l.name, l.type, "x".join(map(str, l.out_shape)), l.rf.label(), l.rf.stride[0],
-             l.rf.padding[0]] for l in layers if l.leaf]
+    rows = [[la.name, la.type, "x".join(map(str, la.out_shape)), la.rf.label(), la.rf.stride[0],
+             la.rf.padding[0]] for la in layers if la.leaf]
     print(table(["layer", "type", "output", "RF", "stride", "padding"], rows, "<<>>>>"))
 
 
 def cmd_params(args):
     if args.layer == "bn":
-        _reject(args, ["--out", "--kernel", "--groups", "--no-bias"], "does not apply to BatchNorm (only --in)")
+        _reject(args, ["--out", "--kernel", "--groups", "--no-bias"],
+                "does not apply to BatchNorm (only --in)")
     else:
         if args.out is None:
-            raise UsageError(f"params {args.layer} needs --out (the output {'channels' if args.layer == 'conv' else 'features'})")
+            what = "channels" if args.layer == "conv" else "features"
+            raise UsageError(f"params {args.layer} needs --out (the output {what})")
         if args.layer == "linear":
             _reject(args, ["--kernel", "--groups"], "does not apply to a linear layer")
     if args.layer == "conv":
@@ -309,10 +313,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_summary)
 
     s = sub.add_parser("rf", help="receptive fields: the lecture's cat question, or a model's")
-    s.add_argument("model", nargs="?", help="zoo name or JSON network file (default: none, answer the cat question)")
+    s.add_argument("model", nargs="?",
+                   help="zoo name or JSON network file (default: none, answer the cat question)")
     s.add_argument("--layer", help="one layer's field, e.g. features.29 (default: every layer)")
     s.add_argument("--input", help="CxHxW, HxW or one size (default: the model's)")
-    s.add_argument("--pixels", type=_positive_int, help="without a model: object size in px (default: 100)")
+    s.add_argument("--pixels", type=_positive_int,
+                   help="without a model: object size in px (default: 100)")
     s.add_argument("--kernel", type=_positive_int, help="without a model: kernel size of the stacked convs "
                    "(default: 3)")
     s.set_defaults(func=cmd_rf)
@@ -321,9 +327,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("layer", choices=["conv", "linear", "bn"], help="the layer type")
     s.add_argument("--in", dest="inp", type=_positive_int, required=True, help="input channels or features "
                    "(required)")
-    s.add_argument("--out", type=_positive_int, help="output channels or features (required for conv and linear)")
+    s.add_argument("--out", type=_positive_int,
+                   help="output channels or features (required for conv and linear)")
     s.add_argument("-k", "--kernel", type=_positive_int, help="conv kernel size (default: 3)")
-    s.add_argument("--groups", type=_positive_int, help="conv groups; --groups = --in is depthwise (default: 1)")
+    s.add_argument("--groups", type=_positive_int,
+                   help="conv groups; --groups = --in is depthwise (default: 1)")
     s.add_argument("--no-bias", action="store_true", help="conv or linear without bias (default: with)")
     s.set_defaults(func=cmd_params)
 
@@ -343,10 +351,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     from .export import DEFAULT_OPSET
     s = sub.add_parser("export", help="write a run or a zoo model as ONNX, checked by onnx.checker")
-    s.add_argument("source", help="a run folder of `svertka train`, or a zoo name (random weights unless --weights)")
+    s.add_argument("source",
+                   help="a run folder of `svertka train`, or a zoo name (random weights unless --weights)")
     s.add_argument("--format", choices=["onnx"], default="onnx", help="the file format")
     s.add_argument("--out", required=True, help="the file to write, e.g. model.onnx (required)")
-    s.add_argument("--dynamic-batch", action="store_true", help="let the batch size vary (default: fixed at 1)")
+    s.add_argument("--dynamic-batch", action="store_true",
+                   help="let the batch size vary (default: fixed at 1)")
     s.add_argument("--opset", type=_positive_int, default=DEFAULT_OPSET, help="ONNX opset version (7 to 20)")
     s.add_argument("--weights", help="weights file (.safetensors or .pth) for a zoo model (default: random)")
     s.set_defaults(func=cmd_export)
