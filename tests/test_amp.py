@@ -9,7 +9,8 @@ import pytest
 
 from svertka.train.amp import MIN_SPEEDUP, choose_amp, cpu_flags, native_bf16_flag
 
-XEON_NO_BF16 = "processor\t: 0\nvendor_id\t: GenuineIntel\nflags\t\t: fpu sse2 avx avx2 fma avx512f avx512bw avx512_vnni\n"
+XEON_NO_BF16 = ("processor\t: 0\nvendor_id\t: GenuineIntel\n"
+                "flags\t\t: fpu sse2 avx avx2 fma avx512f avx512bw avx512_vnni\n")
 SAPPHIRE = "processor\t: 0\nflags\t\t: fpu avx2 avx512f avx512_bf16 amx_bf16 amx_tile amx_int8\n"
 GRAVITON = "processor\t: 0\nFeatures\t: fp asimd bf16 i8mm sve\n"
 
@@ -21,7 +22,8 @@ def never():
 def test_cpu_flags_and_native_bf16():
     assert native_bf16_flag(cpu_flags(XEON_NO_BF16)) is None  # avx512 alone is not bf16
     assert native_bf16_flag(cpu_flags(SAPPHIRE)) == "amx_bf16"
-    assert "bf16" in cpu_flags(GRAVITON) and native_bf16_flag(cpu_flags(GRAVITON)) is None  # the probe decides
+    assert "bf16" in cpu_flags(GRAVITON)
+    assert native_bf16_flag(cpu_flags(GRAVITON)) is None  # the probe decides
     assert cpu_flags("") == set()
 
 
@@ -35,7 +37,8 @@ def test_native_cpu_takes_bf16_without_probing():
 def test_no_native_bf16_follows_the_probe_both_ways(speed, want):
     c = choose_amp("auto", "cpu", None, lambda: speed)
     assert c.amp == want
-    assert c.why.startswith(f"amp auto: {'bf16' if want == 'bf16' else 'fp32'} (") and f"{speed:.2f}x" in c.why
+    assert c.why.startswith(f"amp auto: {'bf16' if want == 'bf16' else 'fp32'} (")
+    assert f"{speed:.2f}x" in c.why
 
 
 def test_explicit_amp_and_gpus():
@@ -69,8 +72,8 @@ def test_a_bad_forced_probe_is_one_line(monkeypatch, capsys, tmp_path):
 
     monkeypatch.setenv("SVERTKA_NATIVE_BF16", "0")
     monkeypatch.setenv("SVERTKA_BF16_PROBE", "fast")
-    rc = main(["train", "--data", "fashion-mnist-mini", "--limit-train", "64", "--epochs", "1", "--threads", "1",
-               "--amp", "auto", "-o", str(tmp_path / "r"), "-q"])
+    rc = main(["train", "--data", "fashion-mnist-mini", "--limit-train", "64", "--epochs", "1",
+               "--threads", "1", "--amp", "auto", "-o", str(tmp_path / "r"), "-q"])
     err = capsys.readouterr().err.strip()
     assert rc == 2 and "SVERTKA_BF16_PROBE" in err and "\n" not in err
 
@@ -89,10 +92,12 @@ def test_auto_on_a_cpu_without_native_bf16(tmp_path, monkeypatch, capsys, speed,
     r = train(tiny(tmp_path, "r"), stop_after=1, progress=True)
     err = capsys.readouterr().err
     line = next(x for x in err.splitlines() if x.startswith("amp auto:"))
-    assert line.startswith(f"amp auto: {'bf16' if want == 'bf16' else 'fp32'} (no native bf16") and f"{float(speed):.2f}x" in line
+    assert line.startswith(f"amp auto: {'bf16' if want == 'bf16' else 'fp32'} (no native bf16")
+    assert f"{float(speed):.2f}x" in line
     saved = json.loads((r.run_dir / "config.json").read_text())
     assert saved["amp"] == "auto" and saved["amp_choice"] == want
-    monkeypatch.setenv("SVERTKA_BF16_PROBE", "2.0" if want == "none" else "0.25")  # the probe now says otherwise
+    # the probe now says otherwise
+    monkeypatch.setenv("SVERTKA_BF16_PROBE", "2.0" if want == "none" else "0.25")
     r2 = train(resume_config(r.run_dir), resume=r.run_dir, progress=True)
     assert "as chosen when the run started" in capsys.readouterr().err
     assert json.loads((r2.run_dir / "config.json").read_text())["amp_choice"] == want

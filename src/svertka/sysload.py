@@ -69,7 +69,8 @@ def sample(cpus: set[int] | None = None) -> LoadSample | None:
         return None
 
 
-def other_cores_between(a: LoadSample | None, b: LoadSample | None, clk_tck: int | None = None) -> float | None:
+def other_cores_between(a: LoadSample | None, b: LoadSample | None,
+                        clk_tck: int | None = None) -> float | None:
     """Mean cores busy with other processes between two samples."""
     if a is None or b is None or b.t <= a.t:
         return None

@@ -49,7 +49,8 @@ def check_threads(n, cores: int | None = None) -> None:
     """A fixed thread count must be a whole number from 1 to the cores this process may use."""
     cores = cores or available_cores()
     if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= cores:
-        raise UsageError(f"--threads must be a whole number from 1 to this machine's {cores} cores, got {n!r}; "
+        raise UsageError(f"--threads must be a whole number from 1 to this machine's {cores} cores, "
+                         f"got {n!r}; "
                          f"or leave it out to use the cores other processes leave free")
 
 

@@ -33,7 +33,8 @@ def param_groups(named_params, weight_decay: float, no_decay_norm_bias: bool) ->
         (no_decay if no_decay_norm_bias and ndim <= 1 else decay).append((name, p))
     groups = [{"params": [p for _, p in decay], "names": [n for n, _ in decay], "weight_decay": weight_decay}]
     if no_decay:
-        groups.append({"params": [p for _, p in no_decay], "names": [n for n, _ in no_decay], "weight_decay": 0.0})
+        groups.append({"params": [p for _, p in no_decay], "names": [n for n, _ in no_decay],
+                       "weight_decay": 0.0})
     return [g for g in groups if g["params"]]
 
 
@@ -49,9 +50,11 @@ def split_state(obj, prefix=""):
             tensors[key] = v
             return {"__tensor__": key}
         if isinstance(v, dict):
-            return {"__dict__": [[walk(k, f"{key}.k{i}"), walk(x, f"{key}.{k}")] for i, (k, x) in enumerate(v.items())]}
+            return {"__dict__": [[walk(k, f"{key}.k{i}"), walk(x, f"{key}.{k}")]
+                                 for i, (k, x) in enumerate(v.items())]}
         if isinstance(v, (list, tuple)):
-            return {"__list__" if isinstance(v, list) else "__tuple__": [walk(x, f"{key}.{i}") for i, x in enumerate(v)]}
+            return {"__list__" if isinstance(v, list) else "__tuple__":
+                    [walk(x, f"{key}.{i}") for i, x in enumerate(v)]}
         if isinstance(v, (np.integer, np.floating, np.bool_)):
             return v.item()
         return v
@@ -203,7 +206,8 @@ class TorchAdapter(Adapter):
             self.device = torch.device(dev)
             torch.empty(1, device=self.device)
         except (RuntimeError, AssertionError) as e:
-            raise UsageError(f"--device {cfg.device!r} is not available here ({str(e).splitlines()[0][:80]}); "
+            raise UsageError(f"--device {cfg.device!r} is not available here "
+                             f"({str(e).splitlines()[0][:80]}); "
                              f"use --device cpu or auto") from None
         torch.manual_seed(cfg.seed)
         self.model = self.backend_pkg.compile(net).to(self.device)
@@ -258,7 +262,8 @@ class TorchAdapter(Adapter):
         torch = self.torch
         x, _ = self.data[name]
         self.model.eval()
-        with torch.inference_mode(), torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp is not None):
+        with torch.inference_mode(), torch.autocast(self.device.type, dtype=torch.bfloat16,
+                                                    enabled=self.amp is not None):
             xb = self._float(x[torch.from_numpy(np.asarray(idx, np.int64)).to(self.device)], None, None)
             out = self.run_model(xb).float()
             if tta == "flip":

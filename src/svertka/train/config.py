@@ -116,7 +116,8 @@ class TrainConfig:
         if self.warmup_epochs > self.epochs:
             bad(f"--warmup-epochs {self.warmup_epochs} exceeds --epochs {self.epochs}")
         # amp auto is a default that means fp32 where bf16 does not pay, as on the NumPy engine
-        if self.backend == "numpy" and (self.amp not in ("none", "auto") or self.channels_last or self.compile):
+        if self.backend == "numpy" and (self.amp not in ("none", "auto") or self.channels_last
+                                        or self.compile):
             bad("--amp, --channels-last and --compile are torch options; drop them for --backend numpy")
         if self.backend == "numpy" and self.device not in ("auto", "cpu"):
             bad(f"--backend numpy runs on the CPU; --device {self.device} is for torch")
@@ -146,7 +147,8 @@ class TrainConfig:
 
 
 # Field annotations are strings (``from __future__ import annotations``): "int | None", ...
-_TYPES = {"str": (str,), "int": (int,), "float": (int, float), "bool": (bool,), "dict": (dict,), "None": (type(None),)}
+_TYPES = {"str": (str,), "int": (int,), "float": (int, float), "bool": (bool,), "dict": (dict,),
+          "None": (type(None),)}
 
 
 def _has_type(value, annotation: str) -> bool:
@@ -227,7 +229,8 @@ def make_config(overrides: dict, recipe: str | None = None) -> TrainConfig:
 def check_flags_apply(cfg: TrainConfig, given: set[str]) -> None:
     """A flag the run would not use is an error, never silently ignored."""
     rules = [  # (field, whether the run uses it, the message when it does not)
-        ("momentum", cfg.opt in ("sgd", "nesterov"), f"--momentum applies to --opt sgd or nesterov, not {cfg.opt}"),
+        ("momentum", cfg.opt in ("sgd", "nesterov"),
+         f"--momentum applies to --opt sgd or nesterov, not {cfg.opt}"),
         ("decay_epochs", cfg.sched == "step", f"--decay-epochs applies to --sched step, not {cfg.sched}"),
         ("decay_rate", cfg.sched == "step", f"--decay-rate applies to --sched step, not {cfg.sched}"),
         ("min_lr_factor", cfg.sched in ("cosine", "onecycle"),

@@ -32,9 +32,11 @@ def load_trained(path, model: str | None = None, num_classes: int | None = None,
     path = Path(path)
     net = None
     if path.is_dir():
-        weights_file = next((path / f for f in ("best.safetensors", "last.safetensors") if (path / f).is_file()), None)
+        weights_file = next((path / f for f in ("best.safetensors", "last.safetensors")
+                             if (path / f).is_file()), None)
         if weights_file is None:
-            raise UsageError(f"{path} holds no best.safetensors or last.safetensors; is it a run folder of svertka train?")
+            raise UsageError(f"{path} holds no best.safetensors or last.safetensors; "
+                             f"is it a run folder of svertka train?")
         if model is None and (path / "model.json").is_file():
             net = load_network(path / "model.json")
     elif path.is_file():
@@ -64,7 +66,8 @@ def load_trained(path, model: str | None = None, num_classes: int | None = None,
         net = resolve_model(name, num_classes=int(nc) if nc else None,
                             in_chans=shape[0] if shape else None, input_size=shape[1] if shape else None)
     if num_classes and num_classes != net.num_classes:
-        raise WeightsError(f"num_classes mismatch: the model has {net.num_classes} classes, you asked for {num_classes}")
+        raise WeightsError(f"num_classes mismatch: the model has {net.num_classes} classes, "
+                           f"you asked for {num_classes}")
     for key in ("mean", "std"):
         if meta.get(key) and len(meta[key]) not in (1, net.input_shape[0]):
             raise WeightsError(f"{weights_file}: metadata {key} has {len(meta[key])} values for a model of "
@@ -101,8 +104,8 @@ def evaluate(loaded: Loaded, data: str | None = None, root=None, tta: str = "non
                            f"{loaded.net.num_classes}; evaluate on the data it was trained on")
     c, h, w = loaded.net.input_shape
     if ds.image_shape != (h, w, c):
-        raise UsageError(f"{data} images are {ds.image_shape[2]}x{ds.image_shape[0]}x{ds.image_shape[1]}, the model "
-                         f"takes {c}x{h}x{w}")
+        raise UsageError(f"{data} images are {ds.image_shape[2]}x{ds.image_shape[0]}x{ds.image_shape[1]}, "
+                         f"the model takes {c}x{h}x{w}")
     a = loaded.adapter
     a.labels_np = {"test": ds.labels}
     a.set_data("test", ds.images, ds.labels)
@@ -155,7 +158,8 @@ def invert_choice(loaded: Loaded, image: np.ndarray, invert: str = "auto") -> tu
         return False, ""
     h, w = image.shape[:2]
     b = max(1, min(h, w) // 14)  # 2 px of a 28x28 input
-    frame = np.concatenate([image[:b].ravel(), image[-b:].ravel(), image[:, :b].ravel(), image[:, -b:].ravel()])
+    frame = np.concatenate([image[:b].ravel(), image[-b:].ravel(),
+                            image[:, :b].ravel(), image[:, -b:].ravel()])
     mean = float(frame.mean())
     if mean > 127.5:
         return True, f"inverted: light border (mean {mean:.0f}/255), the model expects light on black"
@@ -169,7 +173,8 @@ def predict(loaded: Loaded, images, k: int = 5, invert: str = "no") -> list[dict
     choices = [invert_choice(loaded, a, invert) for a in arrays]
     arrays = [255 - a if inv else a for a, (inv, _) in zip(arrays, choices)]
     x = np.stack(arrays).transpose(0, 3, 1, 2).astype(np.float32) / 255
-    x = (x - np.asarray(loaded.mean, np.float32).reshape(1, -1, 1, 1)) / np.asarray(loaded.std, np.float32).reshape(1, -1, 1, 1)
+    x = ((x - np.asarray(loaded.mean, np.float32).reshape(1, -1, 1, 1))
+         / np.asarray(loaded.std, np.float32).reshape(1, -1, 1, 1))
     logits = loaded.adapter.logits_of(np.ascontiguousarray(x, np.float32)).astype(np.float64)
     p = np.exp(logits - logits.max(1, keepdims=True))
     p /= p.sum(1, keepdims=True)

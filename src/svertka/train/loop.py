@@ -131,7 +131,8 @@ def resume_config(run_dir, epochs: int | None = None, threads: int | None = None
     run_dir = Path(run_dir)
     cfg_path = run_dir / "config.json"
     if not cfg_path.is_file():
-        raise UsageError(f"--resume {run_dir}: no config.json there; pass a run folder written by svertka train")
+        raise UsageError(f"--resume {run_dir}: no config.json there; "
+                         f"pass a run folder written by svertka train")
     d = load_json(cfg_path.read_bytes(), f"--resume {run_dir}: config.json", UsageError)
     cfg = TrainConfig.from_dict(d, f"--resume {run_dir}: config.json")
     if epochs is not None:
