@@ -13,8 +13,8 @@ THREADS_HELP = "torch threads (default: one per core that other processes leave 
 # Flags whose value is copied into TrainConfig when given (default None = not given).
 _TRAIN_KEYS = ("model", "data", "root", "backend", "device", "epochs", "batch_size", "opt", "lr", "momentum",
                "weight_decay", "sched", "warmup_epochs", "min_lr_factor", "decay_epochs", "decay_rate",
-               "label_smoothing", "aug", "amp", "seed", "val_fraction", "split_seed", "eval_batch_size", "tta",
-               "output", "limit_train", "limit_test", "threads")
+               "label_smoothing", "aug", "amp", "seed", "val_fraction", "split_seed", "eval_batch_size",
+               "tta", "output", "limit_train", "limit_test", "threads")
 
 
 def _nonneg_float(text):
@@ -44,17 +44,23 @@ def add_parsers(sub, positive_int):
 
     s = sub.add_parser("train", help="train a model (torch or numpy backend); see --recipe",
                        description="Train a model. Flags override the recipe, which overrides the defaults.")
-    s.add_argument("model_pos", nargs="?", metavar="MODEL", help="model name (same as --model)" + dflt("model"))
-    s.add_argument("--model", "-m", help="zoo name, cnn2, vgg_fm, vgg_fm_small, or a JSON network file" + dflt("model"))
+    s.add_argument("model_pos", nargs="?", metavar="MODEL",
+                   help="model name (same as --model)" + dflt("model"))
+    s.add_argument("--model", "-m",
+                   help="zoo name, cnn2, vgg_fm, vgg_fm_small, or a JSON network file" + dflt("model"))
     s.add_argument("--data", help=f"dataset: {', '.join(list_datasets())}" + dflt("data"))
-    s.add_argument("--root", help="folder with the dataset files (default: $SVERTKA_DATA or ~/.cache/svertka, "
-                   "then system copies, then a download)")
-    s.add_argument("--recipe", help="named TOML recipe, e.g. fashion-mnist-94, or a .toml file (default: none)")
-    s.add_argument("--backend", choices=BACKENDS, help="torch, or numpy (the from-scratch engine)" + dflt("backend"))
-    s.add_argument("--device", help="auto (cuda if present), cpu, cuda, cuda:N, mps (torch backend)" + dflt("device"))
+    s.add_argument("--root", help="folder with the dataset files (default: $SVERTKA_DATA or "
+                   "~/.cache/svertka, then system copies, then a download)")
+    s.add_argument("--recipe",
+                   help="named TOML recipe, e.g. fashion-mnist-94, or a .toml file (default: none)")
+    s.add_argument("--backend", choices=BACKENDS,
+                   help="torch, or numpy (the from-scratch engine)" + dflt("backend"))
+    s.add_argument("--device",
+                   help="auto (cuda if present), cpu, cuda, cuda:N, mps (torch backend)" + dflt("device"))
     s.add_argument("--epochs", type=positive_int, help="passes over the training set" + dflt("epochs"))
     s.add_argument("-b", "--batch-size", type=positive_int, help="training batch size" + dflt("batch_size"))
-    s.add_argument("--eval-batch-size", type=positive_int, help="evaluation batch size" + dflt("eval_batch_size"))
+    s.add_argument("--eval-batch-size", type=positive_int,
+                   help="evaluation batch size" + dflt("eval_batch_size"))
     s.add_argument("--opt", choices=OPTIMIZERS, help="sgd (momentum), nesterov, adam, adamw" + dflt("opt"))
     s.add_argument("--lr", type=_nonneg_float, help="peak learning rate" + dflt("lr"))
     s.add_argument("--momentum", type=_nonneg_float, help="SGD momentum, in [0, 1) (sgd and nesterov only)"
@@ -68,7 +74,8 @@ def add_parsers(sub, positive_int):
     s.add_argument("--sched", choices=SCHEDULES, help="learning-rate schedule" + dflt("sched"))
     s.add_argument("--warmup-epochs", type=_nonneg_float, help="linear warmup before the schedule (onecycle "
                    "without it ramps over 30%% of the steps)" + dflt("warmup_epochs"))
-    s.add_argument("--min-lr-factor", type=_nonneg_float, help="cosine/onecycle end LR as a fraction of --lr, "
+    s.add_argument("--min-lr-factor", type=_nonneg_float,
+                   help="cosine/onecycle end LR as a fraction of --lr, "
                    "in [0, 1] (0: onecycle's 4e-6)" + dflt("min_lr_factor"))
     s.add_argument("--decay-epochs", type=_nonneg_float, help="step schedule: epochs between decays "
                    "(default: a third of the run)")
@@ -76,9 +83,10 @@ def add_parsers(sub, positive_int):
                    + dflt("decay_rate"))
     s.add_argument("--label-smoothing", "--smoothing", dest="label_smoothing", type=_nonneg_float,
                    help="label smoothing, in [0, 1)" + dflt("label_smoothing"))
-    s.add_argument("--aug", help="augmentation, e.g. 'flip,crop:2,rotate:10,noise:0.05,erase:0.25'; 'altflip' mirrors "
-                   "each image in every other epoch instead of at random (default: none)")
-    s.add_argument("--amp", choices=AMP, help="bf16 autocast (torch, CPU or GPU); auto: bf16 only where the CPU "
+    s.add_argument("--aug", help="augmentation, e.g. 'flip,crop:2,rotate:10,noise:0.05,erase:0.25'; "
+                   "'altflip' mirrors each image in every other epoch instead of at random (default: none)")
+    s.add_argument("--amp", choices=AMP,
+                   help="bf16 autocast (torch, CPU or GPU); auto: bf16 only where the CPU "
                    "has native bf16 or a short probe finds it faster (the recipes use auto)" + dflt("amp"))
     s.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
                    help="channels-last memory format (torch)" + dflt("channels_last", "off"))
@@ -89,11 +97,14 @@ def add_parsers(sub, positive_int):
     s.add_argument("--seed", type=int, help="seed of the weights, data order and augmentation" + dflt("seed"))
     s.add_argument("--val-fraction", type=_nonneg_float, help="carve a validation split from train (e.g. 0.1)"
                    + dflt("val_fraction"))
-    s.add_argument("--split-seed", type=int, help="seed of the validation split (needs --val-fraction); fix it to "
+    s.add_argument("--split-seed", type=int,
+                   help="seed of the validation split (needs --val-fraction); fix it to "
                    "compare seeds or ensemble runs on one validation set (default: --seed)")
     s.add_argument("--output", "-o", help="run folder (default: runs/MODEL-DATA-BACKEND-TIME)")
-    s.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its last checkpoint (default: a new run)")
-    s.add_argument("--limit-train", type=positive_int, help="use only the first N training images (default: all)")
+    s.add_argument("--resume", metavar="RUN_DIR",
+                   help="continue a run from its last checkpoint (default: a new run)")
+    s.add_argument("--limit-train", type=positive_int,
+                   help="use only the first N training images (default: all)")
     s.add_argument("--limit-test", type=positive_int, help="use only the first N test images (default: all)")
     s.add_argument("--threads", type=positive_int, help=THREADS_HELP + "; --resume may change it (float "
                    "rounding then differs from an uninterrupted run)")
@@ -103,29 +114,35 @@ def add_parsers(sub, positive_int):
 
     backend_help = "torch or numpy (default: the backend the run was trained with)"
     s = sub.add_parser("eval", help="top-1/top-5, per-class accuracy, confusion matrix of trained weights")
-    s.add_argument("path", metavar="RUN_DIR|WEIGHTS", help="a run folder (its best checkpoint) or a .safetensors file")
+    s.add_argument("path", metavar="RUN_DIR|WEIGHTS",
+                   help="a run folder (its best checkpoint) or a .safetensors file")
     s.add_argument("--model", help="model name (default: from the file's metadata)")
     s.add_argument("--data", help="dataset (default: the one it was trained on)")
     s.add_argument("--root", help="folder with the dataset files (default: as in train)")
-    s.add_argument("--num-classes", type=positive_int, help="classifier outputs (default: from the file's metadata)")
+    s.add_argument("--num-classes", type=positive_int,
+                   help="classifier outputs (default: from the file's metadata)")
     s.add_argument("--backend", choices=BACKENDS, help=backend_help)
     s.add_argument("--device", help="auto, cpu, cuda, cuda:N, mps (torch backend) (default: auto)")
     s.add_argument("--tta", choices=("none", "flip"), default="none", help="flip test-time augmentation")
-    s.add_argument("--limit", type=positive_int, help="evaluate on the first N test images only (default: all)")
+    s.add_argument("--limit", type=positive_int,
+                   help="evaluate on the first N test images only (default: all)")
     s.add_argument("--threads", type=positive_int, help=THREADS_HELP)
-    s.add_argument("--png", help="confusion-matrix PNG, or none (default: RUN_DIR/confusion.png; none for a file)")
+    s.add_argument("--png",
+                   help="confusion-matrix PNG, or none (default: RUN_DIR/confusion.png; none for a file)")
     s.add_argument("--json", action="store_true", help="print JSON instead of tables")
     s.set_defaults(func=cmd_eval)
 
     s = sub.add_parser("predict", help="top-k classes of PNG/JPEG images")
-    s.add_argument("images", nargs="+", metavar="IMAGE", help="PNG or JPEG files, resized to the model's input")
+    s.add_argument("images", nargs="+", metavar="IMAGE",
+                   help="PNG or JPEG files, resized to the model's input")
     s.add_argument("--weights", "-w", required=True, help="weights file or run folder (required)")
     s.add_argument("--model", help="model name (default: from the weights' metadata)")
-    s.add_argument("--num-classes", type=positive_int, help="classifier outputs (default: from the weights' metadata)")
+    s.add_argument("--num-classes", type=positive_int,
+                   help="classifier outputs (default: from the weights' metadata)")
     s.add_argument("--backend", choices=BACKENDS, help=backend_help)
     s.add_argument("--device", help="auto, cpu, cuda, cuda:N, mps (torch backend) (default: auto)")
-    s.add_argument("-k", "--top", dest="k", type=positive_int, help="how many classes to list (default: 5, or "
-                   "all when fewer)")
+    s.add_argument("-k", "--top", dest="k", type=positive_int,
+                   help="how many classes to list (default: 5, or all when fewer)")
     s.add_argument("--invert", choices=("auto", "yes", "no"), default="auto",
                    help="invert the image (dark item on white -> white on black, as in MNIST/Fashion-MNIST); "
                    "auto: when the model was trained on light-on-dark data and the image's border is light")
@@ -136,7 +153,8 @@ def add_parsers(sub, positive_int):
     def grid_size(text):
         n = positive_int(text)
         if n > AUGMENT_MAX:
-            raise argparse.ArgumentTypeError(f"{n} images make an unreadable grid; ask for at most {AUGMENT_MAX}")
+            raise argparse.ArgumentTypeError(f"{n} images make an unreadable grid; "
+                                             f"ask for at most {AUGMENT_MAX}")
         return n
 
     s = sub.add_parser("augment", help="a PNG grid of training images and their augmented copies")
@@ -166,7 +184,8 @@ def cmd_train(args):
     if args.resume:
         given = sorted(k for k, v in over.items() if v is not None and k not in ("epochs", "threads"))
         if given or args.recipe:
-            raise UsageError(f"--resume continues the run's saved config; drop --{(given or ['recipe'])[0].replace('_', '-')}"
+            flag = (given or ["recipe"])[0].replace("_", "-")
+            raise UsageError(f"--resume continues the run's saved config; drop --{flag}"
                              f" (only --epochs and --threads may change)")
         cfg = resume_config(args.resume, args.epochs, args.threads)
         result = train(cfg, resume=args.resume, progress=not args.quiet)
@@ -194,13 +213,15 @@ def cmd_eval(args):
     r = evaluate(loaded, args.data, args.root, args.tta, limit=args.limit)
     from ..viz.figure import plots_available  # without matplotlib, write the PNG only when asked to
 
-    png = args.png or (str(Path(args.path) / "confusion.png") if Path(args.path).is_dir() and plots_available() else None)
+    png = args.png or (str(Path(args.path) / "confusion.png")
+                       if Path(args.path).is_dir() and plots_available() else None)
     if png and png != "none":
         confusion_png(r["confusion"], png, r["classes"] or loaded.classes)
     if args.json:
         print(json.dumps({"top1": r["top1"], "top5": r["top5"], "per_class": r["per_class"], "n": r["n"]}))
         return
-    print(f"{loaded.net.name} on {r['data']} test ({r['n']} images, {loaded.adapter.backend} backend{', flip TTA' if args.tta == 'flip' else ''}): "
+    tta = ", flip TTA" if args.tta == "flip" else ""
+    print(f"{loaded.net.name} on {r['data']} test ({r['n']} images, {loaded.adapter.backend} backend{tta}): "
           f"top-1 {100 * r['top1']:.2f}%  top-5 {100 * r['top5']:.2f}%")
     width = max(len(c) for c in r["classes"]) if r["classes"] else 5
     print("\nper class:")
@@ -211,8 +232,8 @@ def cmd_eval(args):
     cell = max(4, len(str(max(max(row) for row in conf))) + 1)
     print(" " * (width + 2) + "".join(f"{i:>{cell}}" for i in range(len(conf))))
     for i, row in enumerate(conf):
-        print(f"  {r['classes'][i] if i < len(r['classes']) else i:<{width}}" + "".join(f"{v:>{cell}}" for v in row)
-              + f"   {i}")
+        print(f"  {r['classes'][i] if i < len(r['classes']) else i:<{width}}"
+              + "".join(f"{v:>{cell}}" for v in row) + f"   {i}")
     if png and png != "none":
         print(f"\nconfusion matrix PNG: {png}")
 
@@ -260,8 +281,9 @@ def cmd_demo_train(args=None, out=sys.stdout):
 
     data, where = find_demo_data()
     full = data == "fashion-mnist"
-    print(f"svertka demo: training LeNet-5 on {'the full Fashion-MNIST (60,000 train / 10,000 test)' if full else 'fashion-mnist-mini (Fashion-MNIST not found; install dataset-fashion-mnist for the full set)'}"
-          f", data from {where}", file=out, flush=True)
+    what = ("the full Fashion-MNIST (60,000 train / 10,000 test)" if full else
+            "fashion-mnist-mini (Fashion-MNIST not found; install dataset-fashion-mnist for the full set)")
+    print(f"svertka demo: training LeNet-5 on {what}, data from {where}", file=out, flush=True)
     backend = getattr(args, "backend", None)  # numpy where torch is missing (svertka.cli)
     cfg = make_config({"data": data, "epochs": None if full else 15, "backend": backend,
                        "threads": getattr(args, "threads", None)}, recipe="lenet5-demo")
@@ -271,6 +293,7 @@ def cmd_demo_train(args=None, out=sys.stdout):
           f"evaluate it: svertka eval {result.run_dir}", file=out)
     busy = [h["other_cores"] for h in result.history if h.get("other_cores") is not None]
     if busy and sum(busy) / len(busy) > 0.25:
-        print(f"note: other processes kept {sum(busy) / len(busy):.1f} of this machine's cores busy during the run, "
+        print(f"note: other processes kept {sum(busy) / len(busy):.1f} of this machine's cores busy "
+              f"during the run, "
               f"so it ran slower than on an idle machine", file=out)
     return result
