@@ -274,19 +274,20 @@ def find_demo_data(root=None) -> tuple[str, str]:
         return "fashion-mnist-mini", "packaged with svertka"
 
 
-def cmd_demo_train(args=None, out=sys.stdout):
+def cmd_demo_train(args=None, out=None):
     """What `make demo` runs: LeNet-5 on Fashion-MNIST (full if found, else the mini set)."""
     from .config import make_config
     from .loop import train
 
+    out = out or sys.stdout  # looked up per call: a test may have replaced sys.stdout
     data, where = find_demo_data()
     full = data == "fashion-mnist"
-    what = ("the full Fashion-MNIST (60,000 train / 10,000 test)" if full else
-            "fashion-mnist-mini (Fashion-MNIST not found; install dataset-fashion-mnist for the full set)")
-    print(f"svertka demo: training LeNet-5 on {what}, data from {where}", file=out, flush=True)
     backend = getattr(args, "backend", None)  # numpy where torch is missing (svertka.cli)
     cfg = make_config({"data": data, "epochs": None if full else 15, "backend": backend,
                        "threads": getattr(args, "threads", None)}, recipe="lenet5-demo")
+    what = ("the full Fashion-MNIST (60,000 train / 10,000 test)" if full else
+            "fashion-mnist-mini (Fashion-MNIST not found; install dataset-fashion-mnist for the full set)")
+    print(f"svertka demo: training LeNet-5 on {what}, data from {where}", file=out, flush=True)
     result = train(cfg)
     print(f"\ntest accuracy {100 * result.test_acc:.2f}% on {data} test set "
           f"({len(result.history)} epochs, {result.seconds:.0f} s); run saved in {result.run_dir}\n"
