@@ -56,7 +56,8 @@ def main(argv=None) -> int:
                                  formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False)
     ap.add_argument("--per-parser", type=int, help="inputs per parser (default: the bounded run's counts, "
                     f"{sum(BOUNDED.values()):,} inputs in all)")
-    ap.add_argument("--campaign", action="store_true", help=f"the long campaign: {sum(CAMPAIGN.values()):,} inputs")
+    ap.add_argument("--campaign", action="store_true",
+                    help=f"the long campaign: {sum(CAMPAIGN.values()):,} inputs")
     ap.add_argument("--parsers", default=",".join(PARSERS), help="comma-separated subset (default: all)")
     ap.add_argument("--seed", type=int, default=0, help="campaign seed (default 0)")
     ap.add_argument("--jobs", type=int, default=2, help="worker processes (default 2)")
@@ -66,7 +67,8 @@ def main(argv=None) -> int:
     ap.add_argument("--json", type=Path, help="write the table and every failure here")
     ap.add_argument("--log", type=Path, help="append every outcome here as a JSON line, as it comes")
     ap.add_argument("--resume", action="store_true",
-                    help="keep the outcomes already in --log (same seed) and run only the inputs missing there")
+                    help="keep the outcomes already in --log (same seed) "
+                         "and run only the inputs missing there")
     ap.add_argument("--replay", metavar="PARSER:INDEX", help="rerun one input in this process")
     args = ap.parse_args(argv)
     if args.replay:

@@ -145,15 +145,16 @@ def mutate_tree(obj, r: random.Random):
         old = container[key]
         if isinstance(old, (int, float)) and not isinstance(old, bool) and r.random() < 0.5:
             # a plausible number, so the input gets past the checks and into the deeper code
-            container[key] = r.choice([0, 1, 2, 3, 5, 7, 16, 64, 256, 512, old + 1, old - 1, old * 2, old * 10,
-                                       -old, old / 2, old * 0.999])
+            container[key] = r.choice([0, 1, 2, 3, 5, 7, 16, 64, 256, 512, old + 1, old - 1, old * 2,
+                                       old * 10, -old, old / 2, old * 0.999])
             continue
         if action < 0.75:
             container[key] = odd_value(r)
         elif action < 0.85 and isinstance(container, dict):
             del container[key]
         elif action < 0.95 and isinstance(container, dict):
-            container[r.choice(["type", "junk", "layers", "kernel_size", "num_classes", "root"])] = odd_value(r)
+            field = r.choice(["type", "junk", "layers", "kernel_size", "num_classes", "root"])
+            container[field] = odd_value(r)
         elif isinstance(container, list):
             container.append(odd_value(r))
     return obj
@@ -162,14 +163,16 @@ def mutate_tree(obj, r: random.Random):
 def nudge_number(obj, r: random.Random):
     """One number somewhere in the tree set to another plausible value: the
     input stays well-formed and reaches the code behind the checks."""
-    slots = [(c, k) for c, k in _containers(obj, []) if isinstance(c[k], (int, float)) and not isinstance(c[k], bool)]
+    slots = [(c, k) for c, k in _containers(obj, [])
+             if isinstance(c[k], (int, float)) and not isinstance(c[k], bool)]
     if not slots:
         return mutate_tree(obj, r)
     for _ in range(r.choice([1, 1, 2])):
         c, k = r.choice(slots)
         old = c[k]
-        c[k] = r.choice([0, 1, 2, 3, 4, 5, 7, 8, 16, 31, 64, 100, 256, 512, 1000, 1024, 1025, 4096, 8192, 65536,
-                         old + 1, old - 1, old * 2, old * 3, old * 10, old * 100, -old, old / 2, old + 0.5])
+        c[k] = r.choice([0, 1, 2, 3, 4, 5, 7, 8, 16, 31, 64, 100, 256, 512, 1000, 1024, 1025, 4096, 8192,
+                         65536, old + 1, old - 1, old * 2, old * 3, old * 10, old * 100, -old, old / 2,
+                         old + 0.5])
     return obj
 
 
@@ -207,7 +210,8 @@ def toml_value(v) -> str:
     if isinstance(v, list):
         return "[" + ", ".join(toml_value(x) for x in v if x is not None) + "]"
     if isinstance(v, dict):
-        return "{" + ", ".join(f"{json.dumps(str(k))} = {toml_value(x)}" for k, x in v.items() if x is not None) + "}"
+        pairs = (f"{json.dumps(str(k))} = {toml_value(x)}" for k, x in v.items() if x is not None)
+        return "{" + ", ".join(pairs) + "}"
     return '""'  # TOML has no null
 
 
@@ -220,7 +224,8 @@ def mutate_toml(data: bytes, r: random.Random) -> bytes:
         d = mutate_tree(d, r)
         if not isinstance(d, dict):
             d = {"model": d}
-        return "\n".join(f"{json.dumps(str(k))} = {toml_value(v)}" for k, v in d.items() if v is not None).encode()
+        lines = (f"{json.dumps(str(k))} = {toml_value(v)}" for k, v in d.items() if v is not None)
+        return "\n".join(lines).encode()
     if choice < 0.67:
         n = r.choice([100, 1000, 10**4, 10**5, 10**6])
         return b"model = " + (r.choice(["[", "{a = "]) * n).encode()
@@ -261,7 +266,8 @@ def evil_pickle(r: random.Random) -> bytes:
     if kind == 0:
         obj = {"data": _Call(os.system, ("echo pwned",)), "labels": []}
     elif kind == 1:
-        obj = {"data": _Call(reconstruct, (np.ndarray, (r.choice([10**6, 10**9, 2**40]),), b"b")), "labels": []}
+        huge = r.choice([10**6, 10**9, 2**40])
+        obj = {"data": _Call(reconstruct, (np.ndarray, (huge,), b"b")), "labels": []}
     elif kind == 2:
         obj = {"data": _Call(np.dtype, ("O", False, True)), "labels": []}
     elif kind == 3:
@@ -366,8 +372,8 @@ def png_set_size(data: bytes, r: random.Random) -> bytes:
         return set_u32(data, r)
     ihdr = bytearray(data[16:29])
     for off in r.sample([0, 4], r.choice([1, 2])):
-        ihdr[off:off + 4] = struct.pack(">I", r.choice([0, 1, 7999, 8000, 8001, 12000, 20000, 65535, 2**31 - 1,
-                                                        2**31, 2**32 - 1]))
+        ihdr[off:off + 4] = struct.pack(">I", r.choice([0, 1, 7999, 8000, 8001, 12000, 20000, 65535,
+                                                        2**31 - 1, 2**31, 2**32 - 1]))
     if r.random() < 0.3:
         ihdr[8] = r.choice([1, 2, 4, 8, 16])  # bit depth
         ihdr[9] = r.choice([0, 2, 3, 4, 6, 7])  # colour type
@@ -466,11 +472,12 @@ def mutate_pth(data: bytes, r: random.Random) -> bytes:
 
 # ---------------------------------------------------------------- inputs
 
-SUFFIX = {"idx_raw": "", "idx_gz": ".gz", "cifar_binary": ".bin", "cifar_python": "", "spec_analysis": ".json",
-          "spec_torch": ".json", "recipe": ".toml", "image": ".png"}
+SUFFIX = {"idx_raw": "", "idx_gz": ".gz", "cifar_binary": ".bin", "cifar_python": "",
+          "spec_analysis": ".json", "spec_torch": ".json", "recipe": ".toml", "image": ".png"}
 
 
-def make_input(parser: str, seeds: dict[str, list[Path]], seeds_dir: Path, r: random.Random, work: Path) -> Path:
+def make_input(parser: str, seeds: dict[str, list[Path]], seeds_dir: Path, r: random.Random,
+               work: Path) -> Path:
     """Write one mutated input for ``parser`` under ``work``; return its path."""
     if parser.startswith("selftest_"):
         (work / "empty").write_bytes(b"")

@@ -53,7 +53,8 @@ class Worker:
         read_fd, write_fd = os.pipe()
         env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
         root = str(Path(__file__).resolve().parent.parent)
-        env["PYTHONPATH"] = os.pathsep.join([str(Path(root) / "src"), root] + [p for p in [env.get("PYTHONPATH")] if p])
+        env["PYTHONPATH"] = os.pathsep.join([str(Path(root) / "src"), root]
+                                            + [p for p in [env.get("PYTHONPATH")] if p])
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "fuzz.worker", str(seeds_dir), str(write_fd)],
             stdin=subprocess.PIPE, pass_fds=(write_fd,), env=env, cwd=root, text=True,
@@ -185,8 +186,8 @@ def summarize(results: list[dict]) -> dict:
 
 
 def format_table(summary: dict, order) -> str:
-    lines = ["| parser | inputs | accepted | svertka error | other exceptions (tracebacks) | hangs > 5 s | > 2 GiB "
-             "| killed by signal | raw warnings |",
+    lines = ["| parser | inputs | accepted | svertka error | other exceptions (tracebacks) "
+             "| hangs > 5 s | > 2 GiB | killed by signal | raw warnings |",
              "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     totals = Counter()
     for p in order:

@@ -31,7 +31,8 @@ def png_chunk(kind: bytes, data: bytes) -> bytes:
 
 def grey_png(width: int, height: int, idat: bytes) -> bytes:
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", ihdr) + png_chunk(b"IDAT", idat) + png_chunk(b"IEND", b"")
+    return (b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", ihdr) + png_chunk(b"IDAT", idat)
+            + png_chunk(b"IEND", b""))
 
 
 def _zero_rows_idat(width: int, height: int) -> bytes:
@@ -50,14 +51,32 @@ def _zero_rows_idat(width: int, height: int) -> bytes:
 
 def _tiny_net_dict() -> dict:
     """A small spec using the combinators and leaves the zoo's small models do not."""
-    from svertka.spec import (AdaptiveAvgPool2d, BatchNorm2d, Concat, Conv2d, Dropout, Flatten, Gate, Linear,
-                              LocalResponseNorm, MaxPool2d, Network, ReLU, Residual, Sequential, Sigmoid, SiLU,
-                              network_to_dict, seq)
+    from svertka.spec import (
+        AdaptiveAvgPool2d,
+        BatchNorm2d,
+        Concat,
+        Conv2d,
+        Dropout,
+        Flatten,
+        Gate,
+        Linear,
+        LocalResponseNorm,
+        MaxPool2d,
+        Network,
+        ReLU,
+        Residual,
+        Sequential,
+        Sigmoid,
+        SiLU,
+        network_to_dict,
+        seq,
+    )
 
     se = Gate(Sequential.named(avgpool=AdaptiveAvgPool2d(1), fc1=Conv2d(2, 1), act=SiLU(), fc2=Conv2d(8, 1),
                                scale=Sigmoid()))
-    block = Residual(Sequential.named(conv1=Conv2d(8, 3, padding=1, bias=False), bn1=BatchNorm2d(), relu=ReLU(),
-                                      conv2=Conv2d(8, 3, padding=1, groups=2, bias=False), bn2=BatchNorm2d()),
+    block = Residual(Sequential.named(conv1=Conv2d(8, 3, padding=1, bias=False), bn1=BatchNorm2d(),
+                                      relu=ReLU(), conv2=Conv2d(8, 3, padding=1, groups=2, bias=False),
+                                      bn2=BatchNorm2d()),
                      post=ReLU())
     root = Sequential.named(
         stem=seq(Conv2d(8, 3, stride=1, padding=1), ReLU(), LocalResponseNorm(3)),
@@ -65,7 +84,8 @@ def _tiny_net_dict() -> dict:
         se=se, block=block, pool=MaxPool2d(2, ceil_mode=True), gap=AdaptiveAvgPool2d(2),
         flat=Flatten(), drop=Dropout(0.2), fc=Linear(10),
     )
-    return network_to_dict(Network("tiny", root, (3, 16, 16), 10, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25)))
+    return network_to_dict(Network("tiny", root, (3, 16, 16), 10, mean=(0.5, 0.5, 0.5),
+                                   std=(0.25, 0.25, 0.25)))
 
 
 def make_seeds(folder) -> dict[str, list[Path]]:
@@ -73,6 +93,7 @@ def make_seeds(folder) -> dict[str, list[Path]]:
     if (root / "seeds.json").is_file():
         return {k: [Path(p) for p in v] for k, v in json.loads((root / "seeds.json").read_text()).items()}
     import torch
+    from PIL import Image
 
     from svertka.backends.torch import compile as torch_compile
     from svertka.backends.torch import save_weights
@@ -81,7 +102,6 @@ def make_seeds(folder) -> dict[str, list[Path]]:
     from svertka.train import make_config, train
     from svertka.train.config import recipe_dir
     from svertka.zoo import create_model
-    from PIL import Image
 
     root.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)

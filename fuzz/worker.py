@@ -120,9 +120,11 @@ def main() -> None:
             outcome = "memory"
         raw_warnings = sorted({type(w.message).__name__ if isinstance(w.message, Warning) else str(w.category)
                                for w in caught if not issubclass(w.category, (DeprecationWarning,))})
-        answers.write(json.dumps({"parser": parser, "index": index, "outcome": outcome, "type": etype, "msg": msg,
-                                  "tb": tb, "peak_mb": round(max(0, peak - base_rss) / 2**20, 1),
-                                  "cpu_s": round(time.process_time() - t0, 3), "warnings": raw_warnings}) + "\n")
+        answers.write(json.dumps({"parser": parser, "index": index, "outcome": outcome, "type": etype,
+                                  "msg": msg, "tb": tb,
+                                  "peak_mb": round(max(0, peak - base_rss) / 2**20, 1),
+                                  "cpu_s": round(time.process_time() - t0, 3),
+                                  "warnings": raw_warnings}) + "\n")
         shutil.rmtree(work, ignore_errors=True)
 
 

@@ -40,7 +40,8 @@ def test_bounded_fuzz_every_parser(seeds_dir):
     summary = summarize(results)
     assert {p: row["inputs"] for p, row in summary.items()} == BOUNDED
     bad = [r for r in results if r["outcome"] in FAILURES or r.get("warnings")]
-    report = "\n".join(f"{r['parser']}:{r['index']} {r['outcome']} {r.get('type')}: {r.get('msg', '')[:200]}\n"
+    report = "\n".join(f"{r['parser']}:{r['index']} {r['outcome']} {r.get('type')}: "
+                       f"{r.get('msg', '')[:200]}\n"
                        f"  replay: python -m fuzz --replay {r['parser']}:{r['index']}" for r in bad[:10])
     assert not bad, format_table(summary, PARSERS) + "\n" + report
     # the mutations reach past the first checks: every parser accepts some inputs and refuses others

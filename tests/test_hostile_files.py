@@ -119,7 +119,8 @@ def test_idx_dims_whose_product_overflows_int64(tmp_path):
 def test_cifar_binary_gzip_bomb(tmp_path, monkeypatch):
     from svertka.data import formats
 
-    monkeypatch.setattr(formats, "MAX_CIFAR_BYTES", 4 << 20)  # the cap at 4 MiB, not 256, keeps the test quick
+    # the cap at 4 MiB, not 256, keeps the test quick
+    monkeypatch.setattr(formats, "MAX_CIFAR_BYTES", 4 << 20)
     member = gzip.compress(bytes(1 << 20), compresslevel=9)  # 1 MiB of zeros in 1 kB
     (tmp_path / "b.bin").write_bytes(member * 5)
     with pytest.raises(DataError, match="inflates to more than 4,194,304 bytes") as e:
@@ -197,7 +198,8 @@ def test_spec_nodes_nested_too_deep_within_the_json_limit(tmp_path):
 
 
 @pytest.mark.parametrize("layer, message", [
-    ({"type": "Conv2d", "out_channels": 8, "kernel_size": 10**9}, r"conv at <root>\.c1: kernel_size=1000000000"),
+    ({"type": "Conv2d", "out_channels": 8, "kernel_size": 10**9},
+     r"conv at <root>\.c1: kernel_size=1000000000"),
     ({"type": "Conv2d", "out_channels": 10**7, "kernel_size": 3}, "out_channels"),
     ({"type": "Conv2d", "out_channels": 8, "kernel_size": [3, "x"]}, "kernel_size"),
     ({"type": "Linear", "out_features": 2.5}, "out_features"),

@@ -22,8 +22,8 @@ import pytest
 torch = pytest.importorskip("torch")
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
-from torch import nn  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
+from torch import nn  # noqa: E402
 
 from svertka.backends import numpy as nb  # noqa: E402
 from svertka.backends.torch import compile as compile_torch  # noqa: E402
@@ -217,7 +217,8 @@ def test_export_of_a_run_folder_carries_its_weights_and_classes(tmp_path, capsys
     capsys.readouterr()
     results = []
     for source in (out, run):  # the imported file and the run itself give the same accuracy
-        assert main(["eval", str(source), "--backend", "numpy", "--limit", "200", "--json", "--png", "none"]) == 0
+        argv = ["eval", str(source), "--backend", "numpy", "--limit", "200", "--json", "--png", "none"]
+        assert main(argv) == 0
         results.append(json.loads(capsys.readouterr().out))
     assert results[0]["n"] == 200 and results[0] == results[1]
 
@@ -230,7 +231,8 @@ def test_export_errors_are_one_line(tmp_path, capsys):
         (["export", "nosuchnet", "--out", str(tmp_path / "a.onnx")], "unknown model 'nosuchnet'"),
         (["export", "lenet5", "--format", "tflite", "--out", "a"], "invalid choice: 'tflite'"),
         (["export", "lenet5"], "--out"),
-        (["export", str(run), "--weights", "w.safetensors", "--out", "a.onnx"], "is a run folder with its own"),
+        (["export", str(run), "--weights", "w.safetensors", "--out", "a.onnx"],
+         "is a run folder with its own"),
         (["export", str(run), "--out", str(tmp_path / "a.onnx")], "holds no best.safetensors"),
     ]:
         assert main(argv) == 2, argv
@@ -284,7 +286,8 @@ def _hook_counts(module, x):
 
     def hook(m, inputs, out):
         if isinstance(m, nn.Conv2d):
-            macs.append(out.numel() // out.shape[0] * m.in_channels // m.groups * m.kernel_size[0] * m.kernel_size[1])
+            macs.append(out.numel() // out.shape[0] * m.in_channels // m.groups
+                        * m.kernel_size[0] * m.kernel_size[1])
         elif isinstance(m, nn.ConvTranspose2d):
             macs.append(inputs[0].numel() // inputs[0].shape[0] * m.out_channels // m.groups
                         * m.kernel_size[0] * m.kernel_size[1])
@@ -364,7 +367,9 @@ def test_a_file_without_node_names_imports_with_numbered_layers(tmp_path):
     named, bare = load_onnx(path), load_onnx(tmp_path / "bare.onnx")
     _, rows_named = trace(named.network)
     _, rows_bare = trace(bare.network)
-    strip = lambda rows: [(r.type, r.out_shape, r.params, r.macs, r.rf.as_dict()) for r in rows if r.leaf]
+    def strip(rows):
+        return [(r.type, r.out_shape, r.params, r.macs, r.rf.as_dict()) for r in rows if r.leaf]
+
     assert strip(rows_bare) == strip(rows_named)
     assert any(r.name == "stem" for r in rows_named) and not any(r.name == "stem" for r in rows_bare)
     x = torch.randn(2, 3, 16, 16)
@@ -497,7 +502,8 @@ def test_unmappable_graph_shapes_are_refused_naming_the_node(tmp_path):
         "clip": ([helper.make_node("Conv", ["x", "conv.weight"], ["c"], name="/c/Conv"),
                   helper.make_node("Clip", ["c", "lo", "hi"], ["y"], name="/act/Clip")], ["y"],
                  [w, onnx.numpy_helper.from_array(np.float32(0), "lo"),
-                  onnx.numpy_helper.from_array(np.float32(1), "hi")], "node /act/Clip (Clip) clips to [0.0, 1.0]"),
+                  onnx.numpy_helper.from_array(np.float32(1), "hi")],
+                 "node /act/Clip (Clip) clips to [0.0, 1.0]"),
         # asymmetric padding has no spec equivalent
         "pads": ([helper.make_node("Conv", ["x", "conv.weight"], ["y"], name="/c/Conv", pads=[0, 0, 1, 1])],
                  ["y"], [w], "node /c/Conv (Conv) pads [0, 0, 1, 1]"),

@@ -34,7 +34,8 @@ MAX_STAT, MIN_STD = 1e4, 1e-6  # normalisation mean/std: pixel statistics, in [0
 
 _JSON_TOKENS = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}]')
 # TOML: strings (basic, literal, multi-line) and comments hide brackets
-_TOML_TOKENS = re.compile(r'"""[\s\S]*?"""|\'\'\'[\s\S]*?\'\'\'|"(?:[^"\\\n]|\\.)*"|\'[^\'\n]*\'|#[^\n]*|[\[\]{}]')
+_TOML_TOKENS = re.compile(r'"""[\s\S]*?"""|\'\'\'[\s\S]*?\'\'\''
+                          r'|"(?:[^"\\\n]|\\.)*"|\'[^\'\n]*\'|#[^\n]*|[\[\]{}]')
 
 
 def nesting_depth(text: str, toml: bool = False) -> int:
@@ -100,7 +101,7 @@ def check_pickle(data, what: str, error: type[SvertkaError], limit: int = MAX_PI
     marks: list[int] = []
     memo: dict = {}
     try:
-        for op, arg, pos in pickletools.genops(stream):
+        for op, arg, _pos in pickletools.genops(stream):
             name = op.name
             if name == "MARK":
                 marks.append(len(stack))
@@ -256,7 +257,8 @@ def check_model_meta(meta: dict, source: str, error: type[SvertkaError]) -> dict
             bad(key, f"a list of numbers >= {MIN_STD:g}")
     classes = meta.get("classes")
     if classes is not None:
-        if not (isinstance(classes, list) and len(classes) <= MAX_CLASSES and all(isinstance(c, str) for c in classes)):
+        if not (isinstance(classes, list) and len(classes) <= MAX_CLASSES
+                and all(isinstance(c, str) for c in classes)):
             bad("classes", "a list of class names")
         if nc is not None and classes and len(classes) != nc:
             raise error(f"{source}: metadata lists {len(classes)} class names for num_classes={nc}; "
@@ -277,10 +279,12 @@ def check_train_state(state, source: str, error: type[SvertkaError]) -> dict:
         if not (_is_int(state.get(key)) and 0 <= state[key] <= 10**9):
             bad(f"has no valid {key}")
     history = state.get("history")
-    if not (isinstance(history, list) and len(history) == state["epoch"] and all(isinstance(h, dict) for h in history)):
+    if not (isinstance(history, list) and len(history) == state["epoch"]
+            and all(isinstance(h, dict) for h in history)):
         bad("has no history of one record per epoch")
     for h in history:
-        if not all(isinstance(k, str) and (v is None or isinstance(v, str) or _is_number(v)) for k, v in h.items()):
+        if not all(isinstance(k, str) and (v is None or isinstance(v, str) or _is_number(v))
+                   for k, v in h.items()):
             bad("has a history record with values that are not numbers")
     if state.get("best") is not None and not _is_number(state["best"]):
         bad("has a best score that is not a number")

@@ -90,7 +90,8 @@ def _idx_header(data: bytes, name: str, read_more=None) -> tuple[np.dtype, tuple
         raise DataError(f"{name}: not an IDX file (only {len(data)} bytes); delete it and download again")
     zero, code, ndim = data[:2], data[2], data[3]
     if zero != b"\x00\x00" or code not in _IDX_DTYPES:
-        raise DataError(f"{name}: not an IDX file (bad magic {bytes(data[:4]).hex()}); check that this is an MNIST-style file")
+        raise DataError(f"{name}: not an IDX file (bad magic {bytes(data[:4]).hex()}); "
+                        "check that this is an MNIST-style file")
     if ndim == 0:
         raise DataError(f"{name}: IDX header declares 0 dimensions; the file is corrupt")
     header = 4 + 4 * ndim
@@ -134,11 +135,11 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
     stream = Gunzip(raw, name, DataError)
     dtype, dims, header, expected = _idx_header(b"", name, stream.read)
     if expected > MAX_FILE_BYTES:
-        raise DataError(f"{name}: IDX header {dims} declares {expected:,} bytes, more than svertka reads from "
-                        f"one file ({MAX_FILE_BYTES:,}); the file is corrupt")
+        raise DataError(f"{name}: IDX header {dims} declares {expected:,} bytes, "
+                        f"more than svertka reads from one file ({MAX_FILE_BYTES:,}); the file is corrupt")
     if expected - header > DEFLATE_MAX_RATIO * len(raw) + 1024:
-        raise DataError(f"{name}: IDX header {dims} declares {expected:,} bytes, more than {len(raw):,} gzip bytes "
-                        "can hold; the file is corrupt")
+        raise DataError(f"{name}: IDX header {dims} declares {expected:,} bytes, "
+                        f"more than {len(raw):,} gzip bytes can hold; the file is corrupt")
     body = stream.read(expected - header)
     if len(body) < expected - header:
         raise _idx_size_error(name, header + len(body), dims, expected)
@@ -156,7 +157,8 @@ def write_idx(path: str | os.PathLike, array: np.ndarray, compress: bool | None 
     array = np.asarray(array)
     native = array.dtype.newbyteorder("=")
     if native not in _IDX_CODES or array.ndim == 0 or array.ndim > 255:
-        raise UsageError(f"cannot write a {array.dtype} array of {array.ndim} dims as IDX; use uint8/int8/int16/int32/float32/float64")
+        raise UsageError(f"cannot write a {array.dtype} array of {array.ndim} dims as IDX; "
+                         "use uint8/int8/int16/int32/float32/float64")
     code = _IDX_CODES[native]
     payload = bytes([0, 0, code, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
     payload += np.ascontiguousarray(array, dtype=_IDX_DTYPES[code]).tobytes()
@@ -189,7 +191,8 @@ def read_cifar_binary(paths, num_classes: int = 10) -> tuple[np.ndarray, np.ndar
         rec = np.frombuffer(data, np.uint8).reshape(-1, _CIFAR_RECORD)
         lab = rec[:, 0].astype(np.int64)
         if lab.max() >= num_classes:
-            raise DataError(f"{path}: label {lab.max()} out of range 0..{num_classes - 1}; not a CIFAR-10 batch")
+            raise DataError(f"{path}: label {lab.max()} out of range 0..{num_classes - 1}; "
+                            "not a CIFAR-10 batch")
         images.append(rec[:, 1:].reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
         labels.append(lab)
     return np.ascontiguousarray(np.concatenate(images)), np.concatenate(labels)
@@ -218,7 +221,8 @@ def _allowed_globals(name: str) -> dict[tuple[str, str], object]:
         raise DataError(f"{name}: pickle builds {what}, which a CIFAR batch never holds; the file is corrupt")
 
     def small_shape(shape):
-        if not (isinstance(shape, tuple) and len(shape) <= 8 and all(type(v) is int and v >= 0 for v in shape)):
+        if not (isinstance(shape, tuple) and len(shape) <= 8
+                and all(type(v) is int and v >= 0 for v in shape)):
             refuse(f"an array of shape {str(shape)[:40]}")
         if math.prod(shape) > _MAX_PICKLED_ITEMS:
             refuse(f"an array of {math.prod(shape):,} elements")
@@ -267,7 +271,8 @@ class _RestrictedUnpickler(pickle.Unpickler):
             return self._allowed[(module, name)]
         except KeyError:
             raise DataError(
-                f"{self._name}: pickle refers to {str(module)[:60]}.{str(name)[:60]}, which a CIFAR batch never contains; "
+                f"{self._name}: pickle refers to {str(module)[:60]}.{str(name)[:60]}, "
+                "which a CIFAR batch never contains; "
                 "refusing to load it (use the official file or the CIFAR binary version)"
             ) from None
 
@@ -283,7 +288,8 @@ def _safe_unpickle(path) -> dict:
     except DataError:
         raise
     except Exception as exc:  # any malformed pickle opcode stream
-        raise DataError(f"{path}: not a valid CIFAR python batch ({type(exc).__name__}); delete it and download again") from None
+        raise DataError(f"{path}: not a valid CIFAR python batch ({type(exc).__name__}); "
+                        "delete it and download again") from None
     if not isinstance(obj, dict):
         raise DataError(f"{path}: expected a dict in the CIFAR batch, found {type(obj).__name__}")
     if not all(isinstance(k, (str, bytes)) for k in obj):
@@ -303,9 +309,11 @@ def read_cifar_python(paths, num_classes: int = 10) -> tuple[np.ndarray, np.ndar
     for path in paths:
         d = _safe_unpickle(path)
         if not {"data", "labels"} <= d.keys() or not d.keys() <= _BATCH_KEYS:
-            raise DataError(f"{path}: unexpected keys {str(sorted(d)[:6])[:120]} for a CIFAR-10 batch; is this the right file?")
+            raise DataError(f"{path}: unexpected keys {str(sorted(d)[:6])[:120]} for a CIFAR-10 batch; "
+                            "is this the right file?")
         data, lab = d["data"], d["labels"]
-        if not (isinstance(data, np.ndarray) and data.dtype == np.uint8 and data.ndim == 2 and data.shape[1] == 3072):
+        if not (isinstance(data, np.ndarray) and data.dtype == np.uint8 and data.ndim == 2
+                and data.shape[1] == 3072):
             raise DataError(f"{path}: 'data' must be a uint8 N x 3072 array; the file is corrupt")
         if not isinstance(lab, list) or len(lab) != len(data) or not all(type(v) is int for v in lab):
             raise DataError(f"{path}: 'labels' must be a list of {len(data)} ints; the file is corrupt")
@@ -320,7 +328,8 @@ def read_cifar_python(paths, num_classes: int = 10) -> tuple[np.ndarray, np.ndar
 def read_cifar_meta(path) -> list[str]:
     """Class names from ``batches.meta`` (python) or ``batches.meta.txt`` (binary version)."""
     if str(path).endswith(".txt"):
-        return [line.strip() for line in read_bytes(path).decode("ascii", "replace").splitlines() if line.strip()]
+        text = read_bytes(path).decode("ascii", "replace")
+        return [line.strip() for line in text.splitlines() if line.strip()]
     d = _safe_unpickle(path)
     names = d.get("label_names")
     if not isinstance(names, list) or not all(isinstance(n, (str, bytes)) for n in names):
@@ -363,9 +372,10 @@ def decode_image(path, mode: str, size: tuple[int, int] | None = None) -> np.nda
     except DataError:
         raise
     except (Image.DecompressionBombWarning, Image.DecompressionBombError):
-        raise DataError(f"{path}: the image declares more pixels than svertka decodes ({MAX_IMAGE_PIXELS:,}); "
-                        "shrink it first") from None
-    except Exception as exc:  # Pillow's plugins raise many types on corrupt data (OSError, SyntaxError, IndexError...)
+        raise DataError(f"{path}: the image declares more pixels than svertka decodes "
+                        f"({MAX_IMAGE_PIXELS:,}); shrink it first") from None
+    # Pillow's plugins raise many types on corrupt data (OSError, SyntaxError, IndexError...)
+    except Exception as exc:
         raise DataError(f"{path}: not an image Pillow can decode ({type(exc).__name__}: {str(exc)[:80]}); "
                         "pass a PNG or JPEG, or remove the file") from None
 
@@ -399,12 +409,14 @@ def read_image_folder(
                 labels.append(idx)
     if not files:
         raise DataError(
-            f"{root}: no images found; expected sub-folders per class holding .png/.jpg files (root/<class>/<image>)"
+            f"{root}: no images found; expected sub-folders per class holding .png/.jpg files "
+            "(root/<class>/<image>)"
         )
     arrays = [decode_image(p, mode, size) for p in files]
     shapes = {a.shape for a in arrays}
     if len(shapes) > 1:
-        raise DataError(f"{root}: images have different sizes {sorted(shapes)[:3]}...; pass size=(H, W) to resize them")
+        raise DataError(f"{root}: images have different sizes {sorted(shapes)[:3]}...; "
+                        "pass size=(H, W) to resize them")
     images = np.stack(arrays)
     if images.ndim == 3:
         images = images[..., None]

@@ -31,7 +31,8 @@ def _require_onnx(torch: bool = False):
     try:
         import onnx  # noqa: F401
     except ImportError:
-        raise UsageError("ONNX export and import need the onnx package: pip install 'svertka[onnx]'") from None
+        raise UsageError("ONNX export and import need the onnx package: "
+                         "pip install 'svertka[onnx]'") from None
     if torch:
         try:
             import torch  # noqa: F401
@@ -65,8 +66,9 @@ def export_module(module, input_shape, out, *, dynamic_batch: bool = False, opse
         except Exception as e:  # the exporter raises many types; all mean "this model cannot be exported"
             first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
             if "adaptive_avg_pool2d" in str(e):
+                size = "x".join(map(str, input_shape))
                 raise ShapeError(f"torch's ONNX exporter cannot write this adaptive average pool: its input "
-                                 f"is not a multiple of its output at input {'x'.join(map(str, input_shape))}; "
+                                 f"is not a multiple of its output at input {size}; "
                                  f"export at a larger input") from None
             raise SpecError(f"torch's ONNX exporter failed: {first}") from None
     for key, value in (metadata or {}).items():
@@ -130,7 +132,8 @@ def export_model(source: str, out, *, weights: str | None = None, dynamic_batch:
 
     if Path(source).is_dir() or weights:
         if Path(source).is_dir() and weights:
-            raise UsageError(f"--weights applies to a zoo model; {source} is a run folder with its own weights")
+            raise UsageError(f"--weights applies to a zoo model; "
+                             f"{source} is a run folder with its own weights")
         loaded = load_trained(weights or source, model=None if Path(source).is_dir() else source,
                               backend="torch", device="cpu")
         net, module = loaded.net, loaded.adapter.model

@@ -107,7 +107,8 @@ def _read(path: Path):
     try:
         onnx.checker.check_model(model)
     except Exception as e:
-        raise DataError(f"{path} fails onnx.checker ({str(e).splitlines()[0][:120]}); export it again") from None
+        raise DataError(f"{path} fails onnx.checker ({str(e).splitlines()[0][:120]}); "
+                        "export it again") from None
     return model
 
 
@@ -148,14 +149,16 @@ class _Importer:
     def _input_shape(self, value, input_size):
         t = value.type.tensor_type
         if value.type.WhichOneof("value") != "tensor_type" or t.elem_type not in (1, 10, 11):
-            raise SpecError(f"{self.file}: input {value.name} is not a float tensor; svertka maps image models")
+            raise SpecError(f"{self.file}: input {value.name} is not a float tensor; "
+                            "svertka maps image models")
         dims = [d.dim_value if d.HasField("dim_value") else None for d in t.shape.dim]
         if len(dims) != 4:
             raise SpecError(f"{self.file}: input {value.name} has {len(dims)} dimensions; svertka maps "
                             f"(N, C, H, W) images")
         c, h, w = dims[1:]
         if c is None:
-            raise SpecError(f"{self.file}: input {value.name} leaves its channel count open; svertka needs it")
+            raise SpecError(f"{self.file}: input {value.name} leaves its channel count open; "
+                            "svertka needs it")
         if input_size:  # only where the file leaves the size open
             h, w = h or int(input_size), w or int(input_size)
         if h is None or w is None:
@@ -282,7 +285,8 @@ class _Importer:
         num_classes = int(out_shape[0]) if out_shape else 1
         kwargs = {}
         if isinstance(meta.get("mean"), list) and isinstance(meta.get("std"), list):
-            kwargs = {"mean": tuple(float(v) for v in meta["mean"]), "std": tuple(float(v) for v in meta["std"])}
+            kwargs = {"mean": tuple(float(v) for v in meta["mean"]),
+                      "std": tuple(float(v) for v in meta["std"])}
         net = n.Network(name, root, self.input_shape, num_classes, meta={"source": str(self.path)}, **kwargs)
         return Imported(net, state, meta)
 
@@ -297,7 +301,8 @@ class _Importer:
         used = [o for o in op.outputs if o and (o == self.output or any(
             c in self.reach for c in self.consumers.get(o, [])))]
         if len(used) > 1:
-            self.fail(op, f"feeds the rest of the graph from {len(used)} outputs; svertka maps one output per layer")
+            self.fail(op, f"feeds the rest of the graph from {len(used)} outputs; "
+                          "svertka maps one output per layer")
         if not used:
             self.fail(op, "has no output the graph uses")
         return used[0]
@@ -441,10 +446,12 @@ class _Importer:
                                 f"channels (axis 1)")
             if len({s[1:] for _, s in order}) != 1:
                 self.fail(join, f"concatenates maps of sizes {[s[1:] for _, s in order]}")
-            return _Item("concat", path, parts=[b for b, _ in order]), (sum(s[0] for _, s in order), *order[0][1][1:])
+            shape = (sum(s[0] for _, s in order), *order[0][1][1:])
+            return _Item("concat", path, parts=[b for b, _ in order]), shape
         # Mul: x * branch(x)
         if len(order) != 2 or sum(1 for b, _ in order if not b) != 1:
-            self.fail(join, "multiplies two computed branches; svertka maps x * gate(x) (squeeze-and-excitation)")
+            self.fail(join, "multiplies two computed branches; "
+                            "svertka maps x * gate(x) (squeeze-and-excitation)")
         branch, bshape = next((b, s) for b, s in order if b)
         if len(branch) == 1 and branch[0].kind == "leaf" and isinstance(branch[0].leaf, n.Sigmoid):
             return _Item("leaf", join.path if join.path is not None else branch[0].path, n.SiLU()), shape
@@ -504,7 +511,8 @@ class _Namer:
             post_name = rel if rel and "." not in rel else "post"
         if post_name in names | {shortcut_name}:
             post_name = next(p for p in ("post", "post_act", "post_") if p not in names | {shortcut_name})
-        return n.Residual(n.Sequential(body), shortcut, post, shortcut_name=shortcut_name, post_name=post_name)
+        return n.Residual(n.Sequential(body), shortcut, post, shortcut_name=shortcut_name,
+                          post_name=post_name)
 
     def _named_parts(self, parent, parts, identity_ok=False, taken=frozenset()):
         """(name, node) for each branch: its common first path part, else branch<i>."""
@@ -522,7 +530,8 @@ class _Namer:
                     node = n.Sequential(self.children(join_path(parent, head), items))
                 else:
                     head = None
-                    node = self.build(items[0]) if len(items) == 1 else n.Sequential(self.children(None, items))
+                    node = (self.build(items[0]) if len(items) == 1
+                            else n.Sequential(self.children(None, items)))
             name = head if head and head not in used else next(
                 c for c in (f"branch{i + 1}", f"branch{i + 1}_", f"b{i + 1}") if c not in used)
             used.add(name)

@@ -72,7 +72,8 @@ def conv_transpose(ctx, op, shape):
     if "output_shape" in a:
         ctx.fail(op, "sets output_shape; svertka maps the pads / output_padding form (re-export without it)")
     if len(shape) != 3 or shape[0] != w.shape[0]:
-        ctx.fail(op, f"has weights for {w.shape[0]} input channels but its input is {'x'.join(map(str, shape))}")
+        ctx.fail(op, f"has weights for {w.shape[0]} input channels "
+                     f"but its input is {'x'.join(map(str, shape))}")
     groups = int(a.get("group", 1))
     kernel = _pair(a.get("kernel_shape"), w.shape[2:], "kernel_shape", ctx, op)
     stride = _pair(a.get("strides"), (1, 1), "strides", ctx, op)
@@ -109,7 +110,8 @@ def matmul(ctx, op, shape):
 
 def _linear(ctx, op, shape, w, b):
     if len(shape) != 1 or shape[0] != w.shape[1]:
-        ctx.fail(op, f"has weights for {w.shape[1]} input features but its input is {'x'.join(map(str, shape))}"
+        ctx.fail(op, f"has weights for {w.shape[1]} input features "
+                     f"but its input is {'x'.join(map(str, shape))}"
                      f"{'; flatten it first' if len(shape) != 1 else ''}")
     return n.Linear(int(w.shape[0]), b is not None), _weights(weight=np.ascontiguousarray(w), bias=b)
 
@@ -196,7 +198,8 @@ def global_average_pool(ctx, op, shape):
 
 def flatten(ctx, op, shape):
     if int(op.attrs.get("axis", 1)) not in (1, -len(shape)):
-        ctx.fail(op, f"flattens from axis {op.attrs.get('axis')}; svertka maps Flatten(axis=1) (keep the batch)")
+        ctx.fail(op, f"flattens from axis {op.attrs.get('axis')}; "
+                     "svertka maps Flatten(axis=1) (keep the batch)")
     return n.Flatten(), {}
 
 

@@ -53,7 +53,8 @@ _INT_LIMITS = {  # field: (least, most)
 _PAIR_FIELDS = {"kernel_size", "stride", "dilation", "padding", "output_size"}
 _FLOAT_LIMITS = {  # field: (least, most), both inclusive
     "eps": (1e-12, 1.0), "momentum": (0.0, 1.0), "p": (0.0, 1.0), "drop_path": (0.0, 1.0),
-    "alpha": (-1e6, 1e6), "beta": (-1e6, 1e6), "k": (-1e6, 1e6), "amplitude": (-1e6, 1e6), "slope": (-1e6, 1e6),
+    "alpha": (-1e6, 1e6), "beta": (-1e6, 1e6), "k": (-1e6, 1e6), "amplitude": (-1e6, 1e6),
+    "slope": (-1e6, 1e6),
 }
 _BOOL_FIELDS = {"bias", "ceil_mode", "count_include_pad"}
 _NAME_FIELDS = {"body_name", "shortcut_name", "post_name"}
@@ -85,7 +86,8 @@ def _check_field(kind: str, key: str, v, where: str) -> None:
             bad(f"an integer in {lo}..{hi:,}" + (" or a pair of them" if key in _PAIR_FIELDS else ""))
     elif key in _FLOAT_LIMITS:
         lo, hi = _FLOAT_LIMITS[key]
-        if not (isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and lo <= v <= hi):
+        if not (isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+                and lo <= v <= hi):
             bad(f"a number in [{lo:g}, {hi:g}]")
     elif key in _BOOL_FIELDS:
         if not isinstance(v, bool):
@@ -94,7 +96,8 @@ def _check_field(kind: str, key: str, v, where: str) -> None:
         if v is not None or key != "body_name":
             _check_name(v, f"{kind} at {where}")
     elif key == "indices":
-        if not (isinstance(v, list) and 0 < len(v) <= MAX_CHANNELS and all(_is_int(x) and 0 <= x < MAX_CHANNELS for x in v)):
+        if not (isinstance(v, list) and 0 < len(v) <= MAX_CHANNELS
+                and all(_is_int(x) and 0 <= x < MAX_CHANNELS for x in v)):
             bad(f"a non-empty list of channel indices in 0..{MAX_CHANNELS - 1}")
 
 
@@ -114,7 +117,8 @@ def from_dict(d, path: str = "<root>", depth: int = 0) -> n.Node:
         if key == "type":
             continue
         if key not in allowed:
-            raise SpecError(f"{kind} at {path} has no field {_short(key)}; fields: {', '.join(sorted(allowed))}")
+            raise SpecError(f"{kind} at {path} has no field {_short(key)}; "
+                            f"fields: {', '.join(sorted(allowed))}")
         if key in _NAMED_LISTS:
             if not isinstance(v, list) or not all(isinstance(p, list) and len(p) == 2 for p in v):
                 raise SpecError(f"{kind}.{key} at {path} must be a list of [name, node] pairs")
@@ -163,8 +167,10 @@ def network_from_dict(d: dict) -> n.Network:
             continue
         v = d[key]
         # one value per channel, one for all, or the default a saved 1-channel net carries along
-        if not (isinstance(v, (list, tuple)) and (len(v) in (1, shape[0]) or tuple(v) == getattr(n.Network, key))
-                and all(isinstance(x, (int, float)) and not isinstance(x, bool) and abs(x) <= MAX_STAT for x in v)):
+        if not (isinstance(v, (list, tuple))
+                and (len(v) in (1, shape[0]) or tuple(v) == getattr(n.Network, key))
+                and all(isinstance(x, (int, float)) and not isinstance(x, bool) and abs(x) <= MAX_STAT
+                        for x in v)):
             raise SpecError(f"{key} {str(v)[:40]} must be a list of {shape[0]} numbers in [-{MAX_STAT:g}, "
                             f"{MAX_STAT:g}] (one per input channel)")
         if key == "std" and min(v) < MIN_STD:

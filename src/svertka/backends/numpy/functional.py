@@ -17,8 +17,9 @@ from .tensor import Tensor
 from .window import Geometry, pad, unpad, window_view
 
 __all__ = [
-    "conv2d", "conv_transpose2d", "linear", "relu", "relu6", "silu", "sigmoid", "hard_sigmoid", "tanh", "gelu", "scaled_tanh",
-    "max_pool2d", "avg_pool2d", "adaptive_avg_pool2d", "batch_norm", "dropout", "drop_path",
+    "conv2d", "conv_transpose2d", "linear", "relu", "relu6", "silu", "sigmoid", "hard_sigmoid", "tanh",
+    "gelu", "scaled_tanh", "max_pool2d", "avg_pool2d", "adaptive_avg_pool2d", "batch_norm", "dropout",
+    "drop_path",
     "concat", "flatten", "local_response_norm", "cross_entropy", "mse_loss", "shortcut_a",
     "select_channels", "subsample", "rbf_output", "manual_seed", "get_rng",
 ]

@@ -19,9 +19,9 @@ from ...spec import nodes as n
 from ..build import Builders, check_taps
 
 __all__ = [
-    "BUILDERS", "compile", "forward_with_taps", "Dropout", "Flatten", "HardSigmoid", "ScaledTanh", "ShortcutA",
-    "SelectChannels", "Subsample", "RBFOutput", "SequentialModule", "ResidualModule", "ConcatModule",
-    "GateModule", "drop_path",
+    "BUILDERS", "compile", "forward_with_taps", "Dropout", "Flatten", "HardSigmoid", "ScaledTanh",
+    "ShortcutA", "SelectChannels", "Subsample", "RBFOutput", "SequentialModule", "ResidualModule",
+    "ConcatModule", "GateModule", "drop_path",
 ]
 
 

@@ -80,7 +80,8 @@ def _read_safetensors(path: Path, map_location):
                            f"({_short(e)}); re-save or re-download it") from None
     meta = {}
     if _META_KEY in header:
-        meta = load_json(header[_META_KEY], f"weights {path}: the svertka metadata in its header", WeightsError)
+        meta = load_json(header[_META_KEY], f"weights {path}: the svertka metadata in its header",
+                         WeightsError)
     return state, check_model_meta(meta, f"weights {path}", WeightsError)
 
 
@@ -153,12 +154,12 @@ def _read_pth(path: Path, map_location):
 
 def _unpickler_reason(e: Exception) -> str:
     """The one informative line of torch's long weights_only error."""
-    lines = [l.strip() for l in str(e).splitlines() if l.strip()]
-    for l in lines:
-        if "GLOBAL" in l:
-            return _short(Exception(l))
-    for i, l in enumerate(lines):
-        if l.endswith("WeightsUnpickler error:") and i + 1 < len(lines):
+    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+    for line in lines:
+        if "GLOBAL" in line:
+            return _short(Exception(line))
+    for i, line in enumerate(lines):
+        if line.endswith("WeightsUnpickler error:") and i + 1 < len(lines):
             return _short(Exception(lines[i + 1]))
     return _short(Exception(lines[-1] if lines else type(e).__name__))
 
