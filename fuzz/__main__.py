@@ -27,8 +27,8 @@ CAMPAIGN = {"idx_raw": 15_000, "idx_gz": 12_000, "cifar_binary": 8_000, "cifar_p
 # 90 s on 2 cores (mean CPU per input in the campaign: --resume 127 ms, it rebuilds a run and trains up to an
 # epoch; torch compile + forward 32 ms; CIFAR binary 29 ms, its bombs inflate 256 MiB; image folder 24 ms;
 # recipe 18 ms; image 16 ms; checkpoint + predict 8 ms; the others under 14 ms).
-BOUNDED = {p: 1000 for p in PARSERS} | {"spec_torch": 400, "checkpoint": 400, "resume": 80, "cifar_binary": 600,
-                                        "recipe": 600, "image": 600, "image_folder": 500}
+BOUNDED = {p: 1000 for p in PARSERS} | {"spec_torch": 400, "checkpoint": 400, "resume": 80,
+                                        "cifar_binary": 600, "recipe": 600, "image": 600, "image_folder": 500}
 
 
 def replay(spec: str, seed: int, seeds_dir: Path) -> int:

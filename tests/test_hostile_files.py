@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from svertka.errors import DataError, SpecError, UsageError, WeightsError
+from svertka.train.checkpoint import CHECKSUM_KEY
 from svertka.untrusted import check_pickle, nesting_depth
 
 
@@ -303,6 +304,12 @@ def test_checkpoint_with_nan_weights_is_refused(lenet_checkpoint):
     conv = next(k for k, v in tensors.items() if v.ndim == 4)
     tensors[conv][0, 0, 0, 0] = np.nan  # what a bit flip in an exponent gives
     save_file(tensors, str(path), metadata=header["__metadata__"])
+    with pytest.raises(WeightsError, match="checksum") as e:  # the flip, caught by the checksum
+        load_trained(path, backend="numpy")
+    one_line(e)
+    # a file without a checksum (older svertka, or a diverged run saved as it was): the NaN itself
+    meta = {k: v for k, v in header["__metadata__"].items() if k != CHECKSUM_KEY}
+    save_file(tensors, str(path), metadata=meta)
     with pytest.raises(WeightsError, match="NaN") as e:  # was: predict printed NaN probabilities
         load_trained(path, backend="numpy")
     one_line(e)
