@@ -269,7 +269,7 @@ def test_bad_input_is_one_line(run, shirt, tmp_path, capsys):
         (["plot", "filters", str(empty)], "no best.safetensors"),
         (["plot", "filters", str(run), "--layer", "features.1"], "not a conv layer"),
         (["plot", "filters", str(run), "--layer", "nope"], "no layer named 'nope'"),
-        (["plot", "features", str(run), str(bad_img)], "not an image Pillow can read"),
+        (["plot", "features", str(run), str(bad_img)], "not an image Pillow can decode"),
         (["plot", "features", str(run), str(tmp_path / "missing.png")], "no such image file"),
         (["plot", "curves", str(tmp_path)], "no metrics.jsonl"),
         (["plot", "curves", str(broken)], "line 1 is not JSON"),
