@@ -29,31 +29,13 @@ def parse_shape(text: str) -> tuple[int | None, int, int]:
     return tuple(nums) if len(nums) == 3 else (None, *nums)
 
 
-def load_model_spec(name_or_path: str, num_classes=None, in_chans=None, input_size=None):
-    """A zoo name (the training nets cnn2, vgg_fm, ... among them), a JSON network
-    file, a run folder of `svertka train` (its model.json) or an .onnx file
-    (``input_size``: its side where the file leaves it open)."""
-    from pathlib import Path
-
-    from .zoo import resolve_model
-
-    folder = Path(name_or_path)
-    if folder.is_dir():
-        if not (folder / "model.json").is_file():
-            raise UsageError(f"{name_or_path} is a folder without model.json; pass a zoo name, a network "
-                             f".json file or a run folder of `svertka train`")
-        name_or_path = str(folder / "model.json")
-    if input_size and name_or_path.lower().endswith(".onnx"):
-        return resolve_model(name_or_path, num_classes=num_classes, input_size=input_size)
-    return resolve_model(name_or_path, num_classes=num_classes, in_chans=in_chans)
-
-
 def _analyze(args, name):
     from .analysis import analyze
+    from .zoo import resolve_spec
 
     given = parse_shape(args.input) if getattr(args, "input", None) else None
     side = given[1] if given and given[1] == given[2] else None  # for an .onnx file with an open size
-    net = load_model_spec(name, getattr(args, "num_classes", None), input_size=side)
+    net = resolve_spec(name, getattr(args, "num_classes", None), input_size=side)
     if not given:
         return analyze(net)
     c, h, w = given
@@ -63,7 +45,7 @@ def _analyze(args, name):
                          f"an image {h} px high is {model_c}x{h}x{w}; write all three numbers")
     c = model_c if c is None else c
     if c != model_c:
-        net = load_model_spec(name, getattr(args, "num_classes", None), in_chans=c)
+        net = resolve_spec(name, getattr(args, "num_classes", None), in_chans=c)
     return analyze(net, (c, h, w))
 
 

@@ -114,10 +114,10 @@ def cmd_features(args):
 
 
 def cmd_rf(args):
-    from ..cli import load_model_spec
+    from ..zoo import resolve_spec
     from .fields import plot_rf
 
-    net = load_model_spec(args.model)
+    net = resolve_spec(args.model)
     fm = plot_rf(net, args.layer, args.image, args.run, args.out, seed=args.seed)
     y0, y1, x0, x1 = fm.box
     side = fm.mass_within(0.95)

@@ -1,5 +1,5 @@
-"""What a user types for a model (`svertka summary/rf/train/eval --model`) turned
-into a spec: a zoo name or a JSON network file."""
+"""What a user types for a model (`svertka summary/rf/train/eval/plot`) turned
+into a spec: a zoo name, a JSON network file, an .onnx file or a run folder."""
 from __future__ import annotations
 
 import os
@@ -32,3 +32,19 @@ def resolve_model(name: str, num_classes: int | None = None, in_chans: int | Non
             raise UsageError(f"{name} has {net.num_classes} classes but the data has {num_classes}")
         return net
     return create_model(name, num_classes=num_classes, in_chans=in_chans, input_size=input_size)
+
+
+def resolve_spec(name_or_path: str, num_classes=None, in_chans=None, input_size=None) -> Network:
+    """``resolve_model``, plus a run folder of `svertka train` (its model.json);
+    ``input_size`` is used only for an .onnx file whose image size is left open."""
+    from pathlib import Path
+
+    folder = Path(name_or_path)
+    if folder.is_dir():
+        if not (folder / "model.json").is_file():
+            raise UsageError(f"{name_or_path} is a folder without model.json; pass a zoo name, a network "
+                             f".json file or a run folder of `svertka train`")
+        name_or_path = str(folder / "model.json")
+    if input_size and name_or_path.lower().endswith(".onnx"):
+        return resolve_model(name_or_path, num_classes=num_classes, input_size=input_size)
+    return resolve_model(name_or_path, num_classes=num_classes, in_chans=in_chans)

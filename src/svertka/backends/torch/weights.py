@@ -19,6 +19,7 @@ from torch import nn
 
 from ...errors import WeightsError
 from ...fileio import atomic_write
+from ...spec.geometry import fmt_shape
 from ...untrusted import check_model_meta, check_pickle, load_json
 
 __all__ = ["save_weights", "read_weights", "check_state_dict", "load_weights", "model_meta"]
@@ -243,17 +244,13 @@ def check_state_dict(model: nn.Module, state: dict, meta: dict | None = None,
         shown = sorted(mismatched)[:3]
         more = f", ... {len(mismatched) - 3} more" if len(mismatched) > 3 else ""
         problems.append(f"{len(mismatched)} shape mismatches ("
-                        + ", ".join(f"{k} {_fmt(mismatched[k][0])} vs {_fmt(mismatched[k][1])}"
+                        + ", ".join(f"{k} {fmt_shape(mismatched[k][0])} vs {fmt_shape(mismatched[k][1])}"
                                     for k in shown) + more + ")")
     if problems:
         name = want or "this model"
         raise WeightsError(f"{source} does not fit {name}: " + "; ".join(problems)
                            + "; is it for another model or configuration?")
     return state
-
-
-def _fmt(shape) -> str:
-    return "x".join(str(v) for v in shape) or "scalar"
 
 
 def load_weights(model: nn.Module, path, map_location="cpu") -> dict:
