@@ -217,6 +217,9 @@ def cmd_eval(args):
                        if Path(args.path).is_dir() and plots_available() else None)
     if png and png != "none":
         confusion_png(r["confusion"], png, r["classes"] or loaded.classes)
+    elif args.png is None and Path(args.path).is_dir():
+        print("svertka: note: no confusion.png without matplotlib (pip install 'svertka[plots]'); the matrix "
+              "is printed below", file=sys.stderr)
     if args.json:
         print(json.dumps({"top1": r["top1"], "top5": r["top5"], "per_class": r["per_class"], "n": r["n"]}))
         return
