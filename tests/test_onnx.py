@@ -148,10 +148,10 @@ def check_zoo_model(name, tmp_path):
     ours.load_state_dict(state)
     theirs.load_state_dict(imported.state_dict)
     ours.eval(), theirs.eval()
-    with nb.no_grad():
-        y_ours, y_theirs = ours(nb.Tensor(xs[3])).data, theirs(nb.Tensor(xs[3])).data
+    with nb.no_grad():  # one image: the engine runs VGG at 224 px for minutes per batch of 3 here
+        y_ours, y_theirs = ours(nb.Tensor(xs[1])).data, theirs(nb.Tensor(xs[1])).data
     np.testing.assert_array_equal(y_theirs, y_ours)
-    assert np.abs(y_ours - refs[3]).max() / np.abs(refs[3]).max() < 1e-4  # engine vs torch, as above
+    assert np.abs(y_ours - refs[1]).max() / np.abs(refs[1]).max() < 1e-4  # engine vs torch, as above
 
 
 @pytest.mark.parametrize("name", FAST)
