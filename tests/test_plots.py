@@ -15,20 +15,13 @@ pytest.importorskip("matplotlib")
 PIL = pytest.importorskip("PIL")
 from PIL import Image  # noqa: E402
 
+from cli_helpers import one_line_error  # noqa: E402
 from svertka.analysis import analyze  # noqa: E402
 from svertka.backends.numpy import Tensor  # noqa: E402
 from svertka.backends.numpy import functional as F  # noqa: E402
 from svertka.cli import main  # noqa: E402
 from svertka.spec import Conv2d, geometry  # noqa: E402
 from svertka.zoo import create_model, get_entry, list_models  # noqa: E402
-
-
-def one_line_error(capsys, argv):
-    rc = main(argv)
-    err = capsys.readouterr().err.strip()
-    assert rc == 2, err
-    assert err.startswith("svertka: error:") and "\n" not in err and "Traceback" not in err
-    return err
 
 
 def check_png(path, min_size=(200, 150)):

@@ -133,14 +133,8 @@ def test_check_threads():
 
 torch = pytest.importorskip("torch")
 
+from cli_helpers import one_line_error  # noqa: E402
 from svertka.cli import main  # noqa: E402
-
-
-def one_line_error(capsys, argv):
-    rc = main(argv)
-    err = capsys.readouterr().err.strip()
-    assert rc == 2 and err.startswith("svertka: error:") and "\n" not in err and "Traceback" not in err, err
-    return err
 
 
 @pytest.fixture(scope="module")

@@ -14,6 +14,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from cli_helpers import one_line_error
 from svertka.cli import main
 from svertka.errors import UsageError, WeightsError
 from svertka.train import Schedule, TrainConfig, list_recipes, load_recipe, make_config, resume_config, train
@@ -29,14 +30,6 @@ REQUIRED = {"epoch", "train_loss", "train_acc", "test_acc", "images_per_s", "sec
 def run(tmp_path, name="run", stop_after=None, **kw):
     cfg = make_config({**TINY, "output": str(tmp_path / name), **kw})
     return train(cfg, stop_after=stop_after, progress=False)
-
-
-def one_line_error(capsys, argv):
-    rc = main(argv)
-    err = capsys.readouterr().err.strip()
-    assert rc == 2, err
-    assert err.startswith("svertka: error:") and "\n" not in err and "Traceback" not in err
-    return err
 
 
 # ------------------------------------------------------------------ schedules

@@ -10,7 +10,9 @@ import re
 import sys
 
 from . import __version__
+from .argtypes import positive_int
 from .errors import SvertkaError, UsageError
+from .spec.geometry import fmt_shape
 
 
 def parse_shape(text: str) -> tuple[int | None, int, int]:
@@ -127,7 +129,7 @@ def cmd_rf(args):
               + (" (paths misaligned)" if la.rf.misaligned else ""))
         return
     from .analysis.report import table
-    rows = [[la.name, la.type, "x".join(map(str, la.out_shape)), la.rf.label(), la.rf.stride[0],
+    rows = [[la.name, la.type, fmt_shape(la.out_shape), la.rf.label(), la.rf.stride[0],
              la.rf.padding[0]] for la in layers if la.leaf]
     print(table(["layer", "type", "output", "RF", "stride", "padding"], rows, "<<>>>>"))
 
@@ -214,7 +216,7 @@ def cmd_export(args):
 
     info = export_model(args.source, args.out, weights=args.weights, dynamic_batch=args.dynamic_batch,
                         opset=args.opset)
-    print(f"wrote {info['path']}: {info['model']}, input {'x'.join(map(str, info['input_shape']))}, "
+    print(f"wrote {info['path']}: {info['model']}, input {fmt_shape(info['input_shape'])}, "
           f"opset {info['opset']}, batch {'dynamic' if info['dynamic_batch'] else 'fixed at 1'}; "
           f"onnx.checker passed; classes, mean and std are in its metadata_props (svertka.*)")
 
@@ -263,16 +265,6 @@ class _VersionAction(argparse.Action):
         parser.exit()
 
 
-def _positive_int(text):
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return v
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="svertka", description="Convolutional networks from the lecture, made real.")
     p.add_argument("--version", action=_VersionAction)
@@ -288,8 +280,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("model", help="zoo name, a JSON network file, a run folder or an .onnx file")
     s.add_argument("--input", help="CxHxW (3x224x224), HxW (224x224, the model's channels) or one size (224) "
                    "(default: the model's)")
-    s.add_argument("--num-classes", type=_positive_int, help="classifier outputs (default: the model's)")
-    s.add_argument("--depth", type=_positive_int, help="show the blocks at this depth (1: top level) instead "
+    s.add_argument("--num-classes", type=positive_int, help="classifier outputs (default: the model's)")
+    s.add_argument("--depth", type=positive_int, help="show the blocks at this depth (1: top level) instead "
                    "of every layer (default: every layer)")
     s.add_argument("--json", action="store_true", help="print JSON (every layer) instead of a table")
     s.set_defaults(func=cmd_summary)
@@ -299,20 +291,20 @@ def build_parser() -> argparse.ArgumentParser:
                    help="zoo name or JSON network file (default: none, answer the cat question)")
     s.add_argument("--layer", help="one layer's field, e.g. features.29 (default: every layer)")
     s.add_argument("--input", help="CxHxW, HxW or one size (default: the model's)")
-    s.add_argument("--pixels", type=_positive_int,
+    s.add_argument("--pixels", type=positive_int,
                    help="without a model: object size in px (default: 100)")
-    s.add_argument("--kernel", type=_positive_int, help="without a model: kernel size of the stacked convs "
+    s.add_argument("--kernel", type=positive_int, help="without a model: kernel size of the stacked convs "
                    "(default: 3)")
     s.set_defaults(func=cmd_rf)
 
     s = sub.add_parser("params", help="parameter arithmetic of one layer, e.g. conv --in 32 --out 64 -k 3")
     s.add_argument("layer", choices=["conv", "linear", "bn"], help="the layer type")
-    s.add_argument("--in", dest="inp", type=_positive_int, required=True, help="input channels or features "
+    s.add_argument("--in", dest="inp", type=positive_int, required=True, help="input channels or features "
                    "(required)")
-    s.add_argument("--out", type=_positive_int,
+    s.add_argument("--out", type=positive_int,
                    help="output channels or features (required for conv and linear)")
-    s.add_argument("-k", "--kernel", type=_positive_int, help="conv kernel size (default: 3)")
-    s.add_argument("--groups", type=_positive_int,
+    s.add_argument("-k", "--kernel", type=positive_int, help="conv kernel size (default: 3)")
+    s.add_argument("--groups", type=positive_int,
                    help="conv groups; --groups = --in is depthwise (default: 1)")
     s.add_argument("--no-bias", action="store_true", help="conv or linear without bias (default: with)")
     s.set_defaults(func=cmd_params)
@@ -324,12 +316,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     from .train.commands import add_parsers as add_train_parsers
     from .train.config import BACKENDS
-    add_train_parsers(sub, _positive_int)  # train, eval, predict, augment
+    add_train_parsers(sub)  # train, eval, predict, augment
     from .viz.commands import add_parsers as add_plot_parsers
-    add_plot_parsers(sub, _positive_int)  # plot KIND
+    add_plot_parsers(sub)  # plot KIND
 
     from .data.commands import add_parsers as add_data_parsers
-    add_data_parsers(sub, _positive_int)  # data export
+    add_data_parsers(sub)  # data export
 
     from .export import DEFAULT_OPSET
     s = sub.add_parser("export", help="write a run or a zoo model as ONNX, checked by onnx.checker")
@@ -339,14 +331,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True, help="the file to write, e.g. model.onnx (required)")
     s.add_argument("--dynamic-batch", action="store_true",
                    help="let the batch size vary (default: fixed at 1)")
-    s.add_argument("--opset", type=_positive_int, default=DEFAULT_OPSET, help="ONNX opset version (7 to 20)")
+    s.add_argument("--opset", type=positive_int, default=DEFAULT_OPSET, help="ONNX opset version (7 to 20)")
     s.add_argument("--weights", help="weights file (.safetensors or .pth) for a zoo model (default: random)")
     s.set_defaults(func=cmd_export)
 
     s = sub.add_parser("demo", help="the main job (what `make demo` runs)")
     s.add_argument("--backend", choices=BACKENDS, help="default: torch; numpy where PyTorch is not installed")
     from .train.commands import THREADS_HELP
-    s.add_argument("--threads", type=_positive_int, help=THREADS_HELP)
+    s.add_argument("--threads", type=positive_int, help=THREADS_HELP)
     s.set_defaults(func=cmd_demo)
     return p
 

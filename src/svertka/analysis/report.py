@@ -2,6 +2,7 @@
 and the MobileNet paper's Table 8 comparison."""
 from __future__ import annotations
 
+from ..spec.geometry import fmt_shape
 from ..zoo import get_entry
 from .core import Analysis
 
@@ -40,7 +41,7 @@ def models_table(analyses: list[Analysis]) -> str:
     for a in analyses:
         ref = get_entry(a.name).reference
         rf = a.feature_rf
-        rows.append([a.name, "x".join(map(str, a.input_shape)), f"{a.params:,}",
+        rows.append([a.name, fmt_shape(a.input_shape), f"{a.params:,}",
                      _versus(a.params, ref.params, ref.exact), f"{a.macs:,}",
                      _versus(a.macs, ref.macs, ref.exact),
                      f"{rf.label()}/{rf.stride[0]}" + ("+SE" if rf.global_context else ""),
@@ -59,15 +60,15 @@ def summary_table(a: Analysis, max_depth: int | None = None) -> str:
             continue
         if max_depth is not None and not la.leaf and la.depth < max_depth:
             continue
-        rows.append([la.name, la.type, "x".join(map(str, la.out_shape)), f"{la.params:,}",
+        rows.append([la.name, la.type, fmt_shape(la.out_shape), f"{la.params:,}",
                      f"{la.macs:,}", la.rf.label(), f"{la.rf.stride[0]}"])
     body = table(["layer", "type", "output", "params", "MACs", "RF", "stride"], rows,
                  "<<>>>>>")
     total = (f"\nTotal params: {a.params:,}   (buffers: {a.buffers:,})\n"
              f"Total MACs: {a.macs:,} ({human(a.macs)}; FLOPs {human(2 * a.macs)})\n"
              f"Activations: {a.activation_bytes / 2**20:.2f} MiB per image (float32 outputs of "
-             f"every layer)\nInput: {'x'.join(map(str, a.input_shape))}  ->  output: "
-             f"{'x'.join(map(str, a.output_shape))}")
+             f"every layer)\nInput: {fmt_shape(a.input_shape)}  ->  output: "
+             f"{fmt_shape(a.output_shape)}")
     return f"{a.name}\n{body}\n{total}"
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import math
 
+from ..argtypes import fraction, nonneg_int, positive_int
 from ..errors import UsageError
 
 EXPORTS = ("canvas",)
@@ -20,27 +21,7 @@ def _scale_range(text):
     return lo, hi
 
 
-def _fraction(text):
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}") from None
-    if not 0 <= v <= 1:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}")
-    return v
-
-
-def _nonneg_int(text):
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
-    return v
-
-
-def add_parsers(sub, positive_int):
+def add_parsers(sub):
     d = sub.add_parser("data", help="dataset tools: export canvases in COCO layout")
     dsub = d.add_subparsers(dest="data_command", metavar="ACTION")  # same parser class: one-line errors
     dsub.required = True
@@ -52,7 +33,7 @@ def add_parsers(sub, positive_int):
     s.add_argument("--out", required=True,
                    help="new or empty folder for images/ and annotations.json (required)")
     s.add_argument("--n", type=positive_int, default=1000, help="number of canvases")
-    s.add_argument("--seed", type=_nonneg_int, default=0, help="canvas stream seed")
+    s.add_argument("--seed", type=nonneg_int, default=0, help="canvas stream seed")
     s.add_argument("--split", choices=("test", "train"), default="test", help="items from this split only")
     s.add_argument("--data", default="auto", help="item dataset: auto (full fashion-mnist when found, else "
                    "fashion-mnist-mini), fashion-mnist, fashion-mnist-mini or mnist")
@@ -62,7 +43,7 @@ def add_parsers(sub, positive_int):
     s.add_argument("--max-items", type=positive_int,
                    help="most items per canvas (default: the task's, 5 or 1)")
     s.add_argument("--scale", type=_scale_range, help="item scale range LOW,HIGH (default: 0.75,2)")
-    s.add_argument("--max-iou", type=_fraction, help="cap on the IoU of two items' boxes (default: 0.3)")
+    s.add_argument("--max-iou", type=fraction, help="cap on the IoU of two items' boxes (default: 0.3)")
     s.add_argument("--keypoints", action="store_true", help="add the five keypoints per item (default: only "
                    "with --task points)")
     s.set_defaults(func=cmd_data_export)

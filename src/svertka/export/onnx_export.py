@@ -21,6 +21,7 @@ import warnings
 from pathlib import Path
 
 from ..errors import ShapeError, SpecError, UsageError
+from ..spec.geometry import fmt_shape
 
 DEFAULT_OPSET = 18
 META_PREFIX = "svertka."
@@ -66,7 +67,7 @@ def export_module(module, input_shape, out, *, dynamic_batch: bool = False, opse
         except Exception as e:  # the exporter raises many types; all mean "this model cannot be exported"
             first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
             if "adaptive_avg_pool2d" in str(e):
-                size = "x".join(map(str, input_shape))
+                size = fmt_shape(input_shape)
                 raise ShapeError(f"torch's ONNX exporter cannot write this adaptive average pool: its input "
                                  f"is not a multiple of its output at input {size}; "
                                  f"export at a larger input") from None

@@ -30,7 +30,7 @@ import numpy as np
 
 from ..errors import DataError, SpecError, SvertkaError, UsageError
 from ..spec import nodes as n
-from ..spec.geometry import join_path
+from ..spec.geometry import fmt_shape, join_path
 from .onnx_export import META_PREFIX, _require_onnx
 from .onnx_ops import JOINS, OPS
 
@@ -398,7 +398,7 @@ class _Importer:
         try:
             out = tuple(leaf.output_shape(tuple(shape)))
         except SvertkaError as e:
-            self.fail(op, f"does not fit its input {'x'.join(map(str, shape))}: {e}")
+            self.fail(op, f"does not fit its input {fmt_shape(shape)}: {e}")
         self.shapes[self._out(last)] = out
         return _Item("leaf", op.path if op.path is not None else _weight_path(op), leaf, weights), out, last
 

@@ -14,6 +14,7 @@ import math
 import numpy as np
 
 from ..spec import nodes as n
+from ..spec.geometry import fmt_shape
 
 
 def _pair(values, default, what, ctx, op):
@@ -54,7 +55,7 @@ def conv(ctx, op, shape):
     groups = int(a.get("group", 1))
     if len(shape) != 3 or shape[0] != w.shape[1] * groups:
         ctx.fail(op, f"has weights for {w.shape[1] * groups} input channels but its input is "
-                     f"{'x'.join(map(str, shape))}")
+                     f"{fmt_shape(shape)}")
     kernel = _pair(a.get("kernel_shape"), w.shape[2:], "kernel_shape", ctx, op)
     stride = _pair(a.get("strides"), (1, 1), "strides", ctx, op)
     dilation = _pair(a.get("dilations"), (1, 1), "dilations", ctx, op)
@@ -73,7 +74,7 @@ def conv_transpose(ctx, op, shape):
         ctx.fail(op, "sets output_shape; svertka maps the pads / output_padding form (re-export without it)")
     if len(shape) != 3 or shape[0] != w.shape[0]:
         ctx.fail(op, f"has weights for {w.shape[0]} input channels "
-                     f"but its input is {'x'.join(map(str, shape))}")
+                     f"but its input is {fmt_shape(shape)}")
     groups = int(a.get("group", 1))
     kernel = _pair(a.get("kernel_shape"), w.shape[2:], "kernel_shape", ctx, op)
     stride = _pair(a.get("strides"), (1, 1), "strides", ctx, op)
@@ -111,7 +112,7 @@ def matmul(ctx, op, shape):
 def _linear(ctx, op, shape, w, b):
     if len(shape) != 1 or shape[0] != w.shape[1]:
         ctx.fail(op, f"has weights for {w.shape[1]} input features "
-                     f"but its input is {'x'.join(map(str, shape))}"
+                     f"but its input is {fmt_shape(shape)}"
                      f"{'; flatten it first' if len(shape) != 1 else ''}")
     return n.Linear(int(w.shape[0]), b is not None), _weights(weight=np.ascontiguousarray(w), bias=b)
 
@@ -214,7 +215,7 @@ def reshape(ctx, op, shape):
             (batch_ok(dims[0]) and _is_int(dims[1]) and int(dims[1]) in (-1, size))
             or (_is_int(dims[0]) and int(dims[0]) == -1 and _is_int(dims[1]) and int(dims[1]) == size)):
         shown = "computed" if dims is None else [d if _is_int(d) else "batch" for d in dims]
-        ctx.fail(op, f"reshapes {'x'.join(map(str, shape))} to {shown}; svertka maps a Reshape only where it "
+        ctx.fail(op, f"reshapes {fmt_shape(shape)} to {shown}; svertka maps a Reshape only where it "
                      f"flattens each example (batch, -1)")
     return n.Flatten(), {}
 

@@ -6,6 +6,7 @@ import json
 import sys
 from pathlib import Path
 
+from ..argtypes import nonneg_float, positive_int
 from ..errors import UsageError
 
 THREADS_HELP = "torch threads (default: one per core that other processes leave free, re-checked each epoch)"
@@ -17,22 +18,12 @@ _TRAIN_KEYS = ("model", "data", "root", "backend", "device", "epochs", "batch_si
                "tta", "output", "limit_train", "limit_test", "threads")
 
 
-def _nonneg_float(text):
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not v >= 0 or v == float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text!r}")
-    return v
-
-
 # The biggest grid `svertka augment` draws: 256 images make 64 rows; more is unreadable, and a
 # request like -n 100000 once wrote a 109 MB PNG.
 AUGMENT_MAX = 256
 
 
-def add_parsers(sub, positive_int):
+def add_parsers(sub):
     from ..data.registry import list_datasets
     from .config import AMP, BACKENDS, OPTIMIZERS, TrainConfig
     from .schedule import SCHEDULES
@@ -62,26 +53,26 @@ def add_parsers(sub, positive_int):
     s.add_argument("--eval-batch-size", type=positive_int,
                    help="evaluation batch size" + dflt("eval_batch_size"))
     s.add_argument("--opt", choices=OPTIMIZERS, help="sgd (momentum), nesterov, adam, adamw" + dflt("opt"))
-    s.add_argument("--lr", type=_nonneg_float, help="peak learning rate" + dflt("lr"))
-    s.add_argument("--momentum", type=_nonneg_float, help="SGD momentum, in [0, 1) (sgd and nesterov only)"
+    s.add_argument("--lr", type=nonneg_float, help="peak learning rate" + dflt("lr"))
+    s.add_argument("--momentum", type=nonneg_float, help="SGD momentum, in [0, 1) (sgd and nesterov only)"
                    + dflt("momentum"))
-    s.add_argument("--weight-decay", "--wd", dest="weight_decay", type=_nonneg_float, help="weight decay"
+    s.add_argument("--weight-decay", "--wd", dest="weight_decay", type=nonneg_float, help="weight decay"
                    + dflt("weight_decay"))
     s.add_argument("--no-decay-norm-bias", dest="no_decay_norm_bias", action="store_true", default=None,
                    help="no weight decay on biases and norm weights (default: on)")
     s.add_argument("--decay-norm-bias", dest="no_decay_norm_bias", action="store_false",
                    help="decay every parameter (default: off)")
     s.add_argument("--sched", choices=SCHEDULES, help="learning-rate schedule" + dflt("sched"))
-    s.add_argument("--warmup-epochs", type=_nonneg_float, help="linear warmup before the schedule (onecycle "
+    s.add_argument("--warmup-epochs", type=nonneg_float, help="linear warmup before the schedule (onecycle "
                    "without it ramps over 30%% of the steps)" + dflt("warmup_epochs"))
-    s.add_argument("--min-lr-factor", type=_nonneg_float,
+    s.add_argument("--min-lr-factor", type=nonneg_float,
                    help="cosine/onecycle end LR as a fraction of --lr, "
                    "in [0, 1] (0: onecycle's 4e-6)" + dflt("min_lr_factor"))
-    s.add_argument("--decay-epochs", type=_nonneg_float, help="step schedule: epochs between decays "
+    s.add_argument("--decay-epochs", type=nonneg_float, help="step schedule: epochs between decays "
                    "(default: a third of the run)")
-    s.add_argument("--decay-rate", type=_nonneg_float, help="step schedule: LR factor per decay, in (0, 1]"
+    s.add_argument("--decay-rate", type=nonneg_float, help="step schedule: LR factor per decay, in (0, 1]"
                    + dflt("decay_rate"))
-    s.add_argument("--label-smoothing", "--smoothing", dest="label_smoothing", type=_nonneg_float,
+    s.add_argument("--label-smoothing", "--smoothing", dest="label_smoothing", type=nonneg_float,
                    help="label smoothing, in [0, 1)" + dflt("label_smoothing"))
     s.add_argument("--aug", help="augmentation, e.g. 'flip,crop:2,rotate:10,noise:0.05,erase:0.25'; "
                    "'altflip' mirrors each image in every other epoch instead of at random (default: none)")
@@ -95,7 +86,7 @@ def add_parsers(sub, positive_int):
     s.add_argument("--tta", choices=("none", "flip"), help="flip test-time augmentation at the last epoch's "
                    "evaluation" + dflt("tta"))
     s.add_argument("--seed", type=int, help="seed of the weights, data order and augmentation" + dflt("seed"))
-    s.add_argument("--val-fraction", type=_nonneg_float, help="carve a validation split from train (e.g. 0.1)"
+    s.add_argument("--val-fraction", type=nonneg_float, help="carve a validation split from train (e.g. 0.1)"
                    + dflt("val_fraction"))
     s.add_argument("--split-seed", type=int,
                    help="seed of the validation split (needs --val-fraction); fix it to "

@@ -32,6 +32,7 @@ import numpy as np
 
 from ..errors import SvertkaError, UsageError, WeightsError, WriteError
 from ..fileio import atomic_write_text, remove_stale_temps
+from ..spec.geometry import fmt_shape
 from ..sysload import OtherLoad
 from ..untrusted import check_train_state, load_json
 from ..zoo import resolve_model
@@ -102,7 +103,7 @@ def build_network(cfg: TrainConfig, ds):
     c, h, w = ds.image_shape[2], ds.image_shape[0], ds.image_shape[1]
     net = resolve_model(cfg.model, num_classes=ds.num_classes, in_chans=c, input_size=h)
     if tuple(net.input_shape) != (c, h, w):
-        raise UsageError(f"{cfg.model} takes {'x'.join(map(str, net.input_shape))} inputs but {cfg.data} "
+        raise UsageError(f"{cfg.model} takes {fmt_shape(net.input_shape)} inputs but {cfg.data} "
                          f"images are {c}x{h}x{w}; pick a model for this data")
     return net
 

@@ -1,23 +1,14 @@
 """`svertka plot KIND ...`: one subcommand per picture of the lecture."""
 from __future__ import annotations
 
-import argparse
+from ..argtypes import nonneg_int, positive_int
 
 
-def add_parsers(sub, positive_int) -> None:
+def add_parsers(sub) -> None:
     p = sub.add_parser("plot", help="pictures of the lecture as PNG + SVG: curves, confusion, filters, "
                        "features, rf, conv, toeplitz, zoo, depth")
     kinds = p.add_subparsers(dest="kind", metavar="KIND", parser_class=type(p))
     kinds.required = True
-
-    def nonneg_int(text):
-        try:
-            v = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
-        if v < 0:
-            raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
-        return v
 
     def kind(name, help, func):
         s = kinds.add_parser(name, help=help)
