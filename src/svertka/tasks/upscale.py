@@ -35,7 +35,7 @@ from .image_metrics import psnr, ssim
 __all__ = [
     "TRAIN_PHOTOS", "TEST_PHOTOS", "luma", "rgb_to_ycbcr", "ycbcr_to_rgb", "bicubic", "load_photo",
     "make_pair", "photo_pairs", "fashion_pairs", "patches", "tiles", "as_uint8", "score_images",
-    "model_reach", "run_tiled",
+    "model_reach", "run_tiled", "upscaler", "upscale_image", "upscale_file",
 ]
 
 # skimage.data's photographs (all bundled with the package); motorcycle is the left view of
@@ -242,3 +242,61 @@ def run_tiled(forward, image: np.ndarray, out_scale: int, tile: int, reach: int)
             keep = y[(top - t0) * s:(b1 - t0) * s, (left - l0) * s:(r1 - l0) * s]
             out[top * s:b1 * s, left * s:r1 * s] = keep
     return out
+
+
+# ----------------------------------------------------------------------- svertka upscale
+
+
+def upscaler(loaded):
+    """(scale, input kind, forward, reach) of a trained upscaling model (``load_trained``)."""
+    net, meta = loaded.net, loaded.meta
+    scale, kind = meta.get("scale") or net.meta.get("scale"), meta.get("input") or net.meta.get("input")
+    if not scale or kind not in INPUT_KINDS:
+        raise UsageError(f"{loaded.source} holds {net.name or 'a model'}, not an upscaling model (its "
+                         f"metadata has no scale); pass a run of an srcnn_x* or espcn_x* model")
+    mean, std = np.float32(loaded.mean[0]), np.float32(loaded.std[0])
+
+    def forward(x):
+        return loaded.adapter.logits_of(((x - mean) / std)[None, None].astype(np.float32))[0, 0]
+    return int(scale), kind, forward, model_reach(net)
+
+
+def upscale_image(loaded, image: np.ndarray, tile: int = 128) -> np.ndarray:
+    """A uint8 H x W (grey) or H x W x 3 image, ``scale`` times larger: the model
+    upscales the luma, bicubic the colour (Cb, Cr), in ``tile``-pixel tiles."""
+    scale, kind, forward, reach = upscaler(loaded)
+    # a grey image (all channels equal) is its own luma, as in training
+    grey = image.ndim == 2 or bool((image[..., 0] == image[..., 1]).all() and
+                                   (image[..., 1] == image[..., 2]).all())
+    y = luma(image[..., 0] if grey and image.ndim == 3 else image)
+    H, W = y.shape
+    if min(H, W) < reach:
+        raise ShapeError(f"the image is {H}x{W} pixels; {loaded.net.name} reads {reach} pixels around each "
+                         f"one, so give it an image of at least {reach}x{reach}")
+    size = (H * scale, W * scale)
+    if kind == "bicubic":
+        out_y = run_tiled(forward, bicubic(y, size), 1, tile * scale, reach)
+    else:
+        out_y = run_tiled(forward, y, scale, tile, reach)
+    out_y = as_uint8(out_y)
+    if grey:
+        return out_y
+    ycbcr = rgb_to_ycbcr(image[..., :3])
+    chroma = [bicubic(ycbcr[..., c].astype(np.float32), size) for c in (1, 2)]
+    return ycbcr_to_rgb(np.stack([out_y.astype(np.float64), *chroma], axis=-1))
+
+
+def upscale_file(run, src, out, tile: int = 128, backend: str | None = None, threads: int | None = None):
+    """`svertka upscale RUN in.png --out out.png`."""
+    from ..data.formats import decode_image
+    from ..train.evaluate import load_trained
+    from ..viz.image import image_format, write_image
+
+    image_format(out)  # a bad --out extension fails before any work
+    loaded = load_trained(run, backend=backend, threads=threads)
+    upscaler(loaded)  # not an upscaling run: say so before decoding the image
+    image = decode_image(src, "RGB")
+    result = upscale_image(loaded, image, tile)
+    write_image(out, result)
+    return {"in": f"{image.shape[0]}x{image.shape[1]}", "out": f"{result.shape[0]}x{result.shape[1]}",
+            "model": loaded.net.name, "path": str(out)}
