@@ -97,22 +97,46 @@ def macs_per_output_pixel(name):
     return a.macs / (a.output_shape[1] * a.output_shape[2])
 
 
+def figure(run, out, photo="astronaut", box=(40, 170, 120, 120), zoom=3):
+    """A crop of a held-out photo: bicubic, the run's model, the original (each upscaled
+    from the same bicubic-downscaled crop, shown ``zoom`` x with nearest pixels)."""
+    import skimage.data as sd
+
+    from svertka.tasks.upscale import bicubic, upscale_image
+    from svertka.train.evaluate import load_trained
+    from svertka.viz.image import save_grid
+
+    loaded = load_trained(run)
+    scale = int(loaded.meta["scale"])
+    top, left, h, w = box
+    hr = getattr(sd, photo)()[top:top + h, left:left + w, :3]
+    lr = np.stack([bicubic(np.ascontiguousarray(hr[..., c]), (h // scale, w // scale)) for c in range(3)], -1)
+    bic = np.stack([bicubic(lr[..., c], (h, w)) for c in range(3)], -1)
+    model = upscale_image(loaded, lr)
+    labels = ["bicubic", loaded.net.name.split("_")[0], "original"]
+    save_grid(np.stack([bic, model, hr]), out, nrow=3, labels=labels, scale=zoom, padding=4)
+    print(f"wrote {out}")
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", default="runs/upscale")
-    p.add_argument("--models", default="srcnn,espcn")
+    p.add_argument("--models", default="espcn,srcnn")
     p.add_argument("--scales", default="2,3")
     p.add_argument("--fashion", action="store_true", help="Fashion-MNIST 14->28 (x2) instead of the photos")
-    p.add_argument("--patches", type=int, default=6000)
+    p.add_argument("--patches", type=int, default=4000)
     p.add_argument("--patch", type=int, default=36, help="high-res patch side (x2, x3 divide it)")
     p.add_argument("--patch-fm", type=int, default=28, help="Fashion-MNIST: the whole item")
     p.add_argument("--fashion-test", type=int, default=2000, help="Fashion-MNIST test items scored")
-    p.add_argument("--epochs", type=int, default=10)
-    p.add_argument("--epochs-srcnn", type=int, default=5, help="SRCNN runs at high resolution: fewer epochs")
+    p.add_argument("--epochs", type=int, default=8)
+    p.add_argument("--epochs-srcnn", type=int, default=3, help="SRCNN runs at high resolution: fewer epochs")
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--figure", metavar="RUN", help="only draw the crop picture of this run to --out (a .png)")
     args = p.parse_args(argv)
+    if args.figure:
+        return figure(args.figure, args.out)
 
     import torch
 
@@ -146,11 +170,17 @@ def main(argv=None):
                          "macs_per_px": macs_per_output_pixel(name), **info})
             print(f"x{scale} {data}: {name} {got['psnr']:.2f} dB / {got['ssim']:.4f} "
                   f"(bicubic {base['psnr']:.2f}); {info}", flush=True)
+            _write(out, args, rows)
     print(f"\n{'data':22} {'scale':>5} {'model':10} {'PSNR dB':>8} {'SSIM':>7} {'MACs/px':>8}")
     for r in rows:
         macs = f"{r['macs_per_px']:,.0f}" if r["macs_per_px"] else "-"
         print(f"{r['data']:22} {'x' + str(r['scale']):>5} {r['model']:10} {r['psnr']:8.2f} {r['ssim']:7.4f} "
               f"{macs:>8}")
+    _write(out, args, rows)
+
+
+def _write(out, args, rows):
+    """The rows so far as JSON (after every model: a long run keeps what it finished)."""
     out.mkdir(parents=True, exist_ok=True)
     name = "upscale-fashion.json" if args.fashion else "upscale.json"
     (out / name).write_text(json.dumps({"args": vars(args), "rows": rows, "argv": sys.argv,
