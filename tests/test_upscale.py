@@ -213,3 +213,75 @@ def test_upscale_cli_bad_inputs_are_one_line(tmp_path, capsys):
     err = one_line_error(capsys, ["upscale", str(run), str(tmp_path / "thin.png"), "--out",
                                   str(tmp_path / "o.gif")])
     assert "unknown image extension" in err
+
+
+# ------------------------------------------------------------------ the task in the training loop
+
+TINY = {"task": "upscale", "data": "fashion-mnist-mini", "limit_train": 32, "limit_test": 24,
+        "batch_size": 16, "eval_batch_size": 16, "threads": 1, "epochs": 1, "lr": 3e-3}
+
+
+@pytest.mark.parametrize("backend", ["torch", "numpy"])
+def test_upscale_task_trains_on_both_backends_and_its_run_upscales(tmp_path, capsys, backend):
+    if backend == "torch":
+        pytest.importorskip("torch")
+    from PIL import Image
+
+    from svertka.cli import main
+    from svertka.tasks.upscale import UpscaleTask, fashion_pairs
+    from svertka.train import make_config, train
+    cfg = make_config({**TINY, "model": "espcn_x2", "backend": backend, "output": str(tmp_path / "r")})
+    r = train(cfg, progress=False)
+    last = r.history[-1]
+    assert {"train_loss", "train_mse", "test_psnr", "test_ssim"} <= set(last) and r.score == "psnr"
+    # the loop's test score is score_images over the same items, computed here independently
+    _, _, test = UpscaleTask(cfg).load()
+    assert len(test) == 24 and test.images.shape[1:] == (14, 14, 1)
+    truth = [p["hr"] for p in fashion_pairs("test", 2, 24, dataset="fashion-mnist-mini")]
+    np.testing.assert_array_equal(as_uint8(test.targets["hr"][:, 0]), np.stack(truth))
+    capsys.readouterr()
+    assert main(["eval", str(r.run_dir), "--json", "--limit", "24"]) == 0
+    import json
+    got = json.loads(capsys.readouterr().out)
+    assert got["psnr"] == pytest.approx(last["test_psnr"], abs=1e-6)
+    # the checkpoint carries the scale, so `svertka upscale` reads the run as is
+    Image.fromarray(rng.integers(0, 256, (20, 26), dtype=np.uint8)).save(tmp_path / "in.png")
+    assert main(["upscale", str(r.run_dir), str(tmp_path / "in.png"), "--out", str(tmp_path / "o.png")]) == 0
+    assert np.asarray(Image.open(tmp_path / "o.png")).shape == (40, 52)
+
+
+def test_streaming_evaluator_equals_one_pass():
+    from svertka.tasks.upscale import PsnrSsimEvaluator
+    out = rng.random((10, 1, 24, 24)).astype(np.float32)
+    hr = np.clip(out + 0.05 * rng.standard_normal(out.shape), 0, 1).astype(np.float32)
+    ev = PsnrSsimEvaluator(2)
+    ev.add(out[:3], {"hr": hr[:3]})
+    ev.add(out[3:], {"hr": hr[3:]})
+    want = score_images(as_uint8(out[:, 0]), as_uint8(hr[:, 0]), 2)
+    assert ev.result() == pytest.approx({"psnr": want["psnr"], "ssim": want["ssim"]})
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["--model", "lenet5"], "trains an upscaling model"),
+    (["--model", "espcn_x2", "--data", "cifar10"], "--data photos"),
+    (["--model", "espcn_x3"], "14 -> 28 only"),
+    (["--model", "espcn_x2", "--task-opt", "scale=4"], "not an option of task upscale"),
+    (["--model", "espcn_x2", "--task-opt", "patches=0"], "patches=N"),
+])
+def test_upscale_task_bad_settings_are_one_line(capsys, argv, needle):
+    err = one_line_error(capsys, ["train", "--task", "upscale", "--data", "fashion-mnist-mini",
+                                  "--epochs", "1", *argv])
+    assert needle in err, err
+
+
+def test_a_classifier_run_is_not_upscaled(tmp_path, capsys):
+    from PIL import Image
+
+    from svertka.train import make_config, train
+    cfg = make_config({"data": "fashion-mnist-mini", "limit_train": 32, "limit_test": 16, "epochs": 1,
+                       "threads": 1, "backend": "numpy", "model": "lenet5", "output": str(tmp_path / "c")})
+    r = train(cfg, progress=False)
+    Image.fromarray(np.zeros((30, 30), np.uint8)).save(tmp_path / "in.png")
+    err = one_line_error(capsys, ["upscale", str(r.run_dir), str(tmp_path / "in.png"), "--out",
+                                  str(tmp_path / "o.png")])
+    assert "not an upscaling model" in err

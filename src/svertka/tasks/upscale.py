@@ -31,11 +31,13 @@ import numpy as np
 
 from ..errors import DataError, ShapeError, UsageError
 from .image_metrics import psnr, ssim
+from .task import Evaluator, Task, TaskData, register_task
 
 __all__ = [
     "TRAIN_PHOTOS", "TEST_PHOTOS", "luma", "rgb_to_ycbcr", "ycbcr_to_rgb", "bicubic", "load_photo",
     "make_pair", "photo_pairs", "fashion_pairs", "patches", "tiles", "as_uint8", "score_images",
-    "model_reach", "run_tiled", "upscaler", "upscale_image", "upscale_file",
+    "model_reach", "run_tiled", "upscaler", "upscale_image", "upscale_file", "UpscaleTask",
+    "PsnrSsimEvaluator",
 ]
 
 # skimage.data's photographs (all bundled with the package); motorcycle is the left view of
@@ -123,16 +125,19 @@ def photo_pairs(names, scale: int) -> list[dict]:
     return [dict(make_pair(load_photo(n), scale), name=n) for n in names]
 
 
-def fashion_pairs(split: str, scale: int = 2, limit: int | None = None, root=None) -> list[dict]:
-    """Fashion-MNIST items (the full set where installed, else the packaged sample) as pairs."""
+def fashion_pairs(split: str, scale: int = 2, limit: int | None = None, root=None,
+                  dataset: str | None = None) -> list[dict]:
+    """Fashion-MNIST items as pairs: ``dataset``, or the full set where it is installed,
+    else the packaged sample."""
     from ..data import load_dataset
 
-    for name in ("fashion-mnist", "fashion-mnist-mini"):
+    names = (dataset,) if dataset else ("fashion-mnist", "fashion-mnist-mini")
+    for name in names:
         try:
             ds = load_dataset(name, split=split, root=root)
             break
         except DataError:
-            if name == "fashion-mnist-mini":
+            if name == names[-1]:
                 raise
     images = ds.images[:limit, ..., 0] if limit else ds.images[..., 0]
     return [make_pair(im, scale) for im in images]
@@ -242,6 +247,127 @@ def run_tiled(forward, image: np.ndarray, out_scale: int, tile: int, reach: int)
             keep = y[(top - t0) * s:(b1 - t0) * s, (left - l0) * s:(r1 - l0) * s]
             out[top * s:b1 * s, left * s:r1 * s] = keep
     return out
+
+
+# ------------------------------------------------------------------------- the task
+
+PHOTOS, FASHION = "photos", ("fashion-mnist", "fashion-mnist-mini")
+
+
+class PsnrSsimEvaluator(Evaluator):
+    """Mean PSNR and SSIM over the rows of a split (1 x H x W outputs in [0, 1]),
+    rounded to 8 bits and border-cropped by the scale, as ``score_images``."""
+
+    def __init__(self, scale: int):
+        self.scale, self.psnr, self.ssim, self.n = scale, 0.0, 0.0, 0
+
+    def add(self, outputs, targets):
+        got = score_images(as_uint8(outputs[:, 0]), as_uint8(targets["hr"][:, 0]), self.scale)
+        self.psnr += got["psnr"] * got["images"]
+        self.ssim += got["ssim"] * got["images"]
+        self.n += got["images"]
+
+    def result(self):
+        n = max(1, self.n)
+        return {"psnr": self.psnr / n, "ssim": self.ssim / n}
+
+
+def _positive(text) -> int:
+    v = int(text)
+    if v < 1:
+        raise ValueError("not a positive integer")
+    return v
+
+
+@register_task
+class UpscaleTask(Task):
+    """Single-image super-resolution on luma (``--data photos`` or ``fashion-mnist``):
+    MSE loss on both backends, PSNR and SSIM scores. Training data are random
+    patches (photos) or the items (Fashion-MNIST), validation the same with another
+    seed; the test split is the held-out photos cut into whole tiles (one batch
+    shape), or the Fashion-MNIST test items. `benchmarks/upscale.py` scores whole
+    photos instead, as the literature does."""
+
+    name = "upscale"
+    score = "psnr"
+    shown = ("psnr", "ssim")
+    options = {
+        "patches": (4000, _positive, "patches=N: training patches cut from the training photos"),
+        "patch": (36, _positive, "patch=N: high-res patch side in pixels (a multiple of the scale)"),
+        "tile": (96, _positive, "tile=N: high-res tile side of the held-out photos scored in training"),
+    }
+
+    def _model(self):
+        from ..zoo import resolve_model
+
+        net = resolve_model(self.cfg.model)
+        if net.meta.get("task") != "upscale" or net.meta.get("input") not in INPUT_KINDS:
+            raise UsageError(f"task upscale trains an upscaling model (srcnn_x2, srcnn_x3, espcn_x2, "
+                             f"espcn_x3), not {self.cfg.model}")
+        return net
+
+    def _source(self) -> str:
+        data = self.cfg.data
+        if data != PHOTOS and data not in FASHION:
+            raise UsageError(f"task upscale learns from --data photos (skimage's) or fashion-mnist "
+                             f"(14 -> 28), not {data}")
+        return data
+
+    def _split(self, xy, where):
+        return None if xy is None else TaskData(xy[0], {"hr": xy[1]}, (), (0.0,), (1.0,), where)
+
+    def _test(self, scale, kind):
+        cfg, data = self.cfg, self._source()
+        if data == PHOTOS:
+            tile = self.opts["tile"] - self.opts["tile"] % scale
+            x, y = tiles(photo_pairs(TEST_PHOTOS, scale), scale, tile, kind)
+            n = cfg.limit_test or len(x)
+            return self._split((x[:n], y[:n]), f"skimage.data: {', '.join(TEST_PHOTOS)}")
+        test = fashion_pairs("test", scale, cfg.limit_test or None, cfg.root, data)
+        return self._split(tiles(test, scale, 28, kind), data)
+
+    def load(self):
+        net, cfg, data = self._model(), self.cfg, self._source()
+        scale, kind = int(net.meta["scale"]), net.meta["input"]
+        if data == PHOTOS:
+            pairs, n, size = photo_pairs(TRAIN_PHOTOS, scale), cfg.limit_train or self.opts["patches"], \
+                self.opts["patch"]
+            where = f"skimage.data: {', '.join(TRAIN_PHOTOS)}"
+        else:
+            if scale != 2:
+                raise UsageError("Fashion-MNIST is upscaled 14 -> 28 only; use a x2 model")
+            pairs = fashion_pairs("train", scale, cfg.limit_train or None, cfg.root, data)
+            n, size, where = len(pairs), 28, data
+        train = self._split(patches(pairs, scale, n, size, kind, cfg.seed), where)
+        val = self._split(patches(pairs, scale, max(1, n // 8), size, kind, cfg.seed + 1), where) \
+            if cfg.val_fraction > 0 else None
+        return train, val, self._test(scale, kind)
+
+    def load_test(self):
+        net = self._model()
+        return self._test(int(net.meta["scale"]), net.meta["input"])
+
+    def network(self, train):
+        from ..zoo import resolve_model
+
+        return resolve_model(self.cfg.model, input_size=train.image_shape[0])
+
+    def loss(self, F, out, targets):
+        loss = F.mse_loss(out, targets["hr"])
+        return loss, {"mse": loss.detach() * out.shape[0]}
+
+    def evaluator(self):
+        return PsnrSsimEvaluator(int(self._model().meta["scale"]))
+
+    def decode(self, outputs, meta):
+        return [{"size": list(o.shape[-2:]), "mean": float(o.mean())} for o in outputs]
+
+    def draw(self, image, prediction, path):
+        raise UsageError("an upscaling run writes its images with `svertka upscale RUN in.png --out out.png`")
+
+    def meta(self):
+        net = self._model()
+        return {**super().meta(), "scale": int(net.meta["scale"]), "input": net.meta["input"]}
 
 
 # ----------------------------------------------------------------------- svertka upscale
