@@ -92,7 +92,8 @@ def create_app(runs_dir) -> Starlette:
         return JSONResponse({"error": exc.detail}, status_code=exc.status_code)
 
     async def user_error(request, exc: SvertkaError):
-        return JSONResponse({"error": str(exc)}, status_code=404 if isinstance(exc, UnknownModelError) else 400)
+        status = 404 if isinstance(exc, UnknownModelError) else 400
+        return JSONResponse({"error": str(exc)}, status_code=status)
 
     async def server_error(request, exc: Exception):  # a bug: one line to the page, the traceback to the log
         return JSONResponse({"error": f"internal error ({type(exc).__name__}); see the server's log"},

@@ -47,6 +47,6 @@ def cmd_serve(args) -> None:
     from .app import create_app
 
     app = create_app(runs)
-    print(f"svertka explorer on http://{args.host}:{args.port}/ (runs from {runs.resolve()}); Ctrl+C stops it",
-          file=sys.stderr, flush=True)
+    print(f"svertka explorer on http://{args.host}:{args.port}/ (runs from {runs.resolve()}); "
+          "Ctrl+C stops it", file=sys.stderr, flush=True)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")

@@ -183,6 +183,7 @@ def conv_geometry(size: int, kernel: int, stride: int, padding: int, dilation: i
             raise UsageError(f"{key} must be in {lo} to {hi}, got {v}")
     out, formula = formula_text(size, kernel, stride, padding, dilation)
     if out < 1:
-        raise UsageError(f"a {kernel}x{kernel} kernel with dilation {dilation} spans {dilation * (kernel - 1) + 1}"
-                         f" px, more than the {size} + 2*{padding} px padded input: no output")
+        span = dilation * (kernel - 1) + 1
+        raise UsageError(f"a {kernel}x{kernel} kernel with dilation {dilation} spans {span} px, more than "
+                         f"the {size} + 2*{padding} px padded input: no output")
     return {**given, "out": out, "formula": formula}

@@ -74,8 +74,9 @@ class RunStore:
         updated = max((p.stat().st_mtime for p in path.iterdir() if p.is_file()), default=0.0)
         epochs = cfg.get("epochs")
         done = rows[-1]["epoch"] if rows else 0
-        return {"name": name, "model": cfg.get("model"), "data": cfg.get("data"), "backend": cfg.get("backend"),
-                "epochs": epochs, "done": done, "last_acc": acc[-1] if acc else None,
+        return {"name": name, "model": cfg.get("model"), "data": cfg.get("data"),
+                "backend": cfg.get("backend"), "epochs": epochs, "done": done,
+                "last_acc": acc[-1] if acc else None,
                 "best_acc": max(acc) if acc else None,
                 "weights": any((path / w).is_file() for w in WEIGHTS), "updated": updated,
                 "training": bool(isinstance(epochs, int) and done < epochs
@@ -191,5 +192,6 @@ def tail_metrics(path: Path, since: int) -> tuple[list[dict], int]:
         except ValueError:
             continue
         if isinstance(row, dict) and "epoch" in row:  # NaN (a diverged run) is not JSON: null
-            rows.append({k: None if isinstance(v, float) and not np.isfinite(v) else v for k, v in row.items()})
+            rows.append({k: None if isinstance(v, float) and not np.isfinite(v) else v
+                         for k, v in row.items()})
     return rows, since + end

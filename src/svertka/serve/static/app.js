@@ -21,7 +21,8 @@ const runPath = (name) => name.split("/").map(encodeURIComponent).join("/");
 
 function showError(id, err) { $(id).textContent = err ? String(err.message || err) : ""; }
 
-const fmtInt = (n) => (n === null || n === undefined) ? "" : Number(n).toLocaleString("en-US");
+// 12,345,678 (a regex: toLocaleString is slow over a thousand table cells)
+const fmtInt = (n) => (n === null || n === undefined) ? "" : String(n).replace(/\B(?=(\d{3})+(?!\d))/g, ",");
 function fmtBig(n) {
   if (n === null || n === undefined) return "";
   if (n >= 1e9) return (n / 1e9).toFixed(2) + " G";
@@ -41,15 +42,23 @@ function colour(map, v) {  // v in 0..255
   return map[i].map((c, k) => Math.round(c + f * (map[i + 1][k] - c)));
 }
 
-// draw a flat array of uint8 (h x w) onto a canvas of that size, grey or through a colour map
-function paint(canvas, pixels, h, w, map) {
-  canvas.width = w; canvas.height = h;
-  const ctx = canvas.getContext("2d"), img = ctx.createImageData(w, h);
+// draw a flat array of uint8 (h x w), grey or through a colour map, onto a canvas of that size, or
+// scaled up to ``side`` px with square pixels (so that lines drawn over it stay sharp)
+function paint(canvas, pixels, h, w, map, side) {
+  const small = side ? document.createElement("canvas") : canvas;
+  small.width = w; small.height = h;
+  const ctx = small.getContext("2d"), img = ctx.createImageData(w, h);
   for (let i = 0; i < h * w; i++) {
     const rgb = map ? colour(map, pixels[i]) : [pixels[i], pixels[i], pixels[i]];
     img.data.set([rgb[0], rgb[1], rgb[2], 255], 4 * i);
   }
   ctx.putImageData(img, 0, 0);
+  if (side) {
+    canvas.width = side; canvas.height = Math.round(side * h / w);
+    const big = canvas.getContext("2d");
+    big.imageSmoothingEnabled = false;
+    big.drawImage(small, 0, 0, canvas.width, canvas.height);
+  }
 }
 
 // --------------------------------------------------------------------------- routing
@@ -167,6 +176,7 @@ async function showModel(name) {
   try {
     m = await api("/api/models/" + encodeURIComponent(name));
   } catch (e) { showError("model-error", e); return; }
+  const tFetch = performance.now() - t0;
   $("model-head").innerHTML = `<b>${esc(m.name)}</b>: ${esc(m.description)}. Input ${shape(m.input)}, ` +
     `${fmtInt(m.total.params)} parameters, ${fmtInt(m.total.macs)} MACs, receptive field ${rfSize(m.rf)} px, ` +
     `${fmtBig(m.total.activation_bytes)}B of activations at batch 1.`;
@@ -177,10 +187,14 @@ async function showModel(name) {
     `<tr><td>${esc(l.name)}</td><td class="text">${esc(l.type)}</td><td>${shape(l.output_shape)}</td>` +
     `<td>${fmtInt(l.params)}</td><td>${fmtInt(l.macs)}</td><td>${l.rf.global ? "global" : rfSize(l.rf)}</td>` +
     `<td>${Array.isArray(l.rf.stride) ? l.rf.stride.join("x") : l.rf.stride}</td></tr>`).join("");
-  // rendered: after the browser has laid the page out once
+  const tBuild = performance.now() - t0;
+  document.body.offsetHeight;  // style and layout now, to time them
+  const tLayout = performance.now() - t0;
+  // rendered: after the browser has painted the page once
   await new Promise((ok) => requestAnimationFrame(() => setTimeout(ok, 0)));
   const ms = performance.now() - t0;
-  window.svertkaTimings.model = {name: m.name, ms, layers: m.layers.length};
+  window.svertkaTimings.model = {name: m.name, ms, layers: m.layers.length, fetch_ms: tFetch, build_ms: tBuild,
+                                 layout_ms: tLayout};
   $("model-time").textContent = `page rendered in ${ms.toFixed(0)} ms (${m.layers.length} layers)`;
   fillModelSelect(m.name);
   rfSetup(m);
@@ -215,7 +229,8 @@ function block(n, depth) {  // the spec tree as nested boxes
       `<div class="paths"><div class="path">${list(n.branch)}</div><div class="side muted">x</div></div>` +
       `<div class="join">&otimes; x &middot; branch(x) &rarr; ${shape(n.out)}</div></div>`;
   }
-  return `<details${depth < 3 ? " open" : ""}><summary>${head}</summary>${list(n.children)}</details>`;
+  // two levels open: a big net's stages start folded (their blocks are laid out when opened)
+  return `<details${depth < 2 ? " open" : ""}><summary>${head}</summary>${list(n.children)}</details>`;
 }
 
 // receptive-field explorer: click a pixel of a sample image
@@ -230,7 +245,7 @@ async function rfSetup(m) {
       `\`svertka plot rf ${m.name} --layer ${m.rf_layers[0]}\` draws any layer.` : "";
   if (panel.hidden) return;
   const layer = $("rf-layer");
-  const mid = m.rf_layers[Math.floor((m.rf_layers.length - 1) / 2)];
+  const mid = m.rf_layers[Math.floor((m.rf_layers.length - 1) * 2 / 3)];  // deep enough to see a field
   layer.innerHTML = m.rf_layers.map((l) => `<option${l === mid ? " selected" : ""}>${esc(l)}</option>`).join("");
   try {
     samplesList = samplesList || await api("/api/samples");
@@ -260,14 +275,15 @@ async function rfQuery() {
     r = await api(`/api/models/${encodeURIComponent(rfState.model)}/rf?` + q);
   } catch (e) { showError("rf-error", e); $("rf-info").textContent = ""; return; }
   const [h, w] = r.size;
-  paint($("rf-image"), r.image, h, w, null);
-  paint($("rf-erf"), r.erf, h, w, INFERNO);
-  for (const c of [$("rf-image"), $("rf-erf")]) {  // the theoretical box, clipped to the image
+  paint($("rf-image"), r.image, h, w, null, 280);
+  paint($("rf-erf"), r.erf, h, w, INFERNO, 280);
+  const k = 280 / w;  // canvas px per input px
+  for (const c of [$("rf-image"), $("rf-erf")]) {  // the theoretical box (unclipped: the canvas clips it)
     const ctx = c.getContext("2d"), [y0, y1, x0, x1] = r.box;
-    ctx.strokeStyle = "#22c55e"; ctx.lineWidth = Math.max(0.5, w / 140);
-    ctx.strokeRect(x0, y0, x1 - x0 + 1, y1 - y0 + 1);
-    ctx.fillStyle = "#ef4444";
-    ctx.fillRect(rfState.x - w / 112, rfState.y - h / 112, w / 56, h / 56);  // the clicked pixel
+    ctx.strokeStyle = "#22c55e"; ctx.lineWidth = 2;
+    ctx.strokeRect(x0 * k, y0 * k, (x1 - x0 + 1) * k, (y1 - y0 + 1) * k);
+    ctx.fillStyle = "#ef4444";  // the clicked pixel
+    ctx.fillRect((rfState.x + 0.5) * k - 3, (rfState.y + 0.5) * k - 3, 6, 6);
   }
   const side = r.global ? "global" : `${r.box[1] - r.box[0] + 1}x${r.box[3] - r.box[2] + 1} px`;
   $("rf-info").textContent = `${r.model} ${r.layer}, unit (row ${r.unit[0]}, column ${r.unit[1]}) nearest to ` +
