@@ -115,7 +115,8 @@ function zooRows() {
       const x = get(a), y = get(b);
       if (x === null || x === undefined) return 1;   // blanks last, either way
       if (y === null || y === undefined) return -1;
-      return sign * (typeof x === "number" ? x - y : String(x).localeCompare(String(y)));
+      if (typeof x === "number") return sign * (x - y);
+      return sign * (x < y ? -1 : x > y ? 1 : 0);  // code-point order, as Python's sorted
     });
   }
   $("zoo-table").tHead.querySelectorAll("th").forEach((th) => {
@@ -180,13 +181,16 @@ async function showModel(name) {
   $("model-head").innerHTML = `<b>${esc(m.name)}</b>: ${esc(m.description)}. Input ${shape(m.input)}, ` +
     `${fmtInt(m.total.params)} parameters, ${fmtInt(m.total.macs)} MACs, receptive field ${rfSize(m.rf)} px, ` +
     `${fmtBig(m.total.activation_bytes)}B of activations at batch 1.`;
+  folded = [];
   $("model-diagram").innerHTML = block(m.tree, 0);
-  $("model-table").tHead.innerHTML = "<tr><th>layer</th><th>type</th><th>output</th><th>params</th><th>MACs</th>" +
-    "<th>RF (px)</th><th>RF stride</th></tr>";
-  $("model-table").tBodies[0].innerHTML = m.layers.map((l) =>
-    `<tr><td>${esc(l.name)}</td><td class="text">${esc(l.type)}</td><td>${shape(l.output_shape)}</td>` +
-    `<td>${fmtInt(l.params)}</td><td>${fmtInt(l.macs)}</td><td>${l.rf.global ? "global" : rfSize(l.rf)}</td>` +
-    `<td>${Array.isArray(l.rf.stride) ? l.rf.stride.join("x") : l.rf.stride}</td></tr>`).join("");
+  $("model-diagram").addEventListener("toggle", unfold, true);  // toggle does not bubble: capture it
+  // rows of a CSS grid rather than a <table>: each row skips layout until it scrolls into view
+  // (content-visibility), which a table's rows cannot do; efficientnet_b7 has 713
+  $("model-table").innerHTML = '<div class="row head"><span>layer</span><span>type</span><span>output</span>' +
+    "<span>params</span><span>MACs</span><span>RF (px)</span><span>RF stride</span></div>" + m.layers.map((l) =>
+    `<div class="row layer"><span>${esc(l.name)}</span><span>${esc(l.type)}</span><span>${shape(l.output_shape)}</span>` +
+    `<span>${fmtInt(l.params)}</span><span>${fmtInt(l.macs)}</span><span>${l.rf.global ? "global" : rfSize(l.rf)}</span>` +
+    `<span>${Array.isArray(l.rf.stride) ? l.rf.stride.join("x") : l.rf.stride}</span></div>`).join("");
   const tBuild = performance.now() - t0;
   document.body.offsetHeight;  // style and layout now, to time them
   const tLayout = performance.now() - t0;
@@ -209,6 +213,16 @@ async function fillModelSelect(current) {
   sel.onchange = () => { location.hash = "model/" + encodeURIComponent(sel.value); };
 }
 
+let folded = [];  // the folded Sequentials of the diagram, built on first opening
+
+function unfold(ev) {
+  const d = ev.target;
+  if (d.tagName !== "DETAILS" || !d.open || d.dataset.folded === undefined) return;
+  const n = folded[Number(d.dataset.folded)];
+  delete d.dataset.folded;
+  d.insertAdjacentHTML("beforeend", n.children.map((k) => block(k, 2)).join('<div class="arrow">&darr;</div>'));
+}
+
 function block(n, depth) {  // the spec tree as nested boxes
   const head = `<span class="t">${esc(n.type)}</span> ${esc(n.path)} <span class="shape">${shape(n.out)}</span>`;
   const list = (kids) => kids.map((k) => block(k, depth + 1)).join('<div class="arrow">&darr;</div>');
@@ -229,8 +243,12 @@ function block(n, depth) {  // the spec tree as nested boxes
       `<div class="paths"><div class="path">${list(n.branch)}</div><div class="side muted">x</div></div>` +
       `<div class="join">&otimes; x &middot; branch(x) &rarr; ${shape(n.out)}</div></div>`;
   }
-  // two levels open: a big net's stages start folded (their blocks are laid out when opened)
-  return `<details${depth < 2 ? " open" : ""}><summary>${head}</summary>${list(n.children)}</details>`;
+  // two levels open; deeper, a Sequential starts folded and its blocks are built when it is opened
+  if (depth >= 2) {
+    folded.push(n);
+    return `<details data-folded="${folded.length - 1}"><summary>${head}</summary></details>`;
+  }
+  return `<details open><summary>${head}</summary>${list(n.children)}</details>`;
 }
 
 // receptive-field explorer: click a pixel of a sample image
