@@ -369,6 +369,7 @@ def test_page_and_assets_are_packaged_and_offline(client):
         text = (STATIC / name).read_text()
         assert "http://" not in text and "https://" not in text  # no CDN: it works offline
         assert client.get(f"/static/{name}").status_code == 200
+    assert f"at most {MAX_UPLOAD_BYTES // 2**20} MiB" in (STATIC / "index.html").read_text()
     pyproject = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
     data = pyproject["tool"]["setuptools"]["package-data"]["svertka"]
     assert "serve/static/*" in data
