@@ -163,13 +163,19 @@ def test_rf_explorer_click_a_pixel(page, base_url, artifacts):
 
 
 def test_efficientnet_b7_model_page_render_time(page, base_url):
-    page.goto(base_url + "#model/efficientnet_b7")
-    page.wait_for_function("window.svertkaTimings.model?.name == 'efficientnet_b7'")
-    t = page.evaluate("window.svertkaTimings.model")
-    assert t["layers"] == page.eval_on_selector_all("#model-table .layer", "rows => rows.length") == 713
-    print(f"\nefficientnet_b7 model page: rendered in {t['ms']:.0f} ms (answer with the analysis at "
-          f"{t['fetch_ms']:.0f} ms, DOM built at {t['build_ms']:.0f} ms, laid out at "
-          f"{t['layout_ms']:.0f} ms; {t['layers']} layers; goal < 1,000 ms; {machine_load()})")
+    """A fresh page load each time: the first also waits for the server's first analysis of the model."""
+    times = []
+    for _ in range(4):
+        page.goto("about:blank")
+        page.goto(base_url + "#model/efficientnet_b7")
+        page.wait_for_function("window.svertkaTimings.model?.name == 'efficientnet_b7'")
+        times.append(page.evaluate("window.svertkaTimings.model"))
+        assert times[-1]["layers"] == page.eval_on_selector_all("#model-table .layer", "r => r.length") == 713
+    t, best = times[0], min(x["ms"] for x in times[1:])
+    print(f"\nefficientnet_b7 model page: first load rendered in {t['ms']:.0f} ms (answer with the analysis "
+          f"at {t['fetch_ms']:.0f} ms, DOM built at {t['build_ms']:.0f} ms, laid out at "
+          f"{t['layout_ms']:.0f} ms), then best of 3 {best:.0f} ms; {t['layers']} layers; goal < 1,000 ms; "
+          f"{machine_load()}")
 
 
 def draw_shirt(page):
