@@ -47,6 +47,9 @@ def cmd_serve(args) -> None:
     from .app import create_app
 
     app = create_app(runs)
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        print(f"svertka: note: --host {args.host} serves your runs and the playground to other machines too",
+              file=sys.stderr, flush=True)
     print(f"svertka explorer on http://{args.host}:{args.port}/ (runs from {runs.resolve()}); "
           "Ctrl+C stops it", file=sys.stderr, flush=True)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
