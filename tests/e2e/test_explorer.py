@@ -225,6 +225,31 @@ def test_draw_a_shirt_and_see_a_prediction(page, base_url, artifacts, runs, tmp_
               f"(server share {server:.1f} ms; goal < 100 ms; {machine_load()}); drawn: {shown}")
 
 
+def test_an_uploaded_photo_gets_the_prediction_of_svertka_predict(page, base_url, runs, tmp_path, capsys):
+    """A dark shirt on white as a JPEG, through the upload button: --invert auto flips it, and the five
+    bars are `svertka predict`'s top 5 on the same file."""
+    from PIL import Image, ImageDraw
+
+    photo = Image.new("L", (120, 120), 245)
+    ImageDraw.Draw(photo).polygon([(20, 25), (100, 25), (112, 50), (88, 55), (88, 105), (32, 105), (32, 55),
+                                   (8, 50)], fill=40)
+    path = tmp_path / "shirt.jpg"
+    photo.save(path, quality=90)
+    page.goto(base_url + "#playground")
+    page.wait_for_function("document.querySelectorAll('#pg-run option').length >= 1")
+    page.set_input_files("#pg-file", str(path))
+    page.wait_for_function("document.querySelectorAll('#pg-bars .bar').length == 5")
+    names = page.eval_on_selector_all("#pg-bars .bar .name", "s => s.map(x => x.innerText)")
+    shares = page.eval_on_selector_all("#pg-bars .bar span:last-child", "s => s.map(x => x.innerText)")
+    assert "inverted" in page.inner_text("#pg-bars")
+    capsys.readouterr()
+    assert main(["predict", "-w", str(runs / "lenet-trained"), str(path), "--json"]) == 0
+    want = json.loads(capsys.readouterr().out)[0]
+    assert want["inverted"]
+    assert names == [t["class"] for t in want["top"]]
+    assert shares == [f"{100 * t['prob']:.1f}%" for t in want["top"]]
+
+
 def test_conv_slider_changes_the_output_size(page, base_url, artifacts):
     page.goto(base_url + "#conv")
     page.wait_for_selector("#conv-out:has-text('5x5')")  # in 5, kernel 3, padding 1

@@ -255,7 +255,8 @@ function block(n, depth) {  // the spec tree as nested boxes
 let rfState = null;
 
 async function rfSetup(m) {
-  rfState = {model: m.name, size: m.input.slice(1), y: Math.floor(m.input[1] / 2), x: Math.floor(m.input[2] / 2)};
+  rfState = {model: m.name, size: m.input.slice(1), y: Math.floor(m.input[1] / 2), x: Math.floor(m.input[2] / 2),
+             seq: 0};
   const panel = $("rf-panel");
   panel.hidden = !m.rf_ok || !m.rf_layers.length;
   $("rf-note").textContent = !m.rf_layers.length ? `${m.name} has no local feature map to explore.`
@@ -288,10 +289,15 @@ async function rfQuery() {
   if ($("rf-run").value) q.set("run", $("rf-run").value);
   showError("rf-error", null);
   $("rf-info").textContent = "computing the gradient ...";
+  const mine = ++rfState.seq;  // only the answer to the last click is drawn
   let r;
   try {
     r = await api(`/api/models/${encodeURIComponent(rfState.model)}/rf?` + q);
-  } catch (e) { showError("rf-error", e); $("rf-info").textContent = ""; return; }
+  } catch (e) {
+    if (mine === rfState.seq) { showError("rf-error", e); $("rf-info").textContent = ""; }
+    return;
+  }
+  if (mine !== rfState.seq) return;
   const [h, w] = r.size;
   paint($("rf-image"), r.image, h, w, null, 280);
   paint($("rf-erf"), r.erf, h, w, INFERNO, 280);
@@ -379,7 +385,7 @@ function convFrame(g, frame) {  // Dumoulin & Visin's picture: padded input, ker
 
 // --------------------------------------------------------------------------- playground
 
-let pgReady = false;
+let pgReady = false, pgSeq = 0;
 
 async function showPlayground() {
   showError("pg-error", null);
@@ -420,12 +426,13 @@ async function pgPredict(blob) {
   const run = $("pg-run").value;
   if (!run) return;
   showError("pg-error", null);
-  const t0 = performance.now();
+  const t0 = performance.now(), mine = ++pgSeq;
   let r;
   try {
     r = await api(`/api/runs/${runPath(run)}/predict?` + new URLSearchParams({invert: $("pg-invert").value, k: 5}),
                   {method: "POST", body: blob, headers: {"Content-Type": "application/octet-stream"}});
-  } catch (e) { showError("pg-error", e); return; }
+  } catch (e) { if (mine === pgSeq) showError("pg-error", e); return; }
+  if (mine !== pgSeq) return;  // a newer drawing's answer is on its way
   $("pg-bars").innerHTML = `<div class="muted">${esc(r.model)}: top ${r.top.length}` +
     (r.invert_reason ? ` (${esc(r.invert_reason)})` : "") + "</div>" + r.top.map((t) =>
     `<div class="bar"><span class="name">${esc(t.class)}</span><span class="fill" style="width:${Math.max(1, 220 * t.prob)}px">` +
