@@ -271,6 +271,8 @@ def test_prediction_round_trip_time(client):
 def test_bad_requests_get_one_line_4xx_and_the_server_keeps_serving(client):
     url = "/api/runs/group/lenet/predict"
     assert "8 MiB limit" in one_line(client.post(url, content=b"\x00" * (MAX_UPLOAD_BYTES + 1)), 413)
+    chunks = (b"\x00" * 2**20 for _ in range(9))  # no Content-Length: counted as it streams in
+    assert "at least" in one_line(client.post(url, content=chunks), 413)
     assert "not an image" in one_line(client.post(url, content=b"GIF89a but not really"), 400)
     assert "the upload" in one_line(client.post(url, content=b"plain text, not an image"), 400)
     bomb = huge_png()
@@ -343,8 +345,9 @@ def test_confusion_is_svertka_eval(client, runs):
 # ------------------------------------------------------------------ the command and the assets
 
 
-def test_serve_command_errors_are_one_line(capsys, tmp_path, monkeypatch):
+def test_serve_command_errors_are_one_line(capsys, runs, tmp_path, monkeypatch):
     assert "no such folder" in one_line_error(capsys, ["serve", "--runs", str(tmp_path / "none")])
+    assert "is one run folder" in one_line_error(capsys, ["serve", "--runs", str(runs / "group" / "lenet")])
     assert "not a TCP port" in one_line_error(capsys, ["serve", "--runs", str(tmp_path), "--port", "70000"])
     monkeypatch.setattr(commands, "missing_extra", lambda: "uvicorn")
     assert "pip install 'svertka[serve]'" in one_line_error(capsys, ["serve", "--runs", str(tmp_path)])

@@ -34,6 +34,9 @@ def cmd_serve(args) -> None:
     if not runs.is_dir():
         raise UsageError(f"--runs {runs}: no such folder; pass the folder your runs are in "
                          f"(svertka train writes runs/<run> by default)")
+    if any((runs / marker).is_file() for marker in ("metrics.jsonl", "config.json")):
+        raise UsageError(f"--runs {runs} is one run folder; pass the folder that holds your runs "
+                         f"(--runs {runs.resolve().parent})")
     if args.port > 65535:
         raise UsageError(f"--port {args.port} is not a TCP port; use 1 to 65535")
     try:  # a port in use: one line now, not uvicorn's log after start-up
