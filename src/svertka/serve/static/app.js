@@ -385,7 +385,7 @@ function convFrame(g, frame) {  // Dumoulin & Visin's picture: padded input, ker
 
 // --------------------------------------------------------------------------- playground
 
-let pgReady = false, pgSeq = 0;
+let pgReady = false, pgSeq = 0, pgLast = null;  // pgLast: the image last sent (drawing or upload)
 
 async function showPlayground() {
   showError("pg-error", null);
@@ -415,15 +415,19 @@ async function showPlayground() {
     ctx.strokeStyle = "#fff"; ctx.lineWidth = 2.6; ctx.lineCap = "round"; ctx.lineJoin = "round";
     ctx.beginPath(); ctx.moveTo(a[0], a[1]); ctx.lineTo(b[0], b[1]); ctx.stroke();
   }
-  $("pg-clear").onclick = () => { clear(); $("pg-bars").innerHTML = ""; $("pg-features").innerHTML = ""; };
+  $("pg-clear").onclick = () => {
+    clear(); pgLast = null; $("pg-bars").innerHTML = ""; $("pg-features").innerHTML = ""; $("pg-time").textContent = "";
+  };
+  $("pg-run").onchange = () => { if (pgLast) pgPredict(pgLast); };
   $("pg-file").onchange = () => { const f = $("pg-file").files[0]; if (f) pgPredict(f); };
-  $("pg-invert").onchange = () => pgPredictCanvas();
+  $("pg-invert").onchange = () => { if (pgLast) pgPredict(pgLast); };  // the same image, inverted or not
 }
 
 function pgPredictCanvas() { $("pg-canvas").toBlob((blob) => pgPredict(blob), "image/png"); }
 
 async function pgPredict(blob) {
   const run = $("pg-run").value;
+  pgLast = blob;
   if (!run) return;
   showError("pg-error", null);
   const t0 = performance.now(), mine = ++pgSeq;
