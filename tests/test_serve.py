@@ -300,9 +300,12 @@ def test_runs_symlinked_outside_are_not_served(tmp_path):
     outside.mkdir()
     (outside / "metrics.jsonl").write_text('{"epoch": 1}\n')
     (root / "link").symlink_to(outside, target_is_directory=True)
+    (root / "run").mkdir()  # a real folder whose metrics file links out
+    (root / "run" / "metrics.jsonl").symlink_to(outside / "metrics.jsonl")
     with TestClient(create_app(root)) as c:
         assert c.get("/api/runs").json()["runs"] == []
         assert "outside --runs" in one_line(c.get("/api/runs/link/metrics"), 403)
+        assert "links outside --runs" in one_line(c.get("/api/runs/run/metrics"), 403)
 
 
 # ------------------------------------------------------------------ runs

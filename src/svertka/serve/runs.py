@@ -49,6 +49,9 @@ class RunStore:
             raise HTTPException(403, f"{name!r} is outside --runs; name a run folder inside it")
         if not (path.is_dir() and any((path / m).is_file() for m in RUN_MARKERS)):
             raise HTTPException(404, f"no run named {name!r} under --runs (see /api/runs)")
+        for f in (*RUN_MARKERS, *WEIGHTS, "model.json"):  # the files read from it must be inside too
+            if (path / f).is_symlink() and not (path / f).resolve().is_relative_to(self.root):
+                raise HTTPException(403, f"{name}/{f} links outside --runs; it is not served")
         return path
 
     def names(self) -> list[str]:
@@ -62,7 +65,12 @@ class RunStore:
         return found
 
     def list(self) -> list[dict]:
-        runs = [self.info(n) for n in self.names()]
+        runs = []
+        for name in self.names():
+            try:
+                runs.append(self.info(name))
+            except HTTPException:  # e.g. a run whose files link outside --runs: not listed
+                continue
         return sorted(runs, key=lambda r: -r["updated"])
 
     def info(self, name: str) -> dict:
