@@ -24,8 +24,9 @@ if not Path(CHROMIUM).exists():
     pytest.skip("no chromium on this machine (Debian: apt-get install -y chromium)", allow_module_level=True)
 playwright_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed "
                                      "(pip install playwright; its browser download is not needed)")
-uvicorn = pytest.importorskip("uvicorn",
-                              reason="the serve extra is not installed: pip install 'svertka[serve]'")
+for module in ("starlette", "uvicorn"):
+    pytest.importorskip(module, reason="the serve extra is not installed: pip install 'svertka[serve]'")
+import uvicorn  # noqa: E402
 
 from svertka.analysis import analyze  # noqa: E402
 from svertka.cli import main  # noqa: E402
