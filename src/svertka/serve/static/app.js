@@ -538,11 +538,18 @@ function curves(rows) {  // loss and accuracy per epoch, as `svertka plot curves
     });
     return s + "</svg>";
   };
+  const accuracy = [{key: "train_acc", label: "train", colour: "#0969da", dash: "4 3"},
+                    {key: "val_acc", label: "validation", colour: "#bc4c00"},
+                    {key: "test_acc", label: "test", colour: "#1a7f37"}];
+  const has = (key) => rows.some((r) => typeof r[key] === "number");
+  // a task other than classification records val_<metric> / test_<metric>: draw those instead
+  const other = [...new Set(rows.flatMap((r) => Object.keys(r)))]
+    .filter((k) => /^(val|test)_/.test(k) && !k.endsWith("_acc") && has(k)).slice(0, 6)
+    .map((key, i) => ({key, label: key, colour: ["#1a7f37", "#bc4c00", "#8250df", "#cf222e", "#0969da", "#59636e"][i]}));
+  const metrics = accuracy.some((s) => has(s.key)) || !other.length
+    ? panel("accuracy", accuracy, "top-1 (fraction)") : panel("metrics", other, "value");
   $("run-curves").innerHTML = panel("training loss", [{key: "train_loss", label: "train", colour: "#0969da"}],
-                                    "cross-entropy (nats)") +
-    panel("accuracy", [{key: "train_acc", label: "train", colour: "#0969da", dash: "4 3"},
-                       {key: "val_acc", label: "validation", colour: "#bc4c00"},
-                       {key: "test_acc", label: "test", colour: "#1a7f37"}], "top-1 (fraction)");
+                                    "loss") + metrics;
   $("run-curves").dataset.epochs = rows.length;
 }
 
