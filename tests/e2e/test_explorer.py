@@ -35,6 +35,8 @@ from svertka.spec.geometry import conv_out  # noqa: E402
 from svertka.zoo import create_model  # noqa: E402
 
 TIMEOUT_MS = 30_000  # per wait; the machine is shared, a cold page can be slow
+# One xdist worker runs them all (make test: --dist loadgroup), so one server, browser and run serve them.
+pytestmark = pytest.mark.xdist_group("e2e")
 
 
 @pytest.fixture(scope="module")
