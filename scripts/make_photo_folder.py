@@ -76,7 +76,7 @@ def main(argv=None):
     p.add_argument("--per-class", type=int, default=400, help="training images per class (default 400)")
     p.add_argument("--test-per-class", type=int, default=0,
                    help="test images per class; > 0 writes train/ and test/ (default 0: one split)")
-    p.add_argument("--size", type=int, help="resize every crop to SIZE x SIZE (default: keep the crop's size)")
+    p.add_argument("--size", type=int, help="resize every crop to SIZE x SIZE (default: the crop's own size)")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
     out = make_photo_folder(args.out, args.per_class, args.test_per_class, args.size, args.seed)
