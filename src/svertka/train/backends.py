@@ -167,6 +167,10 @@ class Adapter:
     def batch(self, name: str, idx, aug=None, rng=None, epoch: int = 0):
         raise NotImplementedError
 
+    def batch_of(self, images, labels, aug=None, rng=None, idx=None, epoch: int = 0):
+        """Like ``batch``, for a uint8 N x H x W x C NumPy batch handed in (a streamed split)."""
+        raise NotImplementedError
+
     def train_step(self, x, y):
         """One optimizer step; returns (summed loss, correct count) as backend scalars."""
         raise NotImplementedError
@@ -175,6 +179,10 @@ class Adapter:
         raise NotImplementedError
 
     def logits_of(self, x_float_nchw: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def logits_u8(self, images: np.ndarray, tta: str = "none") -> np.ndarray:
+        """Like ``logits``, for a uint8 N x H x W x C NumPy batch handed in (a streamed split)."""
         raise NotImplementedError
 
     def model_state(self) -> dict:
@@ -246,6 +254,14 @@ class TorchAdapter(Adapter):
         i = self.torch.from_numpy(np.asarray(idx, np.int64)).to(self.device)
         return self._float(x[i], aug, rng, idx, epoch), y[i]
 
+    def _nchw(self, images):
+        # the layout set_data holds, so a streamed batch computes exactly as an in-memory one
+        return self.torch.from_numpy(images).to(self.device).permute(0, 3, 1, 2).contiguous()
+
+    def batch_of(self, images, labels, aug=None, rng=None, idx=None, epoch=0):
+        y = self.torch.from_numpy(np.asarray(labels, np.int64)).to(self.device)
+        return self._float(self._nchw(images), aug, rng, idx, epoch), y
+
     def train_step(self, x, y):
         torch, F = self.torch, self.torch.nn.functional
         self.model.train()
@@ -259,12 +275,18 @@ class TorchAdapter(Adapter):
         return loss.detach() * len(y), correct
 
     def logits(self, name, idx, tta: str = "none"):
-        torch = self.torch
         x, _ = self.data[name]
+        return self._logits(x[self.torch.from_numpy(np.asarray(idx, np.int64)).to(self.device)], tta)
+
+    def logits_u8(self, images, tta: str = "none"):
+        return self._logits(self._nchw(images), tta)
+
+    def _logits(self, xu8, tta):
+        torch = self.torch
         self.model.eval()
         with torch.inference_mode(), torch.autocast(self.device.type, dtype=torch.bfloat16,
                                                     enabled=self.amp is not None):
-            xb = self._float(x[torch.from_numpy(np.asarray(idx, np.int64)).to(self.device)], None, None)
+            xb = self._float(xu8, None, None)
             out = self.run_model(xb).float()
             if tta == "flip":
                 out = (out + self.run_model(xb.flip(-1)).float()) / 2
@@ -322,6 +344,10 @@ class NumpyAdapter(Adapter):
         x, y = self.data[name]
         return self._float(x[idx], aug, rng, idx, epoch), y[idx]
 
+    def batch_of(self, images, labels, aug=None, rng=None, idx=None, epoch=0):
+        x = np.ascontiguousarray(images.transpose(0, 3, 1, 2))
+        return self._float(x, aug, rng, idx, epoch), np.asarray(labels, np.int64)
+
     def train_step(self, x, y):
         F = self.engine.functional
         self.model.train()
@@ -335,6 +361,10 @@ class NumpyAdapter(Adapter):
     def logits(self, name, idx, tta: str = "none"):
         x, _ = self.data[name]
         return self.logits_of(self._float(x[idx], None, None), tta)
+
+    def logits_u8(self, images, tta: str = "none"):
+        x = np.ascontiguousarray(images.transpose(0, 3, 1, 2))
+        return self.logits_of(self._float(x, None, None), tta)
 
     def logits_of(self, x, tta: str = "none"):
         self.model.eval()

@@ -39,6 +39,7 @@ from ..zoo import resolve_model
 from .backends import Adapter, make_adapter
 from .checkpoint import read_checkpoint, save_checkpoint, write_metrics
 from .config import TrainConfig
+from .feed import eval_logits, hold, train_batches
 from .progress import Progress
 from .schedule import Schedule
 
@@ -85,6 +86,10 @@ class Run:
 def load_data(cfg: TrainConfig):
     from ..data import load_dataset
 
+    if cfg.stream:  # read from disk batch by batch; the same splits, limits and seeds
+        from ..data.streaming import stream_splits
+        return stream_splits(cfg.root, cfg.image_size, cfg.crop_pct, cfg.train_crop, cfg.seed,
+                             cfg.val_fraction, cfg.split_seed, cfg.workers, cfg.limit_train, cfg.limit_test)
     split_seed = cfg.seed if cfg.split_seed is None else cfg.split_seed
     common = dict(root=cfg.root, val_fraction=cfg.val_fraction, seed=split_seed)
     train = load_dataset(cfg.data, split="train", **common)
@@ -108,13 +113,10 @@ def build_network(cfg: TrainConfig, ds):
     return net
 
 
-def accuracy(adapter, name: str, n: int, batch: int, tta: str = "none"):
-    """Top-1 accuracy over a stored split (no autograd, eval mode)."""
+def accuracy(adapter, name: str, n: int, batch: int, tta: str = "none", ds=None):
+    """Top-1 accuracy over a split, held by the adapter or streamed (``ds``) (no autograd, eval mode)."""
     correct = 0
-    for i in range(0, n, batch):
-        idx = np.arange(i, min(n, i + batch))
-        logits = adapter.logits(name, idx, tta)
-        y = adapter.labels_np[name][idx]
+    for logits, y in eval_logits(adapter, name, ds, n, batch, tta):
         correct += int((logits.argmax(1) == y).sum())
     return correct / max(1, n)
 
@@ -171,7 +173,7 @@ def build_run(cfg: TrainConfig, run_dir: Path) -> Run:
     adapter.make_optimizer()
     for name, ds in (("train", train_ds), ("val", val_ds), ("test", test_ds)):
         if ds is not None:
-            adapter.add_split(name, ds.images, ds.labels)
+            hold(adapter, name, ds)
     bs = min(cfg.batch_size, len(train_ds))
     spe = len(train_ds) // bs
     decay_steps = round(cfg.decay_epochs * spe) if cfg.decay_epochs else None
@@ -184,6 +186,8 @@ def build_run(cfg: TrainConfig, run_dir: Path) -> Run:
     meta = {"model": net.name, "num_classes": int(net.num_classes), "input_shape": list(net.input_shape),
             "mean": list(train_ds.mean), "std": list(train_ds.std), "classes": list(train_ds.classes),
             "data": cfg.data, "backend": cfg.backend, "aug": cfg.aug}
+    if cfg.stream:  # how the model's inputs were cut from the photos, for eval and predict
+        meta["stream"] = {"image_size": cfg.image_size, "crop_pct": cfg.crop_pct}
     return Run(cfg, run_dir, adapter, train_ds, val_ds, test_ds, bs, spe, sched, aug, meta, history=[])
 
 
@@ -272,9 +276,9 @@ def train_epoch(run: Run, epoch: int, bar) -> dict:
     adapter.seed_epoch(cfg.seed, epoch)
     loss_sum = correct = 0
     seen, shown = 0, t0
-    for s in range(run.steps):
+    steps = [perm[s * bs:(s + 1) * bs] for s in range(run.steps)]
+    for s, (x, y) in enumerate(train_batches(adapter, "train", run.train_ds, steps, run.aug, rng, epoch)):
         adapter.set_lr(run.sched(epoch * run.steps + s))
-        x, y = adapter.batch("train", perm[s * bs:(s + 1) * bs], run.aug, rng, epoch)
         loss, right = adapter.train_step(x, y)
         loss_sum, correct, seen = loss_sum + loss, correct + right, seen + bs
         if bar is not None:
@@ -300,8 +304,10 @@ def evaluate_epoch(run: Run, epoch: int) -> dict:
     # TTA doubles an evaluation's cost; the epochs before the last only track progress
     tta = cfg.tta if epoch == cfg.epochs - 1 else "none"
     if run.val_ds is not None:
-        rec["val_acc"] = round(accuracy(run.adapter, "val", len(run.val_ds), cfg.eval_batch_size, tta), 6)
-    rec["test_acc"] = round(accuracy(run.adapter, "test", len(run.test_ds), cfg.eval_batch_size, tta), 6)
+        rec["val_acc"] = round(accuracy(run.adapter, "val", len(run.val_ds), cfg.eval_batch_size, tta,
+                                        run.val_ds), 6)
+    rec["test_acc"] = round(accuracy(run.adapter, "test", len(run.test_ds), cfg.eval_batch_size, tta,
+                                     run.test_ds), 6)
     rec["tta"] = tta
     return rec
 

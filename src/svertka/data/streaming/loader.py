@@ -177,13 +177,17 @@ class StreamSplit:
     def _dataloader(self):
         """One DataLoader per split, its workers kept across epochs (a fork per epoch costs seconds)."""
         if self._loader is None:
+            import torch
             from torch.utils.data import DataLoader
 
             self._sampler = _Batches()
+            # its own generator: the workers' base seed must not come from torch's global RNG,
+            # which the model's dropout draws from (that would make --workers change the results)
             self._loader = DataLoader(_Decode(self.source, self.crop, self.seed, self.draft),
                                       batch_sampler=self._sampler, num_workers=self.workers,
                                       collate_fn=_collate_torch, worker_init_fn=_worker_init,
-                                      persistent_workers=True, prefetch_factor=4)
+                                      persistent_workers=True, prefetch_factor=4,
+                                      generator=torch.Generator())
         return self._loader
 
     def close(self) -> None:
