@@ -228,3 +228,92 @@ def test_splits_cut_val_and_limits_like_the_in_memory_loader(photos):
         stream_splits(photos, train_crop="zoom")
     with pytest.raises(UsageError, match="--image-size"):
         stream_splits(photos, image_size=3)
+
+
+# ------------------------------------------------------------- training from disk
+
+
+@pytest.fixture(scope="module")
+def square(tmp_path_factory):
+    """Photos already at the model's size (the in-memory ImageFolder needs one size)."""
+    return _generator().make_photo_folder(tmp_path_factory.mktemp("square"), 12, test_per_class=4, size=32,
+                                          seed=7)
+
+
+def _train(root, out, stream=None, **kw):
+    from svertka.train import make_config, train
+
+    base = {"model": "cnn2", "data": "imagefolder", "root": str(root), "epochs": 2, "batch_size": 16,
+            "eval_batch_size": 32, "threads": 1, "seed": 1, "output": str(out)}
+    if stream is not None:  # the evaluation crop at the images' own size: the pixels in memory
+        base.update(stream=True, image_size=32, crop_pct=1.0, train_crop="center", workers=stream)
+    stop_after = kw.pop("stop_after", None)
+    return train(make_config({**base, **kw}), stop_after=stop_after, progress=False)
+
+
+def _results(result):
+    from svertka.train.loop import TIMING_KEYS
+
+    return [{k: v for k, v in rec.items() if k not in TIMING_KEYS} for rec in result.history]
+
+
+def test_streaming_trains_exactly_as_in_memory(square, tmp_path):
+    """Same seed, same batches, same augmentation draws: the streamed run (decoded here, or by a
+    worker) is the in-memory run to the last bit - which is stronger than "within seed noise"."""
+    pytest.importorskip("torch")
+    kw = dict(aug="flip,crop:2", val_fraction=0.2)
+    memory = _train(square, tmp_path / "m", **kw)
+    for workers in (0, 1):
+        streamed = _train(square, tmp_path / f"s{workers}", stream=workers, **kw)
+        assert _results(streamed) == _results(memory)
+        assert np.array_equal(_weights(streamed.run_dir), _weights(memory.run_dir))
+    assert 0.3 < memory.history[-1]["val_acc"]  # it learnt something (10 classes: chance is 0.1)
+
+
+def _weights(run_dir):
+    from svertka.train.checkpoint import read_checkpoint
+
+    w = read_checkpoint(Path(run_dir) / "last.safetensors")[0]
+    return np.concatenate([v.ravel() for _, v in sorted(w.items())])
+
+
+def test_streamed_run_resumes_bit_identically_with_another_worker_count(square, tmp_path):
+    pytest.importorskip("torch")
+    kw = dict(train_crop="rrc", epochs=3)
+    whole = _train(square, tmp_path / "whole", stream=1, **kw)
+    _train(square, tmp_path / "part", stream=0, stop_after=1, **kw)
+    from svertka.train import resume_config, train
+
+    cfg = resume_config(tmp_path / "part")
+    cfg.workers = 1
+    resumed = train(cfg, resume=tmp_path / "part", progress=False)
+    assert _results(resumed) == _results(whole)
+    assert np.array_equal(_weights(resumed.run_dir), _weights(whole.run_dir))
+
+
+def test_stream_cli_errors_are_one_line(square, tmp_path, capsys):
+    base = ["train", "cnn2", "--epochs", "1", "--output", str(tmp_path / "r"), "-q"]
+    err = one_line_error(capsys, base + ["--data", "fashion-mnist-mini", "--stream"])
+    assert "--data imagefolder" in err
+    folder = ["--data", "imagefolder", "--root", str(square)]
+    err = one_line_error(capsys, base + folder + ["--image-size", "32"])
+    assert "--image-size applies to streamed data" in err
+    err = one_line_error(capsys, base + ["--data", "imagefolder", "--root", str(square), "--stream",
+                                         "--crop-pct", "2"])
+    assert "--crop-pct" in err
+    err = one_line_error(capsys, base + ["--data", "imagefolder", "--root", str(square), "--stream",
+                                         "--workers", "-1"])
+    assert "--workers" in err
+
+
+def test_a_corrupt_photo_mid_run_stops_with_its_name(square, tmp_path, capsys):
+    pytest.importorskip("torch")
+    import shutil
+
+    root = tmp_path / "p"
+    shutil.copytree(square, root)
+    victim = _break(root / "train")
+    argv = ["train", "cnn2", "--data", "imagefolder", "--root", str(root), "--stream", "--image-size", "32",
+            "--workers", "1", "--epochs", "1", "--threads", "1", "--output", str(tmp_path / "r"), "-q"]
+    err = one_line_error(capsys, argv)
+    assert str(victim) in err and "remove or replace" in err
