@@ -279,7 +279,7 @@ def _weights(run_dir):
 
 def test_streamed_run_resumes_bit_identically_with_another_worker_count(square, tmp_path):
     pytest.importorskip("torch")
-    kw = dict(train_crop="rrc", epochs=3)
+    kw = dict(train_crop="rrc", epochs=3, model="lenet5")
     whole = _train(square, tmp_path / "whole", stream=1, **kw)
     _train(square, tmp_path / "part", stream=0, stop_after=1, **kw)
     from svertka.train import resume_config, train
