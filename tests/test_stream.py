@@ -289,6 +289,11 @@ def test_streamed_run_resumes_bit_identically_with_another_worker_count(square, 
     resumed = train(cfg, resume=tmp_path / "part", progress=False)
     assert _results(resumed) == _results(whole)
     assert np.array_equal(_weights(resumed.run_dir), _weights(whole.run_dir))
+    # `svertka eval` streams the test split through the same centre crop: the run's own figure
+    from svertka.train.evaluate import evaluate, load_trained
+
+    r = evaluate(load_trained(whole.run_dir, threads=1), root=square)
+    assert r["top1"] == pytest.approx(whole.history[-1]["test_acc"]) and r["n"] == 40
 
 
 def test_stream_cli_errors_are_one_line(square, tmp_path, capsys):
@@ -317,3 +322,26 @@ def test_a_corrupt_photo_mid_run_stops_with_its_name(square, tmp_path, capsys):
             "--workers", "1", "--epochs", "1", "--threads", "1", "--output", str(tmp_path / "r"), "-q"]
     err = one_line_error(capsys, argv)
     assert str(victim) in err and "remove or replace" in err
+
+
+@pytest.mark.slow
+def test_random_resized_crops_reach_the_in_memory_accuracy(tmp_path):
+    """The ImageNet recipe streamed from photos of many sizes (RandomResizedCrop + flip) against the
+    in-memory run on the same photos resized to 32 px (with flip + crop:4), 3 seeds each: the
+    mean test accuracies differ by no more than the seeds' noise (3 standard errors of the difference)."""
+    pytest.importorskip("torch")
+    gen = _generator()
+    photos = gen.make_photo_folder(tmp_path / "photos", 30, test_per_class=10, seed=11)
+    resized = gen.make_photo_folder(tmp_path / "resized", 30, test_per_class=10, size=32, seed=11)
+    common = dict(model="lenet5", epochs=8, batch_size=25, aug=None)
+    memory, streamed = [], []
+    for seed in (0, 1, 2):
+        memory.append(_train(resized, tmp_path / f"m{seed}", seed=seed, **{**common, "aug": "flip,crop:4"})
+                      .test_acc)
+        streamed.append(_train(photos, tmp_path / f"s{seed}", stream=1, seed=seed, train_crop="rrc",
+                               crop_pct=0.875, **common).test_acc)
+    m, s = np.mean(memory), np.mean(streamed)
+    se = np.sqrt(np.var(memory, ddof=1) / 3 + np.var(streamed, ddof=1) / 3)
+    print(f"in memory {memory}, streamed {streamed}")
+    assert min(m, s) > 0.3  # both learnt (chance: 0.1)
+    assert abs(m - s) <= 3 * se + 0.02, (memory, streamed)
