@@ -18,29 +18,32 @@ def streams(ds) -> bool:
 
 
 def hold(adapter, name: str, ds) -> None:
-    """Give ``ds`` to the adapter: its pixels when in memory, only its labels when streamed."""
+    """Give split ``ds`` (a TaskData or a StreamSplit) to the adapter: its pixels and targets when
+    in memory, only its targets when streamed."""
     if streams(ds):
-        adapter.labels_np[name] = ds.labels
+        adapter.targets_np[name] = ds.targets
     else:
-        adapter.add_split(name, ds.images, ds.labels)
+        adapter.add_split(name, ds.images, ds.targets)
 
 
 def train_batches(adapter, name: str, ds, batches, aug, rng, epoch: int):
-    """(x, y) backend tensors for each index batch of ``batches``, in order."""
+    """(x, targets) on the backend for each index batch of ``batches``, in order."""
     if not streams(ds):
         for idx in batches:
             yield adapter.batch(name, idx, aug, rng, epoch)
         return
     for idx, (images, labels) in zip(batches, ds.batches(batches, epoch)):
-        yield adapter.batch_of(images, labels, aug, rng, idx, epoch)
+        yield adapter.batch_of(images, {"label": labels}, aug, rng, idx, epoch)
 
 
-def eval_logits(adapter, name: str, ds, n: int, batch: int, tta: str = "none"):
-    """(logits as NumPy, labels as NumPy) for the first ``n`` images of ``ds``, ``batch`` at a time."""
+def eval_outputs(adapter, name: str, ds, n: int, batch: int, tta: str = "none"):
+    """(raw outputs, targets), both NumPy, for the first ``n`` images of split ``name``, ``batch``
+    at a time (no autograd, eval mode)."""
     batches = [np.arange(i, min(n, i + batch)) for i in range(0, n, batch)]
     if not streams(ds):
+        targets = adapter.targets_np[name]
         for idx in batches:
-            yield adapter.logits(name, idx, tta), adapter.labels_np[name][idx]
+            yield adapter.logits(name, idx, tta), {k: v[idx] for k, v in targets.items()}
         return
     for images, labels in ds.batches(batches):
-        yield adapter.logits_u8(images, tta), labels
+        yield adapter.logits_u8(images, tta), {"label": labels}

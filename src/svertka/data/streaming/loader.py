@@ -115,8 +115,8 @@ class _Batches:
 class StreamSplit:
     """One split read from disk as it is needed; its index is in memory, its pixels never all at once.
 
-    Has the in-memory Dataset's descriptive fields (classes, mean, std, labels,
-    location, image_shape) so the loop can describe and size a run alike.
+    Has a classification TaskData's descriptive fields (classes, mean, std,
+    targets, location, image_shape) so the loop can describe and size a run alike.
     """
 
     name: str
@@ -146,6 +146,11 @@ class StreamSplit:
     @property
     def labels(self) -> np.ndarray:
         return self.source.labels[self.index]
+
+    @property
+    def targets(self) -> dict[str, np.ndarray]:
+        """As a classification TaskData holds them (svertka.tasks.task)."""
+        return {"label": self.labels}
 
     @property
     def num_classes(self) -> int:
