@@ -214,6 +214,16 @@ def test_bad_shards_are_one_line(shards, tmp_path):
         TarShardSource(folder)
 
 
+def test_a_folder_too_big_for_memory_asks_for_stream(square, monkeypatch):
+    from svertka.data import formats, load_dataset
+
+    monkeypatch.setattr(formats, "available_memory", lambda: 2 * 120 * 32 * 32 * 3 - 2)  # just short
+    with pytest.raises(DataError, match="120 images of 32x32 px .* train with --stream"):
+        load_dataset("imagefolder", root=square, split="train")
+    monkeypatch.setattr(formats, "available_memory", lambda: 2 * 120 * 32 * 32 * 3)
+    assert len(load_dataset("imagefolder", root=square, split="train")) == 120
+
+
 def test_splits_cut_val_and_limits_like_the_in_memory_loader(photos):
     from svertka.data import load_dataset
 

@@ -411,6 +411,40 @@ def list_image_folder(root: str | os.PathLike, classes: list[str] | None = None
     return files, np.asarray(labels, dtype=np.int64), classes
 
 
+def available_memory() -> int | None:
+    """Bytes of memory the system can still give (MemAvailable), or None where it does not say."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def _check_fits_in_memory(root, files, mode: str, size) -> None:
+    """Refuse, before decoding anything, a folder whose pixels would take more than half the free
+    memory (estimated from the first image's header): it is one for `--stream`."""
+    from PIL import Image
+
+    free = available_memory()
+    if free is None:
+        return
+    try:
+        with Image.open(files[0]) as im:
+            w, h = im.size
+    except Exception:  # an unreadable first image gets its own error when it is decoded
+        return
+    if size is not None:
+        h, w = size
+    need = len(files) * h * w * (1 if mode == "L" else 3)
+    if need > free // 2:
+        raise DataError(f"{root}: {len(files):,} images of {w}x{h} px take about {need / 1e9:.1f} GB in "
+                        f"memory, more than half of the {free / 1e9:.1f} GB free; train with --stream to "
+                        "read them from disk batch by batch")
+
+
 def read_image_folder(
     root: str | os.PathLike,
     mode: str = "RGB",
@@ -424,6 +458,7 @@ def read_image_folder(
     all images must share one size.
     """
     files, labels, classes = list_image_folder(root, classes)
+    _check_fits_in_memory(root, files, mode, size)
     arrays = [decode_image(p, mode, size) for p in files]
     shapes = {a.shape for a in arrays}
     if len(shapes) > 1:
