@@ -214,6 +214,16 @@ def test_bad_shards_are_one_line(shards, tmp_path):
         TarShardSource(folder)
 
 
+def test_without_torch_streaming_decodes_in_process(square, monkeypatch):
+    from svertka.data.streaming import loader
+
+    monkeypatch.setattr(loader, "has_torch", lambda: False)
+    train, _, _ = stream_splits(square, image_size=32)
+    assert train.workers == 0 and next(train.batches([np.arange(4)]))[0].shape == (4, 32, 32, 3)
+    with pytest.raises(UsageError, match="--workers 2 decodes in torch DataLoader processes"):
+        stream_splits(square, image_size=32, workers=2)
+
+
 def test_a_folder_too_big_for_memory_asks_for_stream(square, monkeypatch):
     from svertka.data import formats, load_dataset
 

@@ -21,6 +21,7 @@ file ``--resume`` goes on.
 """
 from __future__ import annotations
 
+import importlib.util
 import os
 from dataclasses import dataclass, field
 
@@ -29,7 +30,7 @@ import numpy as np
 from ...errors import DataError, UsageError
 from .decode import decode_crop
 
-__all__ = ["StreamSplit", "rank_batches", "epoch_order", "default_workers"]
+__all__ = ["StreamSplit", "rank_batches", "epoch_order", "default_workers", "check_workers"]
 
 
 def epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:
@@ -54,8 +55,19 @@ def rank_batches(batches, rank: int = 0, world: int = 1) -> list[np.ndarray]:
 
 
 def default_workers() -> int:
-    """Decoding processes when ``--workers`` is not given: half the cores (the rest train), at most 8."""
-    return min(8, (os.cpu_count() or 1) // 2)
+    """Decoding processes when ``--workers`` is not given: half the cores (the rest train), at most 8;
+    none without torch (its DataLoader runs them)."""
+    return min(8, (os.cpu_count() or 1) // 2) if has_torch() else 0
+
+
+def has_torch() -> bool:
+    return importlib.util.find_spec("torch") is not None
+
+
+def check_workers(workers: int) -> None:
+    if workers and not has_torch():
+        raise UsageError(f"--workers {workers} decodes in torch DataLoader processes, and torch is not "
+                         "installed; pip install 'svertka[torch]', or pass --workers 0")
 
 
 class _Decode:

@@ -10,7 +10,7 @@ from ...errors import UsageError
 from ..datasets import imagefolder_split, split_indices
 from ..registry import get_info
 from .decode import CenterCrop, RandomResizedCrop, check_crop
-from .loader import StreamSplit, default_workers
+from .loader import StreamSplit, check_workers, default_workers
 from .sources import open_source
 
 __all__ = ["stream_splits", "TRAIN_CROPS"]
@@ -28,6 +28,7 @@ def stream_splits(root, image_size: int = 224, crop_pct: float = 0.875, train_cr
         raise UsageError(f"unknown --train-crop {train_crop!r}; choose rrc (RandomResizedCrop + flip) or "
                          "center (the evaluation crop, no randomness)")
     workers = default_workers() if workers is None else workers
+    check_workers(workers)
     info = get_info("imagefolder")
     train_dir, _ = imagefolder_split(root, "train")
     test_dir, _ = imagefolder_split(root, "test")
