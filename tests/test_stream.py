@@ -277,7 +277,7 @@ def _results(result):
     return [{k: v for k, v in rec.items() if k not in TIMING_KEYS} for rec in result.history]
 
 
-def test_streaming_trains_exactly_as_in_memory(square, tmp_path):
+def test_streaming_trains_exactly_as_in_memory(square, tmp_path, capsys):
     """Same seed, same batches, same augmentation draws: the streamed run (decoded here, or by a
     worker) is the in-memory run to the last bit - which is stronger than "within seed noise"."""
     pytest.importorskip("torch")
@@ -288,6 +288,8 @@ def test_streaming_trains_exactly_as_in_memory(square, tmp_path):
         assert _results(streamed) == _results(memory)
         assert np.array_equal(_weights(streamed.run_dir), _weights(memory.run_dir))
     assert 0.3 < memory.history[-1]["val_acc"]  # it learnt something (10 classes: chance is 0.1)
+    err = one_line_error(capsys, ["train", "--resume", str(memory.run_dir), "--workers", "1"])
+    assert "holds its data in memory" in err
 
 
 def _weights(run_dir):

@@ -212,6 +212,9 @@ def cmd_train(args):
                              f" (only --epochs, --threads and --workers may change)")
         cfg = resume_config(args.resume, args.epochs, args.threads)
         if args.workers is not None:
+            if not cfg.stream:
+                raise UsageError(f"--workers applies to streamed data, and {args.resume} holds its data "
+                                 "in memory; drop --workers")
             cfg.workers = args.workers
             cfg.validate()
         result = train(cfg, resume=args.resume, progress=not args.quiet)
