@@ -66,8 +66,9 @@ def load_rgb(path, size: int) -> np.ndarray:
 def cmd_stylize(args) -> None:
     import importlib.util
 
+    from ..backends import get_backend
     from ..viz.image import image_format, write_image
-    from .network import detect_model, read_state
+    from .network import CONTENT_LAYER, STYLE_LAYERS, detect_model, feature_network, read_state
     from .transfer import stylize
 
     image_format(args.out)  # a bad --out fails now, not after the optimisation
@@ -76,6 +77,9 @@ def cmd_stylize(args) -> None:
         pyplot()  # no matplotlib: say so before the run
         output_paths(args.plot)
     backend = args.backend or ("torch" if importlib.util.find_spec("torch") else "numpy")
+    if backend == "numpy" and args.threads:
+        raise UsageError("--threads sets torch's threads; with --backend numpy set OMP_NUM_THREADS instead")
+    get_backend(backend)  # a missing torch is one line, now
     content, style = load_rgb(args.content, args.size), load_rgb(args.style, args.size)
     state, model = None, args.model or "vgg19"
     if args.weights:
@@ -86,7 +90,9 @@ def cmd_stylize(args) -> None:
         if args.model and args.model != model:
             raise UsageError(f"--model {args.model} does not match {args.weights}, which holds {model} "
                              f"weights; drop --model")
-    elif not args.quiet:
+    for image in (content, style):  # too small an image fails now, in one line, before any note
+        feature_network(model, [CONTENT_LAYER, *STYLE_LAYERS], *image.shape[:2])
+    if not args.weights and not args.quiet:
         print(RANDOM_NOTE.format(model=model, seed=args.seed), file=sys.stderr)
     if backend == "torch":
         import torch
@@ -96,8 +102,6 @@ def cmd_stylize(args) -> None:
         policy.start()
         if policy.note and not args.quiet:
             print(f"svertka: {policy.note}", file=sys.stderr)
-    elif args.threads:
-        raise UsageError("--threads sets torch's threads; with --backend numpy set OMP_NUM_THREADS instead")
 
     settings = StyleSettings(steps=args.steps, optimizer=args.optimizer, lr=args.lr,
                              style_weight=args.style_weight, tv_weight=args.tv_weight, init=args.init)

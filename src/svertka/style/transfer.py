@@ -147,8 +147,7 @@ def stylize(content: np.ndarray, style: np.ndarray, settings: StyleSettings | No
     c, s = to_chw(content), to_chw(style)
     layers = [settings.content_layer, *settings.style_layers]
     net = feature_network(model, layers, *c.shape[2:])
-    style_net = feature_network(model, layers, *s.shape[2:])  # checks the style image's size too
-    del style_net
+    feature_network(model, layers, *s.shape[2:])  # only to check that the style image is large enough
     weights = random_weights(net, seed) if state is None else select_weights(state, net, weights_name)
     extractor = build_extractor(net, weights, dict.fromkeys(layers), backend, dtype)
     objective = StyleObjective(extractor, c.astype(dtype), s.astype(dtype), settings)
