@@ -8,7 +8,7 @@ import numpy as np
 from ..argtypes import nonneg_float, nonneg_int, positive_int
 from ..errors import UsageError
 from .network import MODELS
-from .transfer import INITS, OPTIMIZERS, StyleSettings
+from .settings import INITS, OPTIMIZERS, StyleSettings
 
 RANDOM_NOTE = ("note: no --weights, so {model} has random weights (He init, seed {seed}); random networks "
                "still capture texture statistics (Ustyuzhaninov et al. 2016), but the result is weaker "

@@ -17,7 +17,8 @@ import numpy as np
 
 from ..errors import UsageError
 from ..viz.figure import pyplot, save
-from .transfer import StyleResult, StyleSettings, stylize
+from .settings import StyleSettings
+from .transfer import StyleResult, stylize
 
 STYLES = ("brick", "grass", "gravel")
 

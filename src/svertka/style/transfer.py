@@ -16,8 +16,6 @@ from ..errors import UsageError
 from ..zoo.common import IMAGENET_MEAN, IMAGENET_STD
 from .losses import gram_matrix, relative_error, squared_norm, total_variation
 from .network import (
-    CONTENT_LAYER,
-    STYLE_LAYERS,
     Extractor,
     build_extractor,
     feature_network,
@@ -25,36 +23,7 @@ from .network import (
     select_weights,
 )
 from .optimize import adam, lbfgs
-
-OPTIMIZERS = ("adam", "lbfgs")
-INITS = ("content", "noise")
-
-
-@dataclass
-class StyleSettings:
-    """What the optimisation does; the defaults are the CLI's."""
-
-    steps: int = 200
-    optimizer: str = "adam"
-    lr: float = 0.02  # Adam's step, in [0, 1] pixel units; L-BFGS's first step
-    content_weight: float = 1.0
-    style_weight: float = 10.0
-    tv_weight: float = 0.0
-    content_layer: str = CONTENT_LAYER
-    style_layers: tuple[str, ...] = STYLE_LAYERS
-    init: str = "content"
-
-    def check(self) -> None:
-        if self.optimizer not in OPTIMIZERS:
-            raise UsageError(f"unknown optimizer {self.optimizer!r}; choose {' or '.join(OPTIMIZERS)}")
-        if self.init not in INITS:
-            raise UsageError(f"unknown init {self.init!r}; choose {' or '.join(INITS)}")
-        if not self.style_layers:
-            raise UsageError("style transfer needs at least one style layer")
-        for name in ("content_weight", "style_weight", "tv_weight", "lr"):
-            v = getattr(self, name)
-            if not (np.isfinite(v) and v >= 0):
-                raise UsageError(f"{name} must be a finite number >= 0, got {v!r}")
+from .settings import StyleSettings
 
 
 def to_chw(image: np.ndarray) -> np.ndarray:
