@@ -2,8 +2,9 @@
 
 ``python -m svertka.style.figures docs/style [--size S] [--steps N] [--backend B]``
 paints scikit-image's ``chelsea`` (a cat) in the styles of its ``brick``,
-``grass`` and ``gravel`` photos with random VGG-19 weights, and writes
-``panel.png``, ``losses.png``/``.svg`` and ``runs.json`` (every iteration's losses).
+``grass`` and ``gravel`` photos with random VGG-19 weights, and writes ``panel.png``, the
+results (``chelsea-brick.png`` ...), ``losses.png``/``.svg`` and ``runs.json``
+(every iteration's losses).
 scikit-image is an optional extra (``pip install 'svertka[images]'``).
 """
 from __future__ import annotations
@@ -17,6 +18,7 @@ import numpy as np
 
 from ..errors import UsageError
 from ..viz.figure import pyplot, save
+from ..viz.image import write_image
 from .settings import StyleSettings
 from .transfer import StyleResult, stylize
 
@@ -45,15 +47,19 @@ def plot_losses(results: list[StyleResult], out, formats=("png", "svg"), labels=
 
 def plot_panel(content: np.ndarray, rows: list[tuple[str, np.ndarray, np.ndarray]], out, title: str = "",
                formats=("png",)) -> list[Path]:
-    """One row per style: content | style | result (uint8 H x W x 3 images)."""
+    """The content image once, then a column per style: the style above, the result below
+    (uint8 H x W x 3 images). ``rows``: (style name, style image, result) per style."""
     plt = pyplot()
-    fig, axes = plt.subplots(len(rows), 3, figsize=(7.5, 2.4 * len(rows)), squeeze=False)
-    for (name, style, result), ax_row in zip(rows, axes):
-        captions = ("content", f"style: {name}", "result")
-        for ax, image, caption in zip(ax_row, (content, style, result), captions):
-            ax.imshow(image)
-            ax.set_title(caption)
-            ax.axis("off")
+    fig, axes = plt.subplots(2, 1 + len(rows), figsize=(2.6 * (1 + len(rows)), 4.4), squeeze=False)
+    axes[0, 0].imshow(content)
+    axes[0, 0].set_title("content")
+    for j, (name, style, result) in enumerate(rows, start=1):
+        axes[0, j].imshow(style)
+        axes[0, j].set_title(f"style: {name}")
+        axes[1, j].imshow(result)
+        axes[1, j].set_title(f"result ({name})")
+    for ax in axes.ravel():
+        ax.axis("off")
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
@@ -90,10 +96,12 @@ def make_figures(out="docs/style", size: int = 192, steps: int = 200, backend: s
             f"{r.history[-1]['content']:.3g}")
         rows.append((name, style, r.image))
         results.append(r)
+        write_image(out / f"chelsea-{name}.png", r.image)  # the result at full size
     h, w = content.shape[:2]
     title = (f"VGG-19 with random weights (seed {seed}), {backend}, Adam {steps} steps, "
              f"style weight {settings.style_weight:g}, {w}x{h}")
     written = plot_panel(content, rows, out / "panel", title)
+    written += [out / f"chelsea-{name}.png" for name in STYLES]
     written += plot_losses(results, out / "losses", labels=[f"chelsea + {n}" for n in STYLES])
     runs = [{"style": n, "backend": r.backend, "model": r.model, "weights": r.weights, "size": [h, w],
              "settings": vars(settings), "seconds_per_step": r.seconds_per_step(), "history": r.history}
