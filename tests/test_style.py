@@ -244,6 +244,10 @@ def test_cli_stylize_writes_the_image_and_says_the_weights_are_random(photos, ca
     assert "random weights" in captured.err and "Ustyuzhaninov" in captured.err
     assert "vgg19 with random (seed 0) weights, numpy backend" in captured.out
     assert Image.open(out).size == (32, 27)  # W x H: 48x40 with its longer side 32
+    rc = main(["stylize", str(photos / "c.png"), str(photos / "s.jpg"), "--out", str(out), "--size", "32",
+               "--steps", "0", "--backend", "numpy", "-q"])
+    captured = capsys.readouterr()
+    assert rc == 0 and captured.err == "" and "0 steps; style loss" in captured.out
 
 
 def test_cli_bad_inputs_are_one_line(photos, capsys):
@@ -262,6 +266,8 @@ def test_cli_bad_inputs_are_one_line(photos, capsys):
                                                        str(photos / "vgg19.pth"), *base])
     assert "--threads sets torch's threads" in one_line_error(capsys, ["stylize", c, s, "--out", out,
                                                                        "--threads", "1", *base])
+    assert "is more than stylize takes (1024)" in one_line_error(capsys, ["stylize", c, s, "--out", out,
+                                                                          "--size", "5000", *base])
     assert "expected a positive integer" in one_line_error(capsys, ["stylize", c, s, "--out", out,
                                                                      "--size", "0"])
 

@@ -10,6 +10,8 @@ from ..errors import UsageError
 from .network import MODELS
 from .settings import INITS, OPTIMIZERS, StyleSettings
 
+MAX_SIZE = 1024  # px on the longer side: 64 channels x 1024^2 float32 is 256 MiB per early feature map
+
 RANDOM_NOTE = ("note: no --weights, so {model} has random weights (He init, seed {seed}); random networks "
                "still capture texture statistics (Ustyuzhaninov et al. 2016), but the result is weaker "
                "than with torchvision's ImageNet weights (--weights vgg19.pth)")
@@ -76,6 +78,10 @@ def cmd_stylize(args) -> None:
         from ..viz.figure import output_paths, pyplot
         pyplot()  # no matplotlib: say so before the run
         output_paths(args.plot)
+    if args.size > MAX_SIZE:
+        raise UsageError(f"--size {args.size} is more than stylize takes ({MAX_SIZE}): one of VGG's first "
+                         f"feature maps alone would be {64 * 4 * args.size ** 2 / 2 ** 30:.0f} GiB; use a "
+                         f"smaller --size")
     backend = args.backend or ("torch" if importlib.util.find_spec("torch") else "numpy")
     if backend == "numpy" and args.threads:
         raise UsageError("--threads sets torch's threads; with --backend numpy set OMP_NUM_THREADS instead")
@@ -119,10 +125,10 @@ def cmd_stylize(args) -> None:
     write_image(args.out, result.image)
     h, w = result.image.shape[:2]
     first, last = result.history[0], result.history[-1]
+    speed = f", {result.seconds_per_step():.2f} s/step" if args.steps else ""
     print(f"wrote {args.out}: {w}x{h}, {model} with {result.weights} weights, {backend} backend, "
-          f"{args.optimizer} {args.steps} steps, {result.seconds_per_step():.2f} s/step; style loss "
-          f"{first['style']:.4g} -> {last['style']:.4g}, content loss {first['content']:.4g} -> "
-          f"{last['content']:.4g}")
+          f"{args.optimizer} {args.steps} steps{speed}; style loss {first['style']:.4g} -> "
+          f"{last['style']:.4g}, content loss {first['content']:.4g} -> {last['content']:.4g}")
     if args.plot:
         from .figures import plot_losses
         paths = plot_losses([result], args.plot)
