@@ -45,7 +45,7 @@ def add_parser(sub) -> None:
     s.add_argument("--init", choices=INITS, default=defaults.init,
                    help="start from the content image or from noise")
     s.add_argument("--plot", help="also draw the losses per iteration, as PLOT.png and PLOT.svg "
-                   "(needs matplotlib)")
+                   "(needs matplotlib; default: no plot)")
     from ..train.commands import THREADS_HELP
     s.add_argument("--threads", type=positive_int, help=THREADS_HELP.split(", re-checked")[0] + ")")
     s.add_argument("--quiet", "-q", action="store_true", help="no progress output")
