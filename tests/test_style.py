@@ -99,7 +99,7 @@ def test_torchvision_weights_are_detected_and_used_as_is():
         assert set(picked) == {f"features.{i}.{p}" for i in TORCHVISION_CONVS[model] if i <= conv5_1
                                for p in ("weight", "bias")}
     content, style = images(32, 32)
-    settings = StyleSettings(steps=1)
+    settings = StyleSettings(steps=1, content_layer="relu2_2", style_layers=("relu1_1", "relu2_1"))
     from_file = stylize(content, style, settings, model="vgg16", state=torchvision_state("vgg16"),
                         weights_name="f.pth")
     drawn = stylize(content, style, settings, model="vgg16", seed=3)
