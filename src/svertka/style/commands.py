@@ -12,9 +12,9 @@ from .settings import INITS, OPTIMIZERS, StyleSettings
 
 MAX_SIZE = 1024  # px on the longer side: 64 channels x 1024^2 float32 is 256 MiB per early feature map
 
-RANDOM_NOTE = ("note: no --weights, so {model} has random weights (He init, seed {seed}); random networks "
-               "still capture texture statistics (Ustyuzhaninov et al. 2016), but the result is weaker "
-               "than with torchvision's ImageNet weights (--weights vgg19.pth)")
+RANDOM_NOTE = ("svertka: note: no --weights, so {model} has random weights (He init, seed {seed}); random "
+               "networks still capture texture statistics (Ustyuzhaninov et al. 2016), but the result is "
+               "weaker than with torchvision's ImageNet weights (--weights vgg19.pth)")
 
 
 def add_parser(sub) -> None:
