@@ -4,7 +4,8 @@
 paints scikit-image's ``chelsea`` (a cat) in the styles of its ``brick``,
 ``grass`` and ``gravel`` photos with random VGG-19 weights, and writes ``panel.png``, the
 results (``chelsea-brick.png`` ...), ``losses.png``/``.svg`` and ``runs.json``
-(every iteration's losses).
+(every iteration's losses). With ``--backends`` it runs one style on the NumPy
+engine and on torch instead and overlays their losses (``backends.png``).
 scikit-image is an optional extra (``pip install 'svertka[images]'``).
 """
 from __future__ import annotations
@@ -33,7 +34,8 @@ def plot_losses(results: list[StyleResult], out, formats=("png", "svg"), labels=
         label = labels[i] if labels else f"{r.backend}, {r.weights}"
         steps = [h["step"] for h in r.history]
         for ax, key in zip(axes, ("style", "content")):
-            ax.plot(steps, [h[key] for h in r.history], label=label, color=f"C{i}")
+            ax.plot(steps, [h[key] for h in r.history], label=label, color=f"C{i}",
+                    linestyle=("-", "--", ":")[i % 3])  # dashes show runs that coincide
     for ax, key in zip(axes, ("style", "content")):
         ax.set_title(f"{key} loss (relative squared error, mean over layers)" if key == "style"
                      else "content loss (relative squared error at relu4_2)")
@@ -110,13 +112,56 @@ def make_figures(out="docs/style", size: int = 192, steps: int = 200, backend: s
     return written + [out / "runs.json"]
 
 
+def backends_figure(out="docs/style", size: int = 64, steps: int = 60, style: str = "brick", seed: int = 0,
+                    dtype=np.float32, log=print) -> list[Path]:
+    """The same run (same weights, image and settings) on the NumPy engine and on torch: their
+    loss curves overlaid (``backends.png``/``.svg``, float32) and how far apart they end
+    (``backends.json``; ``backends-float64.json`` for float64, without a figure)."""
+    out = Path(out)
+    bits = np.dtype(dtype).itemsize * 8
+    content, style_image = skimage_photo("chelsea", size), skimage_photo(style, size)
+    results = [stylize(content, style_image, StyleSettings(steps=steps), backend=b, seed=seed, dtype=dtype)
+               for b in ("numpy", "torch")]
+    n, t = results
+
+    def gap(a, b, key):  # relative difference of one loss between the backends
+        return abs(a[key] - b[key]) / abs(b[key]) if b[key] else 0.0
+
+    diff = np.abs(n.image.astype(int) - t.image.astype(int))
+    facts = {"style": style, "size": list(content.shape[:2]), "steps": steps, "dtype": f"float{bits}",
+             "largest_loss_gap": max(gap(a, b, k) for a, b in zip(n.history, t.history)
+                                     for k in ("style", "content")),
+             "final_style_gap": gap(n.history[-1], t.history[-1], "style"),
+             "final_content_gap": gap(n.history[-1], t.history[-1], "content"),
+             "pixel_diff_max": int(diff.max()), "pixel_diff_mean": float(diff.mean()),
+             "share_of_values_off_by_more_than_2": float((diff > 2).mean()),
+             "seconds_per_step": {"numpy": n.seconds_per_step(), "torch": t.seconds_per_step()}}
+    name = "backends.json" if bits == 32 else f"backends-float{bits}.json"
+    (out / name).write_text(json.dumps(facts, indent=1) + "\n")
+    log(json.dumps(facts))
+    if bits != 32:
+        return [out / name]
+    h, w = content.shape[:2]
+    labels = [f"NumPy engine, float32, {w}x{h}", f"torch, float32, {w}x{h}"]
+    return plot_losses(results, out / "backends", labels=labels) + [out / name]
+
+
 if __name__ == "__main__":
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("out", nargs="?", default="docs/style")
-    p.add_argument("--size", type=int, default=192)
-    p.add_argument("--steps", type=int, default=200)
+    p.add_argument("--size", type=int, help="longer side in px (default: 192; 64 with --backends)")
+    p.add_argument("--steps", type=int, help="Adam steps (default: 200; 60 with --backends)")
     p.add_argument("--backend", default="torch")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--backends", action="store_true",
+                   help="instead: the same run on both backends, loss curves overlaid")
+    p.add_argument("--float64", action="store_true", help="with --backends: run in float64, no figure")
     a = p.parse_args()
-    for path in make_figures(a.out, a.size, a.steps, a.backend, a.seed, log=lambda s: print(s, flush=True)):
+    say = lambda s: print(s, flush=True)  # noqa: E731
+    if a.backends:
+        paths = backends_figure(a.out, a.size or 64, a.steps or 60, seed=a.seed,
+                                dtype=np.float64 if a.float64 else np.float32, log=say)
+    else:
+        paths = make_figures(a.out, a.size or 192, a.steps or 200, a.backend, a.seed, log=say)
+    for path in paths:
         print(path)
