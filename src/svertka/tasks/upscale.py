@@ -3,7 +3,7 @@
 Data:
 
 - **Photos:** the real photographs that scikit-image ships inside its package
-  (``pip install 'svertka[photos]'``; nothing is downloaded). Training patches come
+  (``pip install 'svertka[images]'``; nothing is downloaded). Training patches come
   from ``TRAIN_PHOTOS`` only; the scores are on ``TEST_PHOTOS``, four photos never
   seen in training (astronaut, camera, coffee, chelsea).
 - **Fashion-MNIST** 14 -> 28: each 28x28 item is the high-resolution image.
@@ -98,7 +98,7 @@ def load_photo(name: str) -> np.ndarray:
     try:
         import skimage.data as sd
     except ImportError:
-        raise UsageError("the upscale task's photos come with scikit-image: pip install 'svertka[photos]'") \
+        raise UsageError("the upscale task's photos come with scikit-image: pip install 'svertka[images]'") \
             from None
     if name == "motorcycle":
         image = sd.stereo_motorcycle()[0]
