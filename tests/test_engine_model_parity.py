@@ -29,11 +29,12 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from svertka.analysis import min_input_size  # noqa: E402
+from svertka.analysis import analyze, min_input_size  # noqa: E402
 from svertka.backends import numpy as engine  # noqa: E402
 from svertka.backends.numpy import Tensor  # noqa: E402
 from svertka.backends.numpy import functional as F  # noqa: E402
 from svertka.backends.torch import compile as torch_compile  # noqa: E402
+from svertka.tasks.segment import pixel_loss  # noqa: E402
 from svertka.zoo import create_model, list_models  # noqa: E402
 
 HEAVY = {"vgg11", "vgg13", "vgg16", "vgg19", "vgg11_bn", "vgg13_bn", "vgg16_bn", "vgg19_bn",
@@ -56,7 +57,8 @@ def _pair(name, dtype, min_side=1, batch=2):
     # fixed per model so a failure reproduces; the criteria do not depend on it
     rng = np.random.default_rng(zlib.crc32(name.encode()))
     x = rng.standard_normal((batch, *shape)).astype(dtype)
-    y = rng.integers(0, net.num_classes, batch)
+    # a class per image, or per output pixel for a segmentation net (N x K x H x W scores)
+    y = rng.integers(0, net.num_classes, (batch, *analyze(net, shape).output_shape[1:]))
     return tm, nm, x, y
 
 
@@ -85,7 +87,7 @@ def _forward_backward(tm, nm, x, y):
     tm.zero_grad()
     torch.nn.functional.cross_entropy(lt, torch.from_numpy(y)).backward()
     nm.zero_grad()
-    F.cross_entropy(ln, y).backward()
+    (F.cross_entropy(ln, y) if ln.ndim == 2 else pixel_loss(F, ln, y)).backward()
     return lt, ln
 
 

@@ -35,7 +35,9 @@ from svertka.backends.torch.compile import GateModule, ScaledTanh, SelectChannel
 from svertka.spec import nodes as n  # noqa: E402
 from svertka.zoo import create_model, list_models  # noqa: E402
 
-MODELS = list_models()
+# classifiers: the tests measure the final feature map before the net turns global; a segmentation
+# net's output is that map itself, with an approximate field (transposed convs): test_segment checks it
+MODELS = [m for m in list_models() if create_model(m).meta.get("task") != "segment"]
 nn = torch.nn
 
 _POINTWISE = (nn.BatchNorm2d, nn.ReLU, nn.ReLU6, nn.SiLU, nn.Sigmoid, nn.Tanh, nn.GELU, ScaledTanh,
