@@ -19,6 +19,7 @@ import numpy as np
 
 from svertka.data.canvas import CanvasGenerator
 from svertka.tasks.segment import (
+    SEG_COLOURS,
     SEGMENT_CANVAS,
     ConfusionEvaluator,
     baseline_segment,
@@ -39,21 +40,13 @@ def scores_of(loaded, images: np.ndarray, batch: int = 128) -> np.ndarray:
     return np.concatenate(outs)
 
 
-def palette(k: int) -> np.ndarray:
-    """k RGB colours: black background, then matplotlib's tab10."""
-    from matplotlib import colormaps
-
-    tab = (np.asarray(colormaps["tab10"].colors)[: k - 1] * 255).astype(np.uint8)
-    return np.concatenate([np.zeros((1, 3), np.uint8), tab])
-
-
 def draw_grid(path, images, truth, preds: dict, classes, rows: int = 6) -> None:
     from matplotlib.patches import Patch
 
     from svertka.viz.figure import pyplot, save_as
 
     plt = pyplot()
-    colours = palette(len(classes))
+    colours = SEG_COLOURS
     cols = 2 + len(preds)
     fig, axes = plt.subplots(rows, cols, figsize=(1.6 * cols, 1.6 * rows + 0.6))
     for r in range(rows):

@@ -21,8 +21,8 @@ from svertka.data.canvas import CanvasConfig, Canvases
 from svertka.errors import ShapeError
 from svertka.tasks.baseline import crop_components, find_components
 
-__all__ = ["SEGMENT_CANVAS", "BACKGROUND", "segment_classes", "pixel_labels", "confusion_matrix",
-           "segment_scores", "ConfusionEvaluator", "baseline_segment", "pixel_loss"]
+__all__ = ["SEGMENT_CANVAS", "BACKGROUND", "SEG_COLOURS", "SegmentTask", "segment_classes", "pixel_labels",
+           "confusion_matrix", "segment_scores", "ConfusionEvaluator", "baseline_segment", "pixel_loss"]
 
 SEGMENT_CANVAS = CanvasConfig(size=96, min_items=1, max_items=5)
 BACKGROUND = "background"
@@ -116,3 +116,116 @@ def baseline_segment(images: np.ndarray, classify, threshold: int = 16) -> np.nd
     table[comps.image, comps.number] = scores.argmax(1) + 1
     flat = comps.labels.reshape(len(out), -1)
     return np.take_along_axis(table, flat, 1).reshape(out.shape)
+
+
+# ------------------------------------------------------------------ the task
+
+
+class SegmentTask:
+    """``svertka train --task segment --model unet``: the training loop's view of
+    segmentation (see the Task contract in tasks/task.py). Options (``--task-opt``):
+    canvases (training canvases, default 10000), val (500), test (2000)."""
+
+    name = "segment"
+    score = "miou"
+    higher_is_better = True
+    train_backends = ("torch", "numpy")  # per-pixel cross-entropy is N*H*W rows of the one both have
+    augments = False  # flips and crops would have to move the masks too
+    OPTIONS = {"canvases": 10_000, "val": 500, "test": 2_000}
+    SEEDS = {"train": 0, "val": 1, "test": 0}  # val: training items, another stream
+
+    def __init__(self, cfg):
+        from svertka.errors import UsageError
+
+        self.cfg = cfg
+        opts = dict(getattr(cfg, "task_options", None) or {})
+        unknown = sorted(set(opts) - set(self.OPTIONS))
+        if unknown:
+            raise UsageError(f"--task-opt {unknown[0]} is not a segment option; "
+                             f"the options are {', '.join(self.OPTIONS)}")
+        self.counts = {}
+        for key, default in self.OPTIONS.items():
+            value = opts.get(key, default)
+            try:
+                self.counts[key] = int(value)
+            except (TypeError, ValueError):
+                self.counts[key] = 0
+            if self.counts[key] < 1:
+                raise UsageError(f"--task-opt {key}={value}: need a positive number of canvases")
+        self.classes: tuple[str, ...] = ()
+
+    def load(self):
+        from svertka.data.canvas import CanvasGenerator
+
+        cfg = self.cfg
+        limit = {"canvases": cfg.limit_train, "val": cfg.limit_train, "test": cfg.limit_test}
+        n = {k: min(v, limit[k] or v) for k, v in self.counts.items()}
+        train_gen = CanvasGenerator.from_dataset(cfg.data, "train", SEGMENT_CANVAS, root=cfg.root)
+        test_gen = CanvasGenerator.from_dataset(cfg.data, "test", SEGMENT_CANVAS, root=cfg.root)
+        self.classes = segment_classes(train_gen.classes)
+        train = train_gen.generate(n["canvases"], seed=self.SEEDS["train"])
+        mean = float(train.images.mean() / 255)
+        std = float(train.images.std() / 255)
+        splits = [self._split(c, (mean,), (std,)) for c in (
+            train, train_gen.generate(n["val"], seed=self.SEEDS["val"]),
+            test_gen.generate(n["test"], seed=self.SEEDS["test"]))]
+        return tuple(splits)
+
+    def _split(self, canvases, mean, std):
+        from svertka.tasks.task import TaskData
+
+        return TaskData(images=canvases.images, targets={"mask": pixel_labels(canvases).astype(np.int64)},
+                        classes=self.classes, mean=mean, std=std,
+                        location=f"{len(canvases):,} canvases of {canvases.dataset}")
+
+    def network(self, train):
+        from svertka.analysis import analyze
+        from svertka.errors import UsageError
+        from svertka.zoo import resolve_model
+
+        c, h, w = train.images.shape[3], train.images.shape[1], train.images.shape[2]
+        net = resolve_model(self.cfg.model, num_classes=len(self.classes), in_chans=c, input_size=h)
+        out = analyze(net, (c, h, w)).output_shape
+        if tuple(out) != (len(self.classes), h, w):
+            raise UsageError(f"{self.cfg.model} gives {'x'.join(map(str, out))} outputs, not the "
+                             f"{len(self.classes)}x{h}x{w} class scores per pixel segment needs; "
+                             f"use --model unet or fcn")
+        return net
+
+    def loss(self, F, out, targets):
+        mask = targets["mask"]
+        pred = out.detach().argmax(1)  # a torch tensor, or an ndarray on the NumPy engine
+        pixels = out.shape[2] * out.shape[3]
+        return pixel_loss(F, out, mask), {"pixel_acc": (pred == mask).sum() / pixels}
+
+    def evaluator(self):
+        return ConfusionEvaluator(len(self.classes), self.classes)
+
+    def decode(self, outputs: np.ndarray, meta: dict) -> list[dict]:
+        """Per image: the mask (rows of class indices) and the pixels of each class shown."""
+        classes = list(meta.get("classes") or self.classes)
+        out = []
+        for labels in np.asarray(outputs).argmax(1):
+            counts = np.bincount(labels.ravel(), minlength=len(classes))
+            out.append({"pixels": {classes[i]: int(v) for i, v in enumerate(counts) if v},
+                        "mask": labels.tolist()})
+        return out
+
+    def meta(self) -> dict:
+        return {"task": self.name, "classes": list(self.classes)}
+
+    def draw(self, image: np.ndarray, prediction: dict, out_path) -> None:
+        """The image beside its mask in colour (background black), as one PNG."""
+        from PIL import Image
+
+        mask = np.asarray(prediction["mask"], np.int64)
+        grey = np.asarray(image)
+        grey = np.repeat(grey.reshape(*grey.shape[:2], -1)[..., :1], 3, -1)
+        pic = np.concatenate([grey, SEG_COLOURS[mask % len(SEG_COLOURS)]], 1).astype(np.uint8)
+        Image.fromarray(pic).save(out_path)
+
+
+# background black, then the ten of matplotlib's tab10 (no matplotlib needed to draw)
+SEG_COLOURS = np.array([[0, 0, 0], [31, 119, 180], [255, 127, 14], [44, 160, 44], [214, 39, 40],
+                        [148, 103, 189], [140, 86, 75], [227, 119, 194], [127, 127, 127],
+                        [188, 189, 34], [23, 190, 207]], np.uint8)
