@@ -208,3 +208,32 @@ def test_summary_shows_the_skips(capsys):
     assert main(["summary", "unet"]) == 0
     out = capsys.readouterr().out
     assert "body.merge.skip" in out and "ConvTranspose2d" in out and "11x96x96" in out
+
+
+@pytest.mark.parametrize("name", ["unet", "fcn"])
+def test_output_field_is_the_smallest_window_holding_every_phase(name):
+    """The transposed convs make the field approximate (docs/layers.md): an output
+    pixel's true field depends on its phase modulo the deepest stride. Measured as
+    the gradient support of a positive linear twin (tests/test_rf_gradient.py), one
+    channel wide at 256 px so the central fields are unclipped: every phase's field
+    lies inside the analysed window, and some phase reaches each of its edges."""
+    pytest.importorskip("torch")
+    import torch
+
+    from svertka.backends.torch import compile as compile_torch
+    from test_rf_gradient import _support, positive_linear, thin_network
+
+    net, s = thin_network(create_model(name)), 256
+    rf = analyze(net, (1, s, s)).feature_rf
+    assert not rf.exact
+    model = positive_linear(compile_torch(net, (1, s, s)))
+    x = torch.ones(1, 1, s, s, dtype=torch.float64, requires_grad=True)
+    y = model(x)
+    starts, ends = [], []
+    for u in range(120, 136):  # 16 phases: the U-Net's deepest stride
+        rows, cols = _support(y[0, :, u, u].sum(), x)
+        assert rows == cols
+        lo, hi = rf.span(u, 0)
+        starts.append(rows[0] - lo)
+        ends.append(hi - rows[1])
+    assert min(starts) == 0 and min(ends) == 0
