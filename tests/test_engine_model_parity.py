@@ -34,7 +34,6 @@ from svertka.backends import numpy as engine  # noqa: E402
 from svertka.backends.numpy import Tensor  # noqa: E402
 from svertka.backends.numpy import functional as F  # noqa: E402
 from svertka.backends.torch import compile as torch_compile  # noqa: E402
-from svertka.tasks.segment import pixel_loss  # noqa: E402
 from svertka.zoo import create_model, list_models  # noqa: E402
 
 HEAVY = {"vgg11", "vgg13", "vgg16", "vgg19", "vgg11_bn", "vgg13_bn", "vgg16_bn", "vgg19_bn",
@@ -57,9 +56,15 @@ def _pair(name, dtype, min_side=1, batch=2):
     # fixed per model so a failure reproduces; the criteria do not depend on it
     rng = np.random.default_rng(zlib.crc32(name.encode()))
     x = rng.standard_normal((batch, *shape)).astype(dtype)
-    # a class per image, or per output pixel for a segmentation net (N x K x H x W scores)
-    y = rng.integers(0, net.num_classes, (batch, *analyze(net, shape).output_shape[1:]))
+    out_shape = analyze(net, shape).output_shape
+    # a classifier's labels, or a dense (image-out) model's target image for an MSE loss
+    y = rng.integers(0, net.num_classes, batch) if len(out_shape) == 1 else \
+        rng.standard_normal((batch, *out_shape)).astype(dtype)
     return tm, nm, x, y
+
+
+def _loss(functional, out, y):
+    return functional.cross_entropy(out, y) if y.ndim == 1 else functional.mse_loss(out, y)
 
 
 def _no_randomness(tm, nm):
@@ -85,9 +90,9 @@ def _forward_backward(tm, nm, x, y):
     lt = tm(torch.from_numpy(x))
     ln = nm(Tensor(x))
     tm.zero_grad()
-    torch.nn.functional.cross_entropy(lt, torch.from_numpy(y)).backward()
+    _loss(torch.nn.functional, lt, torch.from_numpy(y)).backward()
     nm.zero_grad()
-    (F.cross_entropy(ln, y) if ln.ndim == 2 else pixel_loss(F, ln, y)).backward()
+    _loss(F, ln, y if y.ndim == 1 else Tensor(y)).backward()
     return lt, ln
 
 
@@ -118,8 +123,8 @@ def _check_grads_float32(tm, nm, x, y, rtol=1e-4, peer_factor=8.0):
     """
     t64 = copy.deepcopy(tm).double()
     t64.zero_grad()
-    torch.nn.functional.cross_entropy(t64(torch.from_numpy(x).double()),
-                                      torch.from_numpy(y)).backward()
+    y64 = torch.from_numpy(y if y.ndim == 1 else y.astype(np.float64))
+    _loss(torch.nn.functional, t64(torch.from_numpy(x).double()), y64).backward()
     truth = {k: p.grad.numpy() for k, p in t64.named_parameters()}
     peer = {k: p.grad.double().numpy() for k, p in tm.named_parameters()}
     gscale = max(float(np.abs(g).max()) for g in truth.values())
