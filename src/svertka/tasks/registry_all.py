@@ -1,3 +1,4 @@
 """Imports every task module, so each registers itself in ``svertka.tasks.task.TASKS``.
 A new task adds its import line here."""
-from . import task  # noqa: F401  (classify)
+from . import task  # noqa: F401, I001  (classify)
+from . import segment  # noqa: F401
