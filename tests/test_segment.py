@@ -3,6 +3,8 @@ scikit-learn, the streaming evaluator, the connected-components baseline, the
 per-pixel loss on both backends, and the two zoo nets (U-Net skips, FCN backbone keys)."""
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -237,3 +239,61 @@ def test_output_field_is_the_smallest_window_holding_every_phase(name):
         starts.append(rows[0] - lo)
         ends.append(hi - rows[1])
     assert min(starts) == 0 and min(ends) == 0
+
+
+# ------------------------------------------------------------------ the task through the loop
+
+
+@pytest.mark.parametrize("backend", ["torch", pytest.param("numpy", marks=pytest.mark.slow)])
+def test_train_eval_predict_a_segment_run(tmp_path, capsys, backend):
+    """train --task segment on a few canvases, then eval and predict follow the run's task;
+    the numbers are not the point (8 canvases), the records and files are."""
+    pytest.importorskip("torch")
+    from PIL import Image
+
+    from cli_helpers import one_line_error
+    from svertka.cli import main
+    from svertka.train.checkpoint import read_checkpoint
+
+    run = tmp_path / "run"
+    argv = ["train", "--task", "segment", "--model", "fcn", "--data", "fashion-mnist-mini", "--backend",
+            backend, "--task-opt", "canvases=8", "--task-opt", "val=4", "--task-opt", "test=4",
+            "--epochs", "1", "-b", "4", "--threads", "1", "--output", str(run)]
+    assert main(argv) == 0
+    capsys.readouterr()
+    rec = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()][-1]
+    assert {"train_pixel_acc", "val_miou", "val_pixel_acc", "test_miou", "test_iou_Bag"} <= set(rec)
+    assert 0 <= rec["train_pixel_acc"] <= 1 and 0 <= rec["test_miou"] <= 1
+    _, meta, _, _ = read_checkpoint(run / "best.safetensors")
+    assert meta["task"] == "segment" and meta["classes"][0] == "background" and len(meta["classes"]) == K
+
+    assert main(["eval", str(run), "--json"]) == 0
+    got = json.loads(capsys.readouterr().out)
+    assert got["task"] == "segment" and got["n"] == 4
+    assert got["miou"] == pytest.approx(rec["test_miou"], abs=1e-6)  # the record keeps 6 decimals
+
+    gen = CanvasGenerator.from_dataset("fashion-mnist-mini", "test", SEGMENT_CANVAS)
+    Image.fromarray(gen.generate(1, seed=0).images[0, ..., 0]).save(tmp_path / "c.png")
+    assert main(["predict", "-w", str(run), str(tmp_path / "c.png"), "--json", "--out",
+                 str(tmp_path / "p.png")]) == 0
+    (pred,) = json.loads(capsys.readouterr().out)
+    assert len(pred["mask"]) == 96 and {len(r) for r in pred["mask"]} == {96}
+    assert sum(pred["pixels"].values()) == 96 * 96
+    assert Image.open(tmp_path / "p.png").size == (192, 96)  # the canvas beside its coloured mask
+    err = one_line_error(capsys, ["predict", "-k", "3", "-w", str(run), str(tmp_path / "c.png")])
+    assert "is a segment model" in err
+
+
+def test_task_refuses_bad_options_and_classifiers(capsys):
+    from cli_helpers import one_line_error
+
+    base = ["train", "--task", "segment", "--data", "fashion-mnist-mini", "--epochs", "1"]
+    err = one_line_error(capsys, base + ["--model", "unet", "--task-opt", "items=3"])
+    assert "items is not an option of task segment" in err and "canvases" in err
+    err = one_line_error(capsys, base + ["--model", "unet", "--task-opt", "canvases=0"])
+    assert "canvases=0" in err
+    small = ["--task-opt", "canvases=4", "--task-opt", "val=2", "--task-opt", "test=2"]
+    err = one_line_error(capsys, base + ["--model", "lenet5", *small])
+    assert "use --model unet or fcn" in err
+    err = one_line_error(capsys, base + ["--model", "unet", "--aug", "flip"])
+    assert "drop --aug" in err
