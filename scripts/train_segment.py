@@ -24,7 +24,7 @@ from svertka.data.canvas import CanvasGenerator
 from svertka.spec import save_network
 from svertka.sysload import OtherLoad
 from svertka.tasks.segment import SEGMENT_CANVAS, ConfusionEvaluator, pixel_labels, segment_classes
-from svertka.train.checkpoint import save_checkpoint, write_metrics
+from svertka.train.checkpoint import read_checkpoint, save_checkpoint, write_metrics
 from svertka.zoo import create_model
 
 SEEDS = {"train": 0, "val": 1, "test": 0}
@@ -65,6 +65,8 @@ def main(argv=None):
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True)
+    p.add_argument("--init", help="start from this run's best.safetensors (a second stage)")
+    p.add_argument("--skip", type=int, default=0, help="epochs of the canvas stream an earlier stage used")
     a = p.parse_args(argv)
 
     torch.set_num_threads(a.threads)
@@ -77,6 +79,9 @@ def main(argv=None):
     net = create_model(a.model, num_classes=len(classes))
     mean, std = net.mean, net.std
     model = compile_torch(net)
+    if a.init:
+        weights, _, _, _ = read_checkpoint(Path(a.init) / "best.safetensors")
+        model.load_state_dict({k: torch.from_numpy(np.asarray(w)) for k, w in weights.items()})
     save_network(net, out / "model.json")
     val = gen_train.generate(a.val, seed=SEEDS["val"])
     opt = torch.optim.AdamW(model.parameters(), lr=a.lr, weight_decay=1e-4)
@@ -90,7 +95,7 @@ def main(argv=None):
     load = OtherLoad()
     for epoch in range(1, a.epochs + 1):
         t0 = time.perf_counter()
-        data = gen_train.generate(a.train, seed=SEEDS["train"], start=(epoch - 1) * a.train)
+        data = gen_train.generate(a.train, seed=SEEDS["train"], start=(a.skip + epoch - 1) * a.train)
         masks = torch.from_numpy(pixel_labels(data).astype(np.int64))
         order = torch.randperm(a.train)
         model.train()
@@ -120,7 +125,6 @@ def main(argv=None):
             state = {k: t.detach().numpy() for k, t in model.state_dict().items()}
             save_checkpoint(out / "best.safetensors", state, {**meta, "epoch": epoch})
     train_minutes = (time.perf_counter() - start) / 60
-    from svertka.train.checkpoint import read_checkpoint
     weights, _, _, _ = read_checkpoint(out / "best.safetensors")
     model.load_state_dict({k: torch.from_numpy(np.asarray(w)) for k, w in weights.items()})
     test = gen_test.generate(a.test, seed=SEEDS["test"])
