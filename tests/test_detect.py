@@ -1,0 +1,151 @@
+"""Detection: the CenterNet-style zoo model, its targets, loss (torch and the NumPy
+engine alike), peak decoding against a brute-force reference, and the streaming
+COCO evaluator."""
+import numpy as np
+import pytest
+
+from svertka.analysis import analyze
+from svertka.data.canvas import TASK_PRESETS, CanvasGenerator
+from svertka.errors import ShapeError
+from svertka.tasks.detect import (
+    STRIDE,
+    DetectionEvaluator,
+    decode_detections,
+    detection_loss,
+    peaks,
+    render_targets,
+)
+from svertka.zoo import create_model
+
+DATA = "fashion-mnist-mini"
+C = 10
+
+
+@pytest.fixture(scope="module")
+def canvases():
+    return CanvasGenerator.from_dataset(DATA, "test", TASK_PRESETS["detect"]).generate(256, seed=3)
+
+
+def perfect_outputs(boxes, labels, grid=(24, 24)):
+    """The raw outputs a perfect detector would give: the target heatmaps as logits
+    (clipped away from 0 and 1) and the target offsets and sizes."""
+    heat, reg, _ = render_targets(boxes, labels, C, grid)
+    p = np.clip(heat, 1e-6, 1 - 1e-6)
+    return np.concatenate([np.log(p / (1 - p)), reg], 1).astype(np.float32)
+
+
+def test_zoo_detector_shapes_and_receptive_field():
+    for name in ("centernet_fm", "centernet_fm_tiny"):
+        a = analyze(create_model(name))
+        assert a.output_shape == (C + 4, 96 // STRIDE, 96 // STRIDE)
+        # every output cell sees more than the largest item (28 px at scale 2)
+        assert min(a.feature_rf.size) > TASK_PRESETS["detect"].patch
+    assert analyze(create_model("centernet_fm", num_classes=3)).output_shape == (7, 24, 24)
+
+
+def test_targets_by_hand():
+    boxes = np.array([[[16.0, 12, 50, 20], [0, 0, 0, 0]]])  # centre (33, 16): cell (8, 4), 8.5 x 2 cells
+    labels = np.array([[2, -1]])
+    heat, reg, mask = render_targets(boxes, labels, C, (8, 12))
+    assert heat.shape == (1, C, 8, 12) and reg.shape == (1, 4, 8, 12) and mask.shape == (1, 1, 8, 12)
+    assert heat[0, 2, 4, 8] == 1 and (heat[0, 2] < 1).sum() == 95 and heat[0, [0, 1, *range(3, C)]].max() == 0
+    assert heat[0, 2, 4, 9] > heat[0, 2, 5, 8]  # the box is wider than tall: a wider Gaussian along x
+    assert mask.sum() == 1 and mask[0, 0, 4, 8] == 1
+    assert reg[0, :, 4, 8].tolist() == [0.25, 0, 8.5, 2]
+    with pytest.raises(ShapeError, match="B x K x 4"):
+        render_targets(boxes[0], labels, C, (8, 12))
+
+
+def test_perfect_outputs_decode_to_the_true_boxes(canvases):
+    c = canvases
+    out = perfect_outputs(c.boxes, c.labels)
+    det = decode_detections(out, C)
+    for i in range(len(c)):
+        boxes, scores, labels = det.of(i, min_score=0.5)
+        truth = c.boxes[i, : c.counts[i]]
+        # two items of a canvas may share a centre cell (then one wins); otherwise every box comes back
+        cells = {(int((b[0] + b[2]) // 8), int((b[1] + b[3]) // 8)) for b in truth}
+        if len(cells) == c.counts[i]:
+            order = np.lexsort(boxes.T[::-1])
+            want = np.lexsort(truth.T[::-1])
+            np.testing.assert_allclose(boxes[order], truth[want], atol=1e-4)
+            assert sorted(labels.tolist()) == sorted(c.labels[i, : c.counts[i]].tolist())
+    ev = DetectionEvaluator(C)
+    ev.add(out[:100], {"boxes": c.boxes[:100], "labels": c.labels[:100]})
+    ev.add(out[100:], {"boxes": c.boxes[100:], "labels": c.labels[100:]})
+    r = ev.result()
+    assert r["map50"] > 0.99 and r["map"] > 0.99
+    # a detector that swaps two classes loses their AP
+    swapped = out.copy()
+    swapped[:, [0, 1]] = out[:, [1, 0]]
+    ev = DetectionEvaluator(C)
+    ev.add(swapped, {"boxes": c.boxes, "labels": c.labels})
+    m = ev.metrics()
+    assert m.per_class[0] < 0.05 and m.per_class[1] < 0.05 and m.per_class[2] > 0.99
+
+
+def test_evaluator_subsets_are_the_subset_scores(canvases):
+    c = canvases
+    rng = np.random.default_rng(0)
+    out = perfect_outputs(c.boxes, c.labels) + rng.normal(0, 1.5, (len(c), C + 4, 24, 24)).astype(np.float32)
+    ev = DetectionEvaluator(C)
+    ev.add(out, {"boxes": c.boxes, "labels": c.labels})
+    touch = np.flatnonzero(c.touching) + 1
+    part = DetectionEvaluator(C)
+    part.add(out[c.touching], {"boxes": c.boxes[c.touching], "labels": c.labels[c.touching]})
+    assert ev.metrics(touch).map == pytest.approx(part.metrics().map, abs=1e-12)
+    assert 0.05 < ev.metrics().map < 0.95  # the noise costs something, and not everything
+
+
+def test_peaks_match_a_brute_force_reference():
+    rng = np.random.default_rng(1)
+    heat = rng.random((3, 2, 7, 9))
+    heat[0, 0, 2, 2] = heat[0, 0, 2, 3] = 2.0  # a plateau: both cells are peaks
+    got = peaks(heat)
+    want = np.zeros_like(heat)
+    for idx in np.ndindex(heat.shape):
+        *lead, y, x = idx
+        window = heat[(*lead, slice(max(y - 1, 0), y + 2), slice(max(x - 1, 0), x + 2))]
+        if heat[idx] >= window.max():
+            want[idx] = heat[idx]
+    np.testing.assert_array_equal(got, want)
+    assert got[0, 0, 2, 2] == got[0, 0, 2, 3] == 2.0
+
+
+def test_decode_orders_by_score_and_clips_to_the_image():
+    out = np.full((1, C + 4, 6, 6), -10.0, np.float32)
+    out[0, C:] = 0
+    out[0, 3, 1, 1], out[0, 7, 4, 4] = 1.0, 3.0  # two peaks, class 7 stronger
+    out[0, C + 2:, 1, 1] = 10.0  # a 40 px box around (4, 4): clipped at 0
+    out[0, C + 2:, 4, 4] = 2.0
+    det = decode_detections(out, C, top_k=5)
+    assert det.labels[0, :2].tolist() == [7, 3] and det.scores.shape == (1, 5)
+    assert np.all(np.diff(det.scores[0]) <= 0)
+    np.testing.assert_allclose(det.boxes[0, 0], [12, 12, 20, 20])
+    np.testing.assert_allclose(det.boxes[0, 1], [0, 0, 24, 24])
+    with pytest.raises(ShapeError, match="N x 14 x H x W"):
+        decode_detections(out[:, :5], C)
+
+
+def test_loss_agrees_between_torch_and_the_numpy_engine(canvases):
+    torch = pytest.importorskip("torch")
+    from svertka.backends import get_backend
+
+    c = canvases.subset(slice(0, 6))
+    x = np.random.default_rng(2).normal(0, 2, (6, C + 4, 24, 24))
+    t = torch.tensor(x, requires_grad=True)
+    loss, focal, l1 = detection_loss(t, torch.from_numpy(c.boxes), torch.from_numpy(c.labels), C)
+    loss.backward()
+    engine = get_backend("numpy")
+    e = engine.Tensor(x, requires_grad=True)
+    eloss, efocal, el1 = detection_loss(e, c.boxes, c.labels, C)
+    eloss.backward()
+    assert float(eloss.data) == pytest.approx(loss.item(), rel=1e-10)
+    assert float(efocal.data) == pytest.approx(focal.item(), rel=1e-10)
+    np.testing.assert_allclose(e.grad, t.grad.numpy(), rtol=1e-8, atol=1e-12)
+    # the loss is the sum of its parts, and a perfect prediction has a far smaller one
+    assert loss.item() == pytest.approx(focal.item() + l1.item())
+    good = torch.from_numpy(perfect_outputs(c.boxes, c.labels).astype(np.float64))
+    assert detection_loss(good, c.boxes, c.labels, C)[0].item() < 0.05 * loss.item()
+    with pytest.raises(ShapeError, match="outputs 14 channels"):
+        detection_loss(t[:, :8], c.boxes, c.labels, C)
