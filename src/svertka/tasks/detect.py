@@ -33,15 +33,18 @@ top ``top_k`` peaks per canvas over all classes, boxes from offset and size.
 """
 from __future__ import annotations
 
+import re
+
 import numpy as np
 
-from ..errors import ShapeError
+from ..errors import ShapeError, UsageError
 from ..zoo.detect import BOX_CHANNELS, STRIDE
 from .boxes import xyxy_to_xywh
 from .coco_eval import evaluate_detections
+from .task import Task, TaskData, register_task
 
 __all__ = ["STRIDE", "SIGMA_FACTOR", "SIZE_WEIGHT", "render_targets", "detection_loss", "peaks",
-           "decode_detections", "Detections", "DetectionEvaluator"]
+           "decode_detections", "Detections", "DetectionEvaluator", "DetectTask", "draw_boxes", "metric_name"]
 
 SIGMA_FACTOR = 0.54 / 6  # sigma = SIGMA_FACTOR * box side (TTFNet's alpha 0.54)
 MIN_SIGMA = 0.5  # cells: even a tiny box's Gaussian covers its neighbours a little
@@ -167,20 +170,30 @@ def decode_detections(outputs: np.ndarray, num_classes: int, top_k: int = 100, s
     return Detections(boxes.astype(np.float32), scores, labels.astype(np.int64))
 
 
+def metric_name(class_name: str) -> str:
+    """A class name as part of a metric key: "T-shirt/top" -> "t_shirt_top"."""
+    return re.sub(r"[^0-9a-z]+", "_", class_name.lower()).strip("_") or "class"
+
+
 class DetectionEvaluator:
     """COCO box AP streamed over a split: ``add`` raw outputs and the targets
-    (boxes, labels) of consecutive canvases; canvas i (from 0, over all adds) is
-    COCO image i + 1, as `svertka data export canvas` numbers them.
-    Detections scoring ``min_score`` or less are dropped (at most ``top_k`` per canvas,
-    COCO's maxDets 100)."""
+    (boxes, labels, and optionally touching) of consecutive canvases; canvas i
+    (from 0, over all adds) is COCO image i + 1, as `svertka data export canvas`
+    numbers them. Detections scoring ``min_score`` or less are dropped (at most
+    ``top_k`` per canvas, COCO's maxDets 100). ``num_classes`` None: read from the
+    outputs' channel count."""
 
-    def __init__(self, num_classes: int, top_k: int = 100, min_score: float = 0.01):
+    def __init__(self, num_classes: int | None = None, top_k: int = 100, min_score: float = 0.01,
+                 classes=()):
         self.num_classes, self.top_k, self.min_score = num_classes, top_k, min_score
+        self.classes = tuple(classes)
         self.gt, self.dt = [], []
         self.touching = []
         self.n = 0
 
     def add(self, outputs: np.ndarray, targets: dict) -> None:
+        if self.num_classes is None:
+            self.num_classes = outputs.shape[1] - BOX_CHANNELS
         det = decode_detections(outputs, self.num_classes, self.top_k)
         labels, boxes = np.asarray(targets["labels"]), np.asarray(targets["boxes"], np.float64)
         ids = self.n + 1 + np.arange(len(labels))
@@ -205,8 +218,177 @@ class DetectionEvaluator:
         images = np.arange(1, self.n + 1) if images is None else np.asarray(images)
         gb, db = gb.reshape(-1, 4), db.reshape(-1, 4)
         return evaluate_detections(gi, gl, xyxy_to_xywh(gb), di, dl, xyxy_to_xywh(db), ds, image_ids=images,
-                                   category_ids=np.arange(self.num_classes))
+                                   category_ids=np.arange(self.num_classes or 0))
 
     def result(self) -> dict[str, float]:
+        """mAP@[.5:.95], mAP@.5, mAP@.75; the first two again over canvases whose items touch
+        and over those where they do not (when the targets said which); AP per class."""
         m = self.metrics()
-        return {"map": m.map, "map50": m.map50, "map75": m.map75}
+        out = {"map": m.map, "map50": m.map50, "map75": m.map75}
+        if self.touching and len(self.touching) == len(self.gt):
+            touching = np.concatenate(self.touching)
+            for part, sel in (("touching", touching), ("separate", ~touching)):
+                if sel.any():
+                    sub = self.metrics(np.flatnonzero(sel) + 1)
+                    out[f"map_{part}"], out[f"map50_{part}"] = sub.map, sub.map50
+        for c, ap in enumerate(m.per_class):
+            name = self.classes[c] if c < len(self.classes) else str(c)
+            out[f"ap_{metric_name(name)}"] = None if np.isnan(ap) else float(ap)
+        return out
+
+
+# ------------------------------------------------------------------ the task
+
+
+def _count(text) -> int:
+    n = int(text)
+    if n < 1:
+        raise ValueError("need a positive whole number")
+    return n
+
+
+def _score(text) -> float:
+    v = float(text)
+    if not 0 <= v < 1:
+        raise ValueError("need a number in [0, 1)")
+    return v
+
+
+@register_task
+class DetectTask(Task):
+    """`svertka train --task detect`: CenterNet-style detection on 96x96 canvases.
+
+    Canvases (``svertka.data.canvas``, preset ``detect``): training canvases from
+    the training items (stream seed 1), validation canvases (``--val-fraction``
+    of their number) from the training items with seed 2, test canvases from the
+    test items with seed 0, so test canvas i is image i + 1 of
+    `svertka data export canvas --task detect` (its default seed is 0).
+    """
+
+    name = "detect"
+    score = "map"
+    shown = ("map", "map50")
+    options = {
+        "canvases": (20_000, _count, "the number of training canvases, e.g. canvases=20000"),
+        "test_canvases": (5_000, _count, "the number of test canvases, e.g. test_canvases=5000"),
+        "min_score": (0.3, _score, "the score a box needs to be listed by predict, e.g. min_score=0.3"),
+    }
+    SEEDS = {"train": 1, "val": 2, "test": 0}
+    class_names: tuple[str, ...] = ()
+
+    def _split(self, which: str, n: int) -> TaskData:
+        from ..data.canvas import TASK_PRESETS, CanvasGenerator
+        from ..zoo.detect import CANVAS_MEAN, CANVAS_STD
+
+        items = "test" if which == "test" else "train"
+        gen = CanvasGenerator.from_dataset(self.cfg.data, split=items, config=TASK_PRESETS["detect"],
+                                           root=self.cfg.root)
+        c = gen.generate(n, seed=self.SEEDS[which])
+        self.class_names = tuple(c.classes)  # names the per-class APs
+        targets = {"boxes": c.boxes, "labels": c.labels, "touching": c.touching.astype(np.int64)}
+        return TaskData(c.images, targets, tuple(c.classes), CANVAS_MEAN, CANVAS_STD,
+                        f"{gen.name} items, {n} canvases (seed {self.SEEDS[which]})")
+
+    def _test_count(self) -> int:
+        return min(self.opts["test_canvases"], self.cfg.limit_test or self.opts["test_canvases"])
+
+    def load(self):
+        cfg = self.cfg
+        n = min(self.opts["canvases"], cfg.limit_train or self.opts["canvases"])
+        n_val = round(cfg.val_fraction * n)
+        val = self._split("val", n_val) if n_val else None
+        return self._split("train", n), val, self._split("test", self._test_count())
+
+    def load_test(self) -> TaskData:
+        return self._split("test", self._test_count())
+
+    def network(self, train: TaskData):
+        from ..analysis import output_shape
+        from ..spec.geometry import fmt_shape
+        from ..zoo import resolve_model
+
+        h, w, c = train.image_shape
+        net = resolve_model(self.cfg.model, num_classes=len(train.classes), in_chans=c, input_size=h)
+        want = (len(train.classes) + BOX_CHANNELS, h // STRIDE, w // STRIDE)
+        got = tuple(output_shape(net))
+        if got != want:
+            raise UsageError(f"task detect needs a model whose output is {fmt_shape(want)} (class heatmaps, "
+                             f"offset and size at stride {STRIDE}); {self.cfg.model} gives {fmt_shape(got)}: "
+                             f"use --model centernet_fm")
+        return net
+
+    def loss(self, F, out, targets):
+        c, n = out.shape[1] - BOX_CHANNELS, out.shape[0]
+        loss, focal, l1 = detection_loss(out, targets["boxes"], targets["labels"], c)
+        return loss, {"focal": focal * n, "l1": l1 * n}
+
+    def evaluator(self) -> DetectionEvaluator:
+        return DetectionEvaluator(classes=self.class_names)
+
+    def decode(self, outputs, meta):
+        classes = list(meta.get("classes") or [])
+        det = decode_detections(outputs, outputs.shape[1] - BOX_CHANNELS)
+        preds = []
+        for i in range(len(outputs)):
+            boxes, scores, labels = det.of(i, self.opts["min_score"])
+            preds.append({"detections": [
+                {"class": classes[k] if k < len(classes) else str(k), "index": int(k),
+                 "score": round(float(s), 4), "box": [round(float(v), 2) for v in b]}
+                for b, s, k in zip(boxes, scores, labels)]})
+        return preds
+
+    def draw(self, image, prediction, path) -> None:
+        boxes = [d["box"] for d in prediction["detections"]]
+        captions = [f"{d['class']} {d['score']:.2f}" for d in prediction["detections"]]
+        draw_boxes(image, boxes, captions).save(path)
+
+    def write_coco_results(self, loaded, path, root=None, limit=None) -> int:
+        """Write the test canvases' detections (every box above the evaluator's score floor, at
+        most 100 per canvas) as a COCO results file; returns the number of detections."""
+        import json
+
+        from ..data.coco import coco_results
+        from ..fileio import atomic_write_text
+
+        self.cfg.root, self.cfg.limit_test = root, limit
+        test = self.load_test()
+        ev = self.evaluator()
+        a = loaded.adapter
+        a.add_split("test", test.images, test.targets)
+        for i in range(0, len(test), 256):
+            idx = np.arange(i, min(len(test), i + 256))
+            ev.add(a.logits("test", idx), {k: v[idx] for k, v in test.targets.items()})
+        _, (ids, labels, boxes, scores) = ev.arrays()
+        atomic_write_text(path, json.dumps(coco_results(ids, boxes, scores, labels)))
+        return len(ids)
+
+
+PALETTE = ((230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48), (145, 30, 180),
+           (70, 240, 240), (240, 50, 230), (210, 245, 60), (250, 190, 212))
+
+
+def draw_boxes(image: np.ndarray, boxes, captions=(), colors=None, truth=(), scale: int = 4):
+    """A Pillow RGB image of a uint8 H x W (x 1 or 3) canvas, enlarged ``scale`` times, with
+    ``boxes`` (xyxy, canvas pixels) outlined and captioned, and the ``truth`` boxes dashed white."""
+    from PIL import Image, ImageDraw
+
+    a = np.asarray(image)
+    a = a[..., 0] if a.ndim == 3 and a.shape[2] == 1 else a
+    img = Image.fromarray(a).convert("RGB")
+    img = img.resize((img.width * scale, img.height * scale), Image.NEAREST)
+    pen = ImageDraw.Draw(img)
+    for b in truth:
+        x0, y0, x1, y1 = (float(v) * scale for v in b)
+        for t in np.arange(x0, x1, 6):  # dashes along x, then along y
+            pen.line([(t, y0), (min(t + 3, x1), y0)], fill="white")
+            pen.line([(t, y1), (min(t + 3, x1), y1)], fill="white")
+        for t in np.arange(y0, y1, 6):
+            pen.line([(x0, t), (x0, min(t + 3, y1))], fill="white")
+            pen.line([(x1, t), (x1, min(t + 3, y1))], fill="white")
+    for i, b in enumerate(boxes):
+        color = tuple(colors[i]) if colors is not None else PALETTE[i % len(PALETTE)]
+        x0, y0, x1, y1 = (float(v) * scale for v in b)
+        pen.rectangle([x0, y0, x1 - 1, y1 - 1], outline=color, width=2)
+        if i < len(captions):
+            pen.text((x0 + 2, max(y0 - 11, 0)), captions[i], fill=color)
+    return img
