@@ -1,6 +1,10 @@
 """Detection: the CenterNet-style zoo model, its targets, loss (torch and the NumPy
 engine alike), peak decoding against a brute-force reference, and the streaming
 COCO evaluator."""
+import contextlib
+import io
+import json
+
 import numpy as np
 import pytest
 
@@ -8,6 +12,7 @@ from svertka.analysis import analyze
 from svertka.data.canvas import TASK_PRESETS, CanvasGenerator
 from svertka.errors import ShapeError
 from svertka.tasks.detect import (
+    HEAT_PRIOR,
     STRIDE,
     DetectionEvaluator,
     decode_detections,
@@ -31,7 +36,7 @@ def perfect_outputs(boxes, labels, grid=(24, 24)):
     (clipped away from 0 and 1) and the target offsets and sizes."""
     heat, reg, _ = render_targets(boxes, labels, C, grid)
     p = np.clip(heat, 1e-6, 1 - 1e-6)
-    return np.concatenate([np.log(p / (1 - p)), reg], 1).astype(np.float32)
+    return np.concatenate([np.log(p / (1 - p)) - HEAT_PRIOR, reg], 1).astype(np.float32)
 
 
 def test_zoo_detector_shapes_and_receptive_field():
@@ -149,3 +154,113 @@ def test_loss_agrees_between_torch_and_the_numpy_engine(canvases):
     assert detection_loss(good, c.boxes, c.labels, C)[0].item() < 0.05 * loss.item()
     with pytest.raises(ShapeError, match="outputs 14 channels"):
         detection_loss(t[:, :8], c.boxes, c.labels, C)
+
+
+# ------------------------------------------------------------------ the task, end to end
+
+TINY = ["--task", "detect", "--model", "centernet_fm_tiny", "--data", DATA, "--task-opt", "canvases=64",
+        "--task-opt", "test_canvases=40", "--epochs", "1", "-b", "32", "--threads", "1"]
+
+
+@pytest.fixture(scope="module")
+def detect_run(tmp_path_factory):
+    pytest.importorskip("torch")
+    from svertka.cli import main
+
+    out = tmp_path_factory.mktemp("detect") / "run"
+    assert main(["train", *TINY, "--output", str(out)]) == 0
+    return out
+
+
+def test_train_records_the_detection_metrics(detect_run, capsys):
+    from svertka.cli import main
+
+    rec = [json.loads(line) for line in (detect_run / "metrics.jsonl").read_text().splitlines()][-1]
+    for key in ("train_loss", "train_focal", "train_l1", "test_map", "test_map50", "test_map_touching",
+                "test_map_separate", "test_ap_t_shirt_top"):
+        assert key in rec, key
+    assert rec["train_loss"] == pytest.approx(rec["train_focal"] + rec["train_l1"], rel=1e-4)
+    capsys.readouterr()
+    assert main(["eval", str(detect_run), "--json"]) == 0
+    got = json.loads(capsys.readouterr().out)
+    assert got["task"] == "detect" and got["n"] == 40
+    assert got["map"] == pytest.approx(rec["test_map"], abs=1e-6)  # the same canvases, the same model
+
+
+def test_coco_results_score_alike_in_pycocotools(detect_run, tmp_path, capsys):
+    coco = pytest.importorskip("pycocotools.coco")
+    cocoeval = pytest.importorskip("pycocotools.cocoeval")
+    from svertka.cli import main
+
+    preds = tmp_path / "preds.json"
+    assert main(["eval", str(detect_run), "--json", "--coco-results", str(preds)]) == 0
+    ours = json.loads(capsys.readouterr().out.splitlines()[-1])
+    assert main(["data", "export", "canvas", "--task", "detect", "--n", "40", "--data", DATA,
+                 "--out", str(tmp_path / "export")]) == 0
+    results = json.loads(preds.read_text())
+    assert results and {"image_id", "category_id", "bbox", "score"} <= set(results[0])
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt = coco.COCO(str(tmp_path / "export" / "annotations.json"))
+        e = cocoeval.COCOeval(gt, gt.loadRes(str(preds)), "bbox")
+        e.evaluate()
+        e.accumulate()
+        e.summarize()
+    assert e.stats[0] == pytest.approx(ours["map"], abs=1e-6)
+    assert e.stats[1] == pytest.approx(ours["map50"], abs=1e-6)
+
+
+def test_predict_lists_and_draws_boxes(detect_run, tmp_path, capsys):
+    from PIL import Image
+
+    from svertka.cli import main
+
+    c = CanvasGenerator.from_dataset(DATA, "test", TASK_PRESETS["detect"]).generate(1, seed=0)
+    Image.fromarray(c.images[0, ..., 0]).save(tmp_path / "canvas.png")
+    capsys.readouterr()
+    assert main(["predict", str(detect_run), str(tmp_path / "canvas.png"), "--json",
+                 "--out", str(tmp_path / "boxes.png")]) == 0
+    pred = json.loads(capsys.readouterr().out)[0]
+    for d in pred["detections"]:
+        assert d["class"] in c.classes and 0.3 < d["score"] <= 1 and len(d["box"]) == 4
+    drawn = Image.open(tmp_path / "boxes.png")
+    assert drawn.size == (4 * 96, 4 * 96) and drawn.mode == "RGB"
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["--task-opt", "anchors=9"], "not an option of task detect"),
+    (["--task-opt", "canvases=0"], "canvases=0"),
+    (["--aug", "flip"], "drop --aug"),
+])
+def test_bad_detect_settings_get_one_line_errors(capsys, tmp_path, argv, words):
+    from cli_helpers import one_line_error
+
+    err = one_line_error(capsys, ["train", *TINY, *argv, "--output", str(tmp_path / "r")])
+    assert words in err
+
+
+def test_a_classifier_is_refused_as_a_detector(capsys, tmp_path):
+    from cli_helpers import one_line_error
+
+    argv = [a if a != "centernet_fm_tiny" else "lenet5" for a in TINY]
+    err = one_line_error(capsys, ["train", *argv, "--output", str(tmp_path / "r")])
+    assert "use --model centernet_fm" in err
+
+
+def test_a_detection_run_is_refused_by_the_classification_predict(detect_run, tmp_path, capsys):
+    from PIL import Image
+
+    from cli_helpers import one_line_error
+
+    Image.fromarray(np.zeros((96, 96), np.uint8)).save(tmp_path / "blank.png")
+    err = one_line_error(capsys, ["predict", str(detect_run), str(tmp_path / "blank.png"), "-k", "3"])
+    assert "detect" in err
+
+
+def test_the_numpy_engine_trains_the_detector(tmp_path, capsys):
+    from svertka.cli import main
+
+    argv = [a if a != "canvases=64" else "canvases=32" for a in TINY]
+    assert main(["train", *argv, "--backend", "numpy", "--task-opt", "test_canvases=8",
+                 "--output", str(tmp_path / "np")]) == 0
+    rec = json.loads((tmp_path / "np" / "metrics.jsonl").read_text().splitlines()[-1])
+    assert np.isfinite(rec["train_loss"]) and "test_map" in rec

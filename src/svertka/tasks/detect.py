@@ -11,7 +11,7 @@ arrays, built in a few vectorised lines and the same for both backends.
 Output of the model, per canvas: ``C + 4`` maps of ``H/4 x W/4`` cells
 (``STRIDE`` = 4), C the class count:
 
-- ``0 .. C-1``: heatmap logits; ``C, C+1``: centre offset in the cell (x, y),
+- ``0 .. C-1``: heatmap logits (less ``HEAT_PRIOR``); ``C, C+1``: centre offset in the cell (x, y),
   in cells; ``C+2, C+3``: box width and height, in cells.
 
 Targets (:func:`render_targets`, per batch from the items' boxes and labels):
@@ -43,13 +43,18 @@ from .boxes import xyxy_to_xywh
 from .coco_eval import evaluate_detections
 from .task import Task, TaskData, register_task
 
-__all__ = ["STRIDE", "SIGMA_FACTOR", "SIZE_WEIGHT", "render_targets", "detection_loss", "peaks",
+__all__ = ["STRIDE", "HEAT_PRIOR", "SIGMA_FACTOR", "SIZE_WEIGHT", "render_targets", "detection_loss", "peaks",
            "decode_detections", "Detections", "DetectionEvaluator", "DetectTask", "draw_boxes", "metric_name"]
 
 SIGMA_FACTOR = 0.54 / 6  # sigma = SIGMA_FACTOR * box side (TTFNet's alpha 0.54)
 MIN_SIGMA = 0.5  # cells: even a tiny box's Gaussian covers its neighbours a little
 SIZE_WEIGHT = 0.1  # CenterNet's weight of the size L1 against the heatmap's focal loss
 EPS = 1e-6  # inside the logs of the focal loss: log(0) never happens
+# Added to the heatmap logits in the loss and in decoding: a fresh model then predicts about
+# 0.1 everywhere instead of 0.5, as CenterNet gets by initialising the last bias to -2.19
+# (RetinaNet's "prior"), without which the focal loss of the ~99% background cells swamps the
+# first epoch. A constant, so it is part of the model's definition, not of its weights.
+HEAT_PRIOR = float(np.log(0.1 / 0.9))
 
 
 def render_targets(boxes, labels, num_classes: int, grid: tuple[int, int], stride: int = STRIDE):
@@ -113,7 +118,7 @@ def detection_loss(out, boxes, labels, num_classes: int):
     items = max(float(mask.sum()), 1.0)
     pos = (heat == 1).astype(np.float32)
     neg_weight = (1 - heat) ** 4 * (1 - pos)
-    p = out[:, :c].sigmoid()
+    p = (out[:, :c] + HEAT_PRIOR).sigmoid()
     pos_term = ((p + EPS).log() * (1 - p) ** 2 * put(pos)).sum()
     neg_term = ((1 - p + EPS).log() * p ** 2 * put(neg_weight)).sum()
     focal = (pos_term + neg_term) * (-1 / items)
@@ -153,7 +158,7 @@ def decode_detections(outputs: np.ndarray, num_classes: int, top_k: int = 100, s
         raise ShapeError(f"detector outputs must be N x {c + BOX_CHANNELS} x H x W for {c} classes, "
                          f"got {outputs.shape}")
     n, _, gh, gw = outputs.shape
-    heat = 1 / (1 + np.exp(-outputs[:, :c].astype(np.float64)))
+    heat = 1 / (1 + np.exp(-(outputs[:, :c].astype(np.float64) + HEAT_PRIOR)))
     flat = peaks(heat).reshape(n, -1)
     k = min(top_k, flat.shape[1])
     top = np.argpartition(-flat, k - 1, axis=1)[:, :k]

@@ -5,8 +5,9 @@ in minutes on 2 CPU cores.
 The output is one map of stride 4 (24x24 cells for a 96x96 canvas) with
 ``num_classes + 4`` channels, read by :mod:`svertka.tasks.detect`:
 
-- channels ``0 .. C-1``: a centre heatmap per class (logits; sigmoid -> the
-  probability that an item of that class has its box centre in the cell);
+- channels ``0 .. C-1``: a centre heatmap per class (logits, to which the task adds a
+  fixed prior of log(0.1/0.9); their sigmoid is the probability that an item of that
+  class has its box centre in the cell);
 - ``C, C+1``: the sub-cell offset (x, y) of the centre, in cells;
 - ``C+2, C+3``: the box width and height, in cells.
 
