@@ -82,7 +82,7 @@ def main():
     args = ap.parse_args()
     det_run = load_trained(args.detector, threads=1)
     task = det_run.task
-    task.cfg.limit_test = args.n
+    task.opts["test_canvases"], task.cfg.limit_test = args.n, None
     test = task.load_test()
     classes = list(test.classes)
     boxes, labels = test.targets["boxes"], test.targets["labels"]
