@@ -217,7 +217,7 @@ def test_predict_lists_and_draws_boxes(detect_run, tmp_path, capsys):
     c = CanvasGenerator.from_dataset(DATA, "test", TASK_PRESETS["detect"]).generate(1, seed=0)
     Image.fromarray(c.images[0, ..., 0]).save(tmp_path / "canvas.png")
     capsys.readouterr()
-    assert main(["predict", str(detect_run), str(tmp_path / "canvas.png"), "--json",
+    assert main(["predict", "-w", str(detect_run), str(tmp_path / "canvas.png"), "--json",
                  "--out", str(tmp_path / "boxes.png")]) == 0
     pred = json.loads(capsys.readouterr().out)[0]
     for d in pred["detections"]:
@@ -252,7 +252,7 @@ def test_a_detection_run_is_refused_by_the_classification_predict(detect_run, tm
     from cli_helpers import one_line_error
 
     Image.fromarray(np.zeros((96, 96), np.uint8)).save(tmp_path / "blank.png")
-    err = one_line_error(capsys, ["predict", str(detect_run), str(tmp_path / "blank.png"), "-k", "3"])
+    err = one_line_error(capsys, ["predict", "-w", str(detect_run), str(tmp_path / "blank.png"), "-k", "3"])
     assert "detect" in err
 
 
