@@ -264,3 +264,26 @@ def test_the_numpy_engine_trains_the_detector(tmp_path, capsys):
                  "--output", str(tmp_path / "np")]) == 0
     rec = json.loads((tmp_path / "np" / "metrics.jsonl").read_text().splitlines()[-1])
     assert np.isfinite(rec["train_loss"]) and "test_map" in rec
+
+
+def test_output_cell_sees_what_the_analysis_says():
+    """The gradient support of one output cell of the detector made a positive linear map
+    (as tests/test_rf_gradient.py does for the classifiers) lies inside the analysis'
+    field (a bound, after the transposed conv) and spans more than the largest item."""
+    torch = pytest.importorskip("torch")
+    from svertka.backends.torch import compile
+    from test_rf_gradient import _support, positive_linear
+
+    net = create_model("centernet_fm_tiny")
+    rf = analyze(net).feature_rf
+    assert not rf.exact and rf.size == (99, 99)
+    model = positive_linear(compile(net))
+    x = torch.ones(1, 1, 192, 192, dtype=torch.float64, requires_grad=True)
+    out = model(x)
+    unit = (24, 24)  # a cell well inside the 48 x 48 map: its field is not clipped
+    rows, cols = _support(out[0, :, unit[0], unit[1]].sum(), x)
+    for (lo, hi), axis in ((rows, 0), (cols, 1)):
+        want_lo, want_hi = rf.span(unit[axis], axis)
+        assert want_lo <= lo and hi <= want_hi  # inside the bound
+        assert hi - lo + 1 > 2 * 28  # wider than the largest item (56 px)
+        assert hi - lo + 1 >= rf.size[axis] - 2 * STRIDE  # and the bound is tight within a cell either side

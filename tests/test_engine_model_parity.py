@@ -83,9 +83,10 @@ def _forward_backward(tm, nm, x, y):
     lt = tm(torch.from_numpy(x))
     ln = nm(Tensor(x))
     tm.zero_grad()
-    torch.nn.functional.cross_entropy(lt, torch.from_numpy(y)).backward()
+    # flattened: a detector's C x H x W output is one C*H*W-way "classifier" here
+    torch.nn.functional.cross_entropy(lt.flatten(1), torch.from_numpy(y)).backward()
     nm.zero_grad()
-    F.cross_entropy(ln, y).backward()
+    F.cross_entropy(ln.reshape(len(x), -1), y).backward()
     return lt, ln
 
 
@@ -116,7 +117,7 @@ def _check_grads_float32(tm, nm, x, y, rtol=1e-4, peer_factor=8.0):
     """
     t64 = copy.deepcopy(tm).double()
     t64.zero_grad()
-    torch.nn.functional.cross_entropy(t64(torch.from_numpy(x).double()),
+    torch.nn.functional.cross_entropy(t64(torch.from_numpy(x).double()).flatten(1),
                                       torch.from_numpy(y)).backward()
     truth = {k: p.grad.numpy() for k, p in t64.named_parameters()}
     peer = {k: p.grad.double().numpy() for k, p in tm.named_parameters()}

@@ -71,15 +71,18 @@ DETECT_FIGURES = "benchmarks/README.md, detection"
 
 @register_model(family="detect", input_shape=(1, 96, 96), num_classes=10,
                 description="CenterNet-style detector for 96x96 canvases: stride-4 heatmaps + offset + size",
-                reference=Reference(f"svertka, {DETECT_FIGURES}", dataset="Fashion-MNIST detect canvases",
-                                    notes="output (num_classes + 4) x 24 x 24; mAP in benchmarks/README.md"))
+                reference=Reference(f"svertka, {DETECT_FIGURES}", params=161_630, macs=33_619_968,
+                                    dataset="Fashion-MNIST detect canvases",
+                                    notes="output (num_classes + 4) x 24 x 24; counts computed here; "
+                                          "mAP in benchmarks/README.md"))
 def centernet_fm(num_classes=10, in_chans=1) -> Network:
     return _detector("centernet_fm", (16, 32, 64, 32), num_classes, in_chans, 96)
 
 
 @register_model(family="detect", input_shape=(1, 96, 96), num_classes=10,
                 description="centernet_fm at half width (16-32 channels), for the NumPy engine and tests",
-                reference=Reference(f"svertka, {DETECT_FIGURES}", dataset="Fashion-MNIST detect canvases",
-                                    notes="output (num_classes + 4) x 24 x 24"))
+                reference=Reference(f"svertka, {DETECT_FIGURES}", params=40_758, macs=8_552_448,
+                                    dataset="Fashion-MNIST detect canvases",
+                                    notes="output (num_classes + 4) x 24 x 24; counts computed here"))
 def centernet_fm_tiny(num_classes=10, in_chans=1) -> Network:
     return _detector("centernet_fm_tiny", (8, 16, 32, 16), num_classes, in_chans, 96)
