@@ -168,7 +168,7 @@ def detect_run(tmp_path_factory):
     from svertka.cli import main
 
     out = tmp_path_factory.mktemp("detect") / "run"
-    assert main(["train", *TINY, "--output", str(out)]) == 0
+    assert main(["train", *TINY, "--val-fraction", "0.25", "--output", str(out)]) == 0  # 16 val canvases
     return out
 
 
@@ -176,8 +176,8 @@ def test_train_records_the_detection_metrics(detect_run, capsys):
     from svertka.cli import main
 
     rec = [json.loads(line) for line in (detect_run / "metrics.jsonl").read_text().splitlines()][-1]
-    for key in ("train_loss", "train_focal", "train_l1", "test_map", "test_map50", "test_map_touching",
-                "test_map_separate", "test_ap_t_shirt_top"):
+    for key in ("train_loss", "train_focal", "train_l1", "val_map", "test_map", "test_map50",
+                "test_map_touching", "test_map_separate", "test_ap_t_shirt_top"):
         assert key in rec, key
     assert rec["train_loss"] == pytest.approx(rec["train_focal"] + rec["train_l1"], rel=1e-4)
     capsys.readouterr()

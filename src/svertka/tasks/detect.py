@@ -291,8 +291,10 @@ class DetectTask(Task):
         c = gen.generate(n, seed=self.SEEDS[which])
         self.class_names = tuple(c.classes)  # names the per-class APs
         targets = {"boxes": c.boxes, "labels": c.labels, "touching": c.touching.astype(np.int64)}
+        size = c.config.size
+        seeds = ", ".join(f"{k} {v}" for k, v in self.SEEDS.items())
         return TaskData(c.images, targets, tuple(c.classes), CANVAS_MEAN, CANVAS_STD,
-                        f"{gen.name} items, {n} canvases (seed {self.SEEDS[which]})")
+                        f"{gen.name.split('/')[0]} items on {size}x{size} canvases, stream seeds {seeds}")
 
     def _test_count(self) -> int:
         return min(self.opts["test_canvases"], self.cfg.limit_test or self.opts["test_canvases"])
