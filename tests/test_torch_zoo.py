@@ -52,7 +52,8 @@ def test_forward_gives_the_predicted_shape(name):
     with torch.inference_mode():
         y = model(torch.randn(2, c, s, s))
     assert tuple(y.shape) == (2, *analyze(net, (c, s, s)).output_shape)
-    assert tuple(y.shape[:2]) == (2, 7)  # a classifier's logits, or a segmenter's 7 x H x W scores
+    # a classifier's logits, a segmenter's 7 x H x W scores, or a detector's 7 heatmaps + 4 box maps
+    assert y.shape[1] == (7 + 4 if net.meta.get("task") == "detect" else 7)
     assert torch.isfinite(y).all()
 
 

@@ -71,6 +71,7 @@ def _ensure_loaded():
         _loaded = True  # first: the family modules call register_model while they load
         from . import (  # noqa: F401
             alexnet,
+            detect,
             efficientnet,
             googlenet,
             lenet,
