@@ -26,8 +26,22 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).parent))
 from machine import LoadMonitor  # noqa: E402
 from svertka.data.canvas import TASK_PRESETS, CanvasGenerator  # noqa: E402
-from svertka.tasks.localize import LocalizeEvaluator, localize_loss, localize_targets  # noqa: E402
-from svertka.tasks.points import PointsEvaluator, keypoint_targets, mean_keypoints, points_loss  # noqa: E402
+from svertka.tasks.localize import (  # noqa: E402
+    LocalizeEvaluator,
+    box_picture,
+    localize_json,
+    localize_loss,
+    localize_targets,
+)
+from svertka.tasks.points import (  # noqa: E402
+    PointsEvaluator,
+    decode_keypoints,
+    keypoint_targets,
+    keypoints_json,
+    keypoints_picture,
+    mean_keypoints,
+    points_loss,
+)
 from svertka.train.backends import param_groups  # noqa: E402
 from svertka.train.schedule import Schedule  # noqa: E402
 from svertka.zoo import create_model  # noqa: E402
@@ -48,6 +62,7 @@ def main(argv=None):
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--data", default="fashion-mnist")
     ap.add_argument("--json", default=None)
+    ap.add_argument("--grid", default=None, help="PNG of the first 16 test canvases: predicted and true")
     a = ap.parse_args(argv)
 
     preset = TASK_PRESETS[a.task]
@@ -136,11 +151,31 @@ def main(argv=None):
                 out = out.numpy() if hasattr(out, "numpy") else out.data
                 ev.add(np.asarray(out), {k: v[i:i + 500] for k, v in test_t.items()})
         rec.update({f"test_{k}": round(v, 5) for k, v in ev.result().items()})
+        if a.grid:
+            with no_grad():
+                out = model(to_t(normalised(test.images[:16])))
+            write_grid(a.task, np.asarray(out.numpy() if hasattr(out, "numpy") else out.data), test, a.grid)
         rec["elapsed_s"] = round(time.perf_counter() - t_start, 1)
         print(json.dumps(rec), flush=True)
     if a.json:
         Path(a.json).parent.mkdir(parents=True, exist_ok=True)
         Path(a.json).write_text(json.dumps(rec, indent=1))
+
+
+def write_grid(task: str, outputs: np.ndarray, test, path) -> None:
+    """Predicted (colours) and true (white points / green boxes) on the first test canvases."""
+    from svertka.viz.image import save_grid
+
+    n, size = len(outputs), test.images.shape[1]
+    if task == "points":
+        pred = keypoints_json(decode_keypoints(outputs, size))
+        true = keypoints_json(keypoint_targets(test)[:n])
+        tiles = [keypoints_picture(test.images[i], pred[i], true[i], scale=3) for i in range(n)]
+    else:
+        pred = localize_json(outputs, test.classes, size)
+        true = [{"box": b} for b in localize_targets(test)["boxes"][:n].tolist()]
+        tiles = [box_picture(test.images[i], pred[i], true[i], scale=3) for i in range(n)]
+    save_grid(np.stack(tiles), path, nrow=8, scale=1)
 
 
 if __name__ == "__main__":

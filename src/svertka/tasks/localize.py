@@ -27,7 +27,7 @@ from svertka.errors import ShapeError
 from svertka.tasks.metrics import localization_metrics
 
 __all__ = ["localize_targets", "split_output", "smooth_l1", "giou_terms", "localize_loss", "decode_boxes",
-           "LocalizeEvaluator", "localize_json", "draw_box", "BOX_LOSSES", "PRIOR"]
+           "LocalizeEvaluator", "localize_json", "box_picture", "draw_box", "BOX_LOSSES", "PRIOR"]
 
 BOX_LOSSES = ("smooth_l1", "giou")
 PRIOR = (0.25, 0.25, 0.75, 0.75)  # the box an all-zero output means, in fractions of the side
@@ -145,21 +145,29 @@ def localize_json(outputs: np.ndarray, classes, size: int) -> list[dict]:
              "box": [round(float(v), 2) for v in b]} for c, s, b in zip(label, score, box)]
 
 
-def draw_box(image: np.ndarray, prediction: dict, out_path, scale: int = 4) -> None:
-    """The image, enlarged ``scale`` times, with the predicted box and its class and
-    score (as :func:`localize_json` writes them); PNG or JPEG by extension."""
-    from PIL import Image, ImageDraw
+def box_picture(image: np.ndarray, prediction: dict, truth: dict | None = None, scale: int = 4) -> np.ndarray:
+    """The image, ``scale`` times larger, with the predicted box and its class and score
+    (as :func:`localize_json` writes them) in red, and the ``truth`` box (same layout,
+    "score" optional) in green; uint8 H x W x 3."""
+    from PIL import ImageDraw
 
+    from svertka.tasks.points import _enlarged
+
+    pil = _enlarged(image, scale)
+    draw = ImageDraw.Draw(pil)
+    for box, colour, text in (((truth or {}).get("box"), (64, 255, 64), None),
+                              (prediction["box"], (255, 64, 64), prediction)):
+        if box is None:
+            continue
+        x0, y0, x1, y1 = (v * scale for v in box)
+        draw.rectangle([x0, y0, max(x0, x1 - 1), max(y0, y1 - 1)], outline=colour, width=max(1, scale // 2))
+        if text is not None:
+            draw.text((x0 + 2, max(0, y0 - 12)), f"{text['class']} {text['score']:.2f}", fill=(255, 255, 0))
+    return np.asarray(pil)
+
+
+def draw_box(image: np.ndarray, prediction: dict, out_path, scale: int = 4) -> None:
+    """:func:`box_picture` written as PNG or JPEG (by the extension)."""
     from svertka.viz.image import write_image
 
-    img = np.asarray(image)
-    img = img[..., 0] if img.ndim == 3 and img.shape[2] == 1 else img
-    pil = Image.fromarray(np.ascontiguousarray(img)).convert("RGB")
-    pil = pil.resize((pil.width * scale, pil.height * scale), Image.NEAREST)
-    draw = ImageDraw.Draw(pil)
-    x0, y0, x1, y1 = (v * scale for v in prediction["box"])
-    draw.rectangle([x0, y0, max(x0, x1 - 1), max(y0, y1 - 1)], outline=(255, 64, 64),
-                   width=max(1, scale // 2))
-    draw.text((x0 + 2, max(0, y0 - 12)), f"{prediction['class']} {prediction['score']:.2f}",
-              fill=(255, 255, 0))
-    write_image(out_path, np.asarray(pil))
+    write_image(out_path, box_picture(image, prediction, scale=scale))

@@ -36,7 +36,8 @@ from svertka.errors import ShapeError
 from svertka.tasks.metrics import keypoint_metrics
 
 __all__ = ["keypoint_targets", "predicted_xy", "soft_argmax", "points_loss", "decode_keypoints",
-           "mean_keypoints", "PointsEvaluator", "keypoints_json", "draw_keypoints", "KEYPOINT_NAMES"]
+           "mean_keypoints", "PointsEvaluator", "keypoints_json", "keypoints_picture", "draw_keypoints",
+           "KEYPOINT_NAMES"]
 
 # one colour per keypoint in drawings: centre, top, bottom, left, right
 COLOURS = ((255, 255, 0), (255, 64, 64), (64, 160, 255), (64, 255, 64), (255, 128, 255))
@@ -161,21 +162,37 @@ def keypoints_json(keypoints: np.ndarray, names=KEYPOINT_NAMES) -> list[dict]:
             for kps in np.asarray(keypoints)]
 
 
-def draw_keypoints(image: np.ndarray, prediction: dict, out_path, scale: int = 4) -> None:
-    """The image, enlarged ``scale`` times, with each keypoint of ``prediction`` (as
-    :func:`keypoints_json` writes it) as a coloured cross; PNG or JPEG by extension."""
-    from PIL import Image, ImageDraw
-
-    from svertka.viz.image import write_image
+def _enlarged(image: np.ndarray, scale: int):
+    """A uint8 H x W (x 1) image as an RGB Pillow image ``scale`` times larger (nearest)."""
+    from PIL import Image
 
     img = np.asarray(image)
     img = img[..., 0] if img.ndim == 3 and img.shape[2] == 1 else img
     pil = Image.fromarray(np.ascontiguousarray(img)).convert("RGB")
-    pil = pil.resize((pil.width * scale, pil.height * scale), Image.NEAREST)
+    return pil.resize((pil.width * scale, pil.height * scale), Image.NEAREST)
+
+
+def keypoints_picture(image: np.ndarray, prediction: dict, truth: dict | None = None,
+                      scale: int = 4) -> np.ndarray:
+    """The image, ``scale`` times larger, with each keypoint of ``prediction`` (as
+    :func:`keypoints_json` writes it) as a cross in its keypoint's colour, and those of
+    ``truth`` as small white circles; uint8 H x W x 3."""
+    from PIL import ImageDraw
+
+    pil = _enlarged(image, scale)
     draw = ImageDraw.Draw(pil)
-    for i, (_, (x, y)) in enumerate(prediction["keypoints"].items()):
-        cx, cy, r = x * scale, y * scale, max(2, scale)
-        colour = COLOURS[i % len(COLOURS)]
-        draw.line([(cx - r, cy), (cx + r, cy)], fill=colour, width=max(1, scale // 2))
-        draw.line([(cx, cy - r), (cx, cy + r)], fill=colour, width=max(1, scale // 2))
-    write_image(out_path, np.asarray(pil))
+    width, r = max(1, scale // 2), max(2, scale)
+    for x, y in (truth or {"keypoints": {}})["keypoints"].values():
+        draw.ellipse([x * scale - r, y * scale - r, x * scale + r, y * scale + r], outline=(255, 255, 255))
+    for i, (x, y) in enumerate(prediction["keypoints"].values()):
+        cx, cy, colour = x * scale, y * scale, COLOURS[i % len(COLOURS)]
+        draw.line([(cx - r, cy), (cx + r, cy)], fill=colour, width=width)
+        draw.line([(cx, cy - r), (cx, cy + r)], fill=colour, width=width)
+    return np.asarray(pil)
+
+
+def draw_keypoints(image: np.ndarray, prediction: dict, out_path, scale: int = 4) -> None:
+    """:func:`keypoints_picture` written as PNG or JPEG (by the extension)."""
+    from svertka.viz.image import write_image
+
+    write_image(out_path, keypoints_picture(image, prediction, scale=scale))
