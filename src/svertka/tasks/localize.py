@@ -23,11 +23,24 @@ from __future__ import annotations
 
 import numpy as np
 
-from svertka.errors import ShapeError
+from svertka.data.canvas import TASK_PRESETS
+from svertka.errors import ShapeError, UsageError
 from svertka.tasks.metrics import localization_metrics
+from svertka.tasks.points import (
+    TRAIN_CANVASES,
+    as_float32,
+    canvas_data,
+    choice,
+    count,
+    draw_canvases,
+    pick_model,
+    pixel_stats,
+)
+from svertka.tasks.task import Task, register_task
 
 __all__ = ["localize_targets", "split_output", "smooth_l1", "giou_terms", "localize_loss", "decode_boxes",
-           "LocalizeEvaluator", "localize_json", "box_picture", "draw_box", "BOX_LOSSES", "PRIOR"]
+           "LocalizeEvaluator", "localize_json", "box_picture", "draw_box", "BOX_LOSSES", "PRIOR",
+           "LocalizeTask"]
 
 BOX_LOSSES = ("smooth_l1", "giou")
 PRIOR = (0.25, 0.25, 0.75, 0.75)  # the box an all-zero output means, in fractions of the side
@@ -171,3 +184,79 @@ def draw_box(image: np.ndarray, prediction: dict, out_path, scale: int = 4) -> N
     from svertka.viz.image import write_image
 
     write_image(out_path, box_picture(image, prediction, scale=scale))
+
+
+# ------------------------------------------------------------------ the task
+
+
+@register_task
+class LocalizeTask(Task):
+    """`svertka train --task localize [MODEL]`: see the module's notes."""
+
+    name = "localize"
+    score = "correct_localization"
+    higher_is_better = True
+    augments = False  # a crop or flip moves the box
+    shown = ("top1", "mean_iou", "correct_localization")
+    options = {
+        "box_loss": ("smooth_l1", choice(*BOX_LOSSES), "box_loss=smooth_l1|giou: the box's loss"),
+        "canvases": (TRAIN_CANVASES, count, "canvases=N: training canvases (test: 10,000)"),
+    }
+
+    def __init__(self, cfg):
+        super().__init__(cfg)
+        self.size = TASK_PRESETS["localize"].size
+
+    def load(self):
+        c = draw_canvases(self.cfg, self.name, self.opts["canvases"])
+        mean, std = pixel_stats(c["train"].images)
+        classes = c["train"].classes
+        return tuple(None if v is None else canvas_data(v, localize_targets(v), classes, mean, std)
+                     for v in c.values())
+
+    def load_test(self):
+        test = draw_canvases(self.cfg, self.name, self.opts["canvases"], ("test",))["test"]
+        return canvas_data(test, localize_targets(test), test.classes, (0.5,), (0.5,))
+
+    def network(self, train):
+        from svertka.zoo import create_model
+
+        name = pick_model(self.cfg, "localize_net", self._check_model)
+        h, w, c = train.image_shape
+        return create_model(name, num_classes=train.num_classes, in_chans=c, input_size=h)
+
+    def _check_model(self, name):
+        from svertka.zoo import list_models
+
+        ok = list_models("localize_*")
+        if name not in ok:
+            raise UsageError(f"task localize trains a class + box model ({', '.join(ok)}), not {name}; "
+                             f"name one, or none for localize_net")
+
+    def loss(self, F, out, targets):
+        return localize_loss(F, as_float32(out), targets["labels"], targets["boxes"],
+                             len(self._classes(out)), self.size, self.opts["box_loss"])
+
+    def _classes(self, out):
+        return range(out.shape[1] - 4)
+
+    def evaluator(self):
+        return _LazyLocalizeEvaluator(self.size)
+
+    def decode(self, outputs, meta):
+        classes = list(meta.get("classes") or [str(i) for i in range(outputs.shape[1] - 4)])
+        return localize_json(outputs, classes, self.size)
+
+    def draw(self, image, prediction, path):
+        draw_box(image, prediction, path)
+
+
+class _LazyLocalizeEvaluator(LocalizeEvaluator):
+    """The class count read off the first batch's outputs (C + 4 columns)."""
+
+    def __init__(self, size: int):
+        super().__init__(0, size)
+
+    def add(self, outputs, targets):
+        self.num_classes = self.num_classes or outputs.shape[1] - 4
+        super().add(outputs, targets)

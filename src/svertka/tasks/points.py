@@ -31,13 +31,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from svertka.data.canvas import KEYPOINT_NAMES
-from svertka.errors import ShapeError
+from svertka.data.canvas import KEYPOINT_NAMES, TASK_PRESETS, CanvasGenerator
+from svertka.errors import ShapeError, UsageError
 from svertka.tasks.metrics import keypoint_metrics
+from svertka.tasks.task import Task, TaskData, register_task
 
 __all__ = ["keypoint_targets", "predicted_xy", "soft_argmax", "points_loss", "decode_keypoints",
            "mean_keypoints", "PointsEvaluator", "keypoints_json", "keypoints_picture", "draw_keypoints",
-           "KEYPOINT_NAMES"]
+           "KEYPOINT_NAMES", "PointsTask", "draw_canvases", "canvas_data", "pixel_stats"]
 
 # one colour per keypoint in drawings: centre, top, bottom, left, right
 COLOURS = ((255, 255, 0), (255, 64, 64), (64, 160, 255), (64, 255, 64), (255, 128, 255))
@@ -196,3 +197,159 @@ def draw_keypoints(image: np.ndarray, prediction: dict, out_path, scale: int = 4
     from svertka.viz.image import write_image
 
     write_image(out_path, keypoints_picture(image, prediction, scale=scale))
+
+
+# ------------------------------------------------------------ canvas splits
+# (shared with svertka.tasks.localize: one item on a 64x64 canvas)
+
+TRAIN_CANVASES, TEST_CANVASES = 20_000, 10_000
+SEEDS = {"train": 0, "val": 1, "test": 0}  # val: training items again, another stream
+
+
+def count(text) -> int:
+    """--task-opt canvases=N: a positive integer."""
+    v = int(text)
+    if v < 1:
+        raise ValueError(f"expected a positive integer, got {text!r}")
+    return v
+
+
+def choice(*names):
+    """A --task-opt parser that accepts one of ``names``."""
+    def parse(text):
+        if text not in names:
+            raise ValueError(f"expected one of {', '.join(names)}, got {text!r}")
+        return text
+    return parse
+
+
+def canvas_generator(cfg, task: str, split: str):
+    return CanvasGenerator.from_dataset(cfg.data, split, TASK_PRESETS[task], root=cfg.root)
+
+
+def canvas_counts(cfg, canvases: int) -> dict:
+    """How many canvases each split gets: ``canvases`` for training (capped by
+    --limit-train), --val-fraction of that for validation, 10,000 for the test
+    (capped by --limit-test)."""
+    train = min(canvases, cfg.limit_train) if cfg.limit_train else canvases
+    val = round(train * cfg.val_fraction) if cfg.val_fraction > 0 else 0
+    test = min(TEST_CANVASES, cfg.limit_test) if cfg.limit_test else TEST_CANVASES
+    return {"train": train, "val": val, "test": test}
+
+
+def draw_canvases(cfg, task: str, canvases: int, splits=("train", "val", "test")) -> dict:
+    """{split: Canvases} for ``splits``: training and validation canvases from the
+    training items (two seeds), test canvases from the test items."""
+    n = canvas_counts(cfg, canvases)
+    gens, out = {}, {}
+    for split in splits:
+        if not n[split]:
+            out[split] = None
+            continue
+        items = "test" if split == "test" else "train"
+        if items not in gens:
+            gens[items] = canvas_generator(cfg, task, items)
+        out[split] = gens[items].generate(n[split], seed=SEEDS[split])
+    return out
+
+
+def canvas_data(c, targets: dict, classes, mean, std) -> TaskData:
+    return TaskData(c.images, targets, tuple(classes), tuple(mean), tuple(std),
+                    f"{c.dataset} items on {c.images.shape[1]}x{c.images.shape[2]} canvases")
+
+
+def pixel_stats(images: np.ndarray) -> tuple[tuple[float], tuple[float]]:
+    """Mean and std of the training canvases (mostly black: Fashion-MNIST's own
+    statistics would leave the inputs far from zero mean)."""
+    x = images.astype(np.float32) / 255
+    return (float(x.mean()),), (float(x.std()) or 1.0,)
+
+
+def pick_model(cfg, default: str, family_check) -> str:
+    """The model to train: the one named (svertka train MODEL), else the task's
+    ``default``; ``family_check(name)`` raises for a model of the wrong kind."""
+    from svertka.train.config import TrainConfig
+
+    name = default if cfg.model == TrainConfig.model else cfg.model
+    family_check(name)
+    return name
+
+
+def as_float32(out):
+    """A torch output under bf16 autocast, as float32: soft-argmax and box sums need the bits."""
+    if type(out).__module__.startswith("torch") and str(out.dtype) != "torch.float32":
+        return out.float()
+    return out
+
+
+# ------------------------------------------------------------------ the task
+
+HEADS = {"heatmap": "points_heatmap", "direct": "points_direct"}
+
+
+@register_task
+class PointsTask(Task):
+    """`svertka train --task points [MODEL]`: see the module's notes."""
+
+    name = "points"
+    score = "mean_px_error"
+    higher_is_better = False
+    augments = False  # a flip or a crop moves the keypoints; image-only augmentation would lie
+    shown = ("mean_px_error", "pck@2px")
+    options = {
+        "head": ("heatmap", choice(*HEADS), "head=heatmap|direct: the model when none is named "
+                 "(points_heatmap or points_direct)"),
+        "canvases": (TRAIN_CANVASES, count, "canvases=N: training canvases (test: 10,000)"),
+    }
+
+    def __init__(self, cfg):
+        super().__init__(cfg)
+        self.size = TASK_PRESETS["points"].size
+        self.baseline = None
+
+    def load(self):
+        c = draw_canvases(self.cfg, self.name, self.opts["canvases"])
+        kp = keypoint_targets(c["train"])
+        self.baseline = mean_keypoints(kp)
+        mean, std = pixel_stats(c["train"].images)
+        return tuple(None if v is None else canvas_data(v, {"keypoints": keypoint_targets(v)}, KEYPOINT_NAMES,
+                                                        mean, std) for v in c.values())
+
+    def load_test(self):
+        c = draw_canvases(self.cfg, self.name, self.opts["canvases"], ("train", "test"))
+        self.baseline = mean_keypoints(keypoint_targets(c["train"]))
+        test = c["test"]
+        return canvas_data(test, {"keypoints": keypoint_targets(test)}, KEYPOINT_NAMES, (0.5,), (0.5,))
+
+    def network(self, train):
+        from svertka.zoo import create_model
+
+        name = pick_model(self.cfg, HEADS[self.opts["head"]], self._check_model)
+        h, w, c = train.image_shape
+        net = create_model(name, num_classes=len(KEYPOINT_NAMES), in_chans=c, input_size=h)
+        return net
+
+    def _check_model(self, name):
+        from svertka.zoo import list_models
+
+        ok = list_models("points_*")
+        if name not in ok:
+            raise UsageError(f"task points trains a keypoint model ({', '.join(ok)}), not {name}; "
+                             f"name one, or none for --task-opt head=heatmap|direct")
+        given = self.cfg.task_options.get("head")
+        if given and HEADS[given] != name.removesuffix("_small"):
+            raise UsageError(f"--task-opt head={given} picks the model when none is named, and {name} "
+                             f"is named; drop one of them")
+
+    def loss(self, F, out, targets):
+        return points_loss(as_float32(out), targets["keypoints"], self.size)
+
+    def evaluator(self):
+        return PointsEvaluator(self.size, self.baseline)
+
+    def decode(self, outputs, meta):
+        names = tuple(meta.get("classes") or KEYPOINT_NAMES)
+        return keypoints_json(decode_keypoints(outputs, self.size), names)
+
+    def draw(self, image, prediction, path):
+        draw_keypoints(image, prediction, path)
