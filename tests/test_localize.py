@@ -189,3 +189,47 @@ def test_models_give_logits_and_a_box(name):
     assert a.output_shape == (7 + 4,)
     head = a.layer("head")
     assert 0 < head.params < a.params and head.rf.global_
+
+
+# ------------------------------------------------------------ through the CLI
+
+
+def test_train_eval_predict_through_the_cli(tmp_path, capsys):
+    import json
+
+    from PIL import Image
+
+    from svertka.cli import main
+
+    pytest.importorskip("torch")
+    run = tmp_path / "run"
+    rc = main(["train", "--task", "localize", "--task-opt", "box_loss=giou", "--data", DATA,
+               "--limit-train", "256", "--limit-test", "64", "--epochs", "1", "--threads", "1",
+               "--output", str(run), "--json"])
+    assert rc in (0, None)
+    rec = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert {"train_loss", "train_acc", "train_iou", "test_top1", "test_mean_iou",
+            "test_correct_localization"} <= set(rec)
+    assert main(["eval", str(run), "--json", "--limit", "64"]) in (0, None)
+    got = json.loads(capsys.readouterr().out)
+    assert got["task"] == "localize" and got["n"] == 64
+    assert got["correct_localization"] == pytest.approx(rec["test_correct_localization"], abs=1e-6)
+    c = CanvasGenerator.from_dataset(DATA, "test", TASK_PRESETS["localize"]).generate(1, seed=4)
+    Image.fromarray(c.images[0, ..., 0]).save(tmp_path / "c.png")
+    out = tmp_path / "drawn.png"
+    rc = main(["predict", str(tmp_path / "c.png"), "-w", str(run), "--json", "--out", str(out)])
+    assert rc in (0, None)
+    pred = json.loads(capsys.readouterr().out)[0]
+    assert pred["class"] in c.classes and len(pred["box"]) == 4 and 0 <= pred["score"] <= 1
+    assert Image.open(out).size == (256, 256)
+    # a localize checkpoint is not a classifier: classification-only flags are refused
+    from cli_helpers import one_line_error
+    one_line_error(capsys, ["predict", str(tmp_path / "c.png"), "-w", str(run), "-k", "3"])
+
+
+def test_bad_localize_settings_get_one_line(capsys):
+    from cli_helpers import one_line_error
+
+    base = ["train", "--task", "localize", "--data", DATA, "--limit-train", "64", "--limit-test", "32"]
+    assert "smooth_l1, giou" in one_line_error(capsys, base + ["--task-opt", "box_loss=l2"])
+    assert "localize_net" in one_line_error(capsys, base + ["points_direct"])

@@ -201,3 +201,60 @@ def test_small_model_trains_on_the_engine_one_step():
     grads = [p.grad for _, p in model.named_parameters()]
     assert all(g is not None and np.isfinite(g).all() for g in grads)
     assert NF is not None
+
+
+# ------------------------------------------------------------ through the CLI
+
+
+def tiny_canvas_png(path, seed=9):
+    from PIL import Image
+    c = CanvasGenerator.from_dataset(DATA, "test", TASK_PRESETS["points"]).generate(1, seed=seed)
+    Image.fromarray(c.images[0, ..., 0]).save(path)
+    return c
+
+
+@pytest.mark.parametrize("backend, model", [("torch", "points_heatmap"), ("numpy", "points_direct_small")])
+def test_train_eval_predict_through_the_cli(tmp_path, capsys, backend, model):
+    import json
+
+    from svertka.cli import main
+
+    if backend == "torch":
+        pytest.importorskip("torch")
+    run = tmp_path / "run"
+    rc = main(["train", model, "--task", "points", "--data", DATA, "--backend", backend,
+               "--limit-train", "256", "--limit-test", "64", "--epochs", "1", "--threads", "1",
+               "--output", str(run), "--json"])
+    assert rc in (0, None)
+    rec = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert {"train_loss", "train_px_error", "test_mean_px_error", "test_pck@2px", "test_pck@4px",
+            "test_baseline_mean_px_error"} <= set(rec)
+    assert "test_acc" not in rec and 0 < rec["test_mean_px_error"] < 64
+    assert main(["eval", str(run), "--json", "--limit", "64"]) in (0, None)
+    got = json.loads(capsys.readouterr().out)
+    assert got["task"] == "points" and got["n"] == 64
+    assert got["mean_px_error"] == pytest.approx(rec["test_mean_px_error"], abs=1e-5)
+    assert got["baseline_mean_px_error"] == pytest.approx(rec["test_baseline_mean_px_error"], abs=1e-5)
+    assert {f"px_error_{k}" for k in KEYPOINT_NAMES} <= set(got)
+    png = tmp_path / "canvas.png"
+    tiny_canvas_png(png)
+    rc = main(["predict", str(png), "-w", str(run), "--json", "--out", str(tmp_path / "drawn.png")])
+    assert rc in (0, None)
+    pred = json.loads(capsys.readouterr().out)
+    assert list(pred[0]["keypoints"]) == list(KEYPOINT_NAMES)
+    assert all(0 <= v <= 64 for xy in pred[0]["keypoints"].values() for v in xy)
+    from PIL import Image
+    assert Image.open(tmp_path / "drawn.png").size == (256, 256)
+
+
+def test_bad_points_settings_get_one_line(capsys):
+    from cli_helpers import one_line_error
+
+    base = ["train", "--task", "points", "--data", DATA, "--limit-train", "64", "--limit-test", "32"]
+    err = one_line_error(capsys, base + ["--task-opt", "heads=direct"])
+    assert "heads" in err and "canvases" in err and "head" in err
+    assert "heatmap|direct" in one_line_error(capsys, base + ["--task-opt", "head=argmax"])
+    assert "positive integer" in one_line_error(capsys, base + ["--task-opt", "canvases=0"])
+    assert "not lenet5" not in one_line_error(capsys, base + ["resnet18"])
+    assert "drop one" in one_line_error(capsys, base + ["points_direct", "--task-opt", "head=heatmap"])
+    assert "--aug" in one_line_error(capsys, base + ["--aug", "flip"])

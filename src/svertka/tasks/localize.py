@@ -209,6 +209,7 @@ class LocalizeTask(Task):
 
     def load(self):
         c = draw_canvases(self.cfg, self.name, self.opts["canvases"])
+        self.opts["canvases"] = len(c["train"].images)  # recorded as drawn (after --limit-train)
         mean, std = pixel_stats(c["train"].images)
         classes = c["train"].classes
         return tuple(None if v is None else canvas_data(v, localize_targets(v), classes, mean, std)

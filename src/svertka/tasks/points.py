@@ -309,6 +309,9 @@ class PointsTask(Task):
 
     def load(self):
         c = draw_canvases(self.cfg, self.name, self.opts["canvases"])
+        # the count drawn (after --limit-train) goes into the checkpoint's task options, so
+        # `svertka eval` redraws the same training canvases for the same baseline
+        self.opts["canvases"] = len(c["train"].images)
         kp = keypoint_targets(c["train"])
         self.baseline = mean_keypoints(kp)
         mean, std = pixel_stats(c["train"].images)
