@@ -105,7 +105,7 @@ POINTS = "points task: K = 5 keypoints (centre of mass, top, bottom, left, right
 
 @register_model(family="tasks", input_shape=(1, CANVAS, CANVAS), num_classes=5,
                 description="points by direct regression: 16-32-64 backbone, Flatten, Linear to 2K",
-                reference=Reference(SOURCE, dataset="canvases", params=79_594, macs=8_937_472,
+                reference=Reference(SOURCE, dataset="canvases", params=112_986, macs=9_625_600,
                                     notes=POINTS))
 def points_direct(num_classes=5, in_chans=1) -> Network:
     return _direct("points_direct", WIDTHS, num_classes, in_chans)
@@ -113,7 +113,7 @@ def points_direct(num_classes=5, in_chans=1) -> Network:
 
 @register_model(family="tasks", input_shape=(1, CANVAS, CANVAS), num_classes=5,
                 description="points by heatmaps: 16-32-64 hourglass to 32x32 maps, soft-argmax",
-                reference=Reference(SOURCE, dataset="canvases", params=109_093, macs=17_569_792,
+                reference=Reference(SOURCE, dataset="canvases", params=115_493, macs=16_220_160,
                                     notes=POINTS))
 def points_heatmap(num_classes=5, in_chans=1) -> Network:
     return _heatmap("points_heatmap", WIDTHS, num_classes, in_chans)
@@ -121,7 +121,7 @@ def points_heatmap(num_classes=5, in_chans=1) -> Network:
 
 @register_model(family="tasks", input_shape=(1, CANVAS, CANVAS), num_classes=5,
                 description="points_direct at half width (8-16-32), for the NumPy engine",
-                reference=Reference(SOURCE, dataset="canvases", params=22_338, macs=2_297_856,
+                reference=Reference(SOURCE, dataset="canvases", params=38_642, macs=2_453_504,
                                     notes=POINTS))
 def points_direct_small(num_classes=5, in_chans=1) -> Network:
     return _direct("points_direct_small", SMALL_WIDTHS, num_classes, in_chans)
@@ -129,7 +129,7 @@ def points_direct_small(num_classes=5, in_chans=1) -> Network:
 
 @register_model(family="tasks", input_shape=(1, CANVAS, CANVAS), num_classes=5,
                 description="points_heatmap at half width (8-16-32), for the NumPy engine",
-                reference=Reference(SOURCE, dataset="canvases", params=27_509, macs=4_474_880,
+                reference=Reference(SOURCE, dataset="canvases", params=29_077, macs=4_112_384,
                                     notes=POINTS))
 def points_heatmap_small(num_classes=5, in_chans=1) -> Network:
     return _heatmap("points_heatmap_small", SMALL_WIDTHS, num_classes, in_chans)
@@ -140,7 +140,7 @@ LOCALIZE = "localize task: num_classes logits, then the box (x0, y0, x1, y1) as 
 
 @register_model(family="tasks", input_shape=(1, CANVAS, CANVAS), num_classes=10,
                 description="class + box: 16-32-64 backbone; pooled logits and an 8x8-conv box",
-                reference=Reference(SOURCE, dataset="canvases", params=0, macs=0,
+                reference=Reference(SOURCE, dataset="canvases", params=89_054, macs=9_601_664,
                                     notes=LOCALIZE))
 def localize_net(num_classes=10, in_chans=1) -> Network:
     return _localize("localize_net", WIDTHS, num_classes, in_chans)
@@ -148,7 +148,7 @@ def localize_net(num_classes=10, in_chans=1) -> Network:
 
 @register_model(family="tasks", input_shape=(1, CANVAS, CANVAS), num_classes=10,
                 description="localize_net at half width (8-16-32), for the NumPy engine",
-                reference=Reference(SOURCE, dataset="canvases", params=0, macs=0,
+                reference=Reference(SOURCE, dataset="canvases", params=26_678, macs=2_441_536,
                                     notes=LOCALIZE))
 def localize_net_small(num_classes=10, in_chans=1) -> Network:
     return _localize("localize_net_small", SMALL_WIDTHS, num_classes, in_chans)
