@@ -233,3 +233,16 @@ def test_bad_localize_settings_get_one_line(capsys):
     base = ["train", "--task", "localize", "--data", DATA, "--limit-train", "64", "--limit-test", "32"]
     assert "smooth_l1, giou" in one_line_error(capsys, base + ["--task-opt", "box_loss=l2"])
     assert "localize_net" in one_line_error(capsys, base + ["points_direct"])
+
+
+@pytest.mark.parametrize("name", ["localize_net", "points_heatmap", "points_direct_small"])
+def test_summary_lists_the_head(capsys, name):
+    import json
+
+    from svertka.cli import main
+
+    assert main(["summary", name, "--json"]) in (0, None)
+    got = json.loads(capsys.readouterr().out)
+    head = [row for row in got["layers"] if row["name"].startswith("head")]
+    assert head and sum(row["params"] for row in head) > 0 and all("rf" in row for row in head)
+    assert got["input"] == [1, 64, 64]
