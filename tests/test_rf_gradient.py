@@ -33,7 +33,7 @@ from svertka.analysis import analyze, min_input_size  # noqa: E402
 from svertka.backends.torch import compile  # noqa: E402
 from svertka.backends.torch.compile import GateModule, ScaledTanh, SelectChannels, Subsample  # noqa: E402
 from svertka.spec import nodes as n  # noqa: E402
-from svertka.zoo import create_model, get_entry, list_models  # noqa: E402
+from svertka.zoo import create_model, list_models  # noqa: E402
 
 # the classifiers: the test measures the final feature map, where the field turns global
 MODELS = [m for m in list_models() if "task" not in create_model(m).meta]

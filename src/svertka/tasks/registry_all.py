@@ -2,6 +2,8 @@
 A new task adds its import line here."""
 from . import (  # noqa: F401  (each module registers its task)
     detect,
+    localize,
+    points,
     segment,
     task,
     upscale,

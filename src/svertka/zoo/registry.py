@@ -79,6 +79,7 @@ def _ensure_loaded():
             resnet,
             segment,
             small,
+            tasks,
             upscale,
             vgg,
         )
