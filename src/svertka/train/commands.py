@@ -99,6 +99,15 @@ def add_parsers(sub):
     s.add_argument("--limit-test", type=positive_int, help="use only the first N test images (default: all)")
     s.add_argument("--threads", type=positive_int, help=THREADS_HELP + "; --resume may change it (float "
                    "rounding then differs from an uninterrupted run)")
+    s.add_argument("--sync-bn", action="store_true", default=None,
+                   help="BatchNorm statistics over all ranks' batches (torchrun; no effect in one process) "
+                   "(default: off)")
+    s.add_argument("--nproc", type=positive_int,
+                   help="train on N processes: starts `torchrun --standalone --nproc-per-node N -m svertka "
+                   "train ...` (torch backend; --batch-size stays the global batch) (default: one process)")
+    s.add_argument("--dist-timeout", type=positive_int, default=None, metavar="SECONDS",
+                   help="under torchrun: how long a rank waits for a hung peer before the job stops "
+                   "(a dead peer stops it at once) (default: 300)")
     s.add_argument("--quiet", "-q", action="store_true", help="no progress output")
     s.add_argument("--json", action="store_true", help="print the final metrics as JSON")
     s.set_defaults(func=cmd_train)
@@ -162,8 +171,11 @@ def add_parsers(sub):
 def cmd_train(args):
     from .allocator import keep_freed_memory
     from .config import make_config
+    from .distributed import DEFAULT_TIMEOUT_S, launch_torchrun, session
     from .loop import resume_config, train
 
+    if args.nproc is not None:
+        return launch_torchrun(args)
     keep_freed_memory()  # this process only trains: reuse activation buffers across steps
     if args.model_pos and args.model and args.model_pos != args.model:
         raise UsageError(f"two models given: {args.model_pos} and --model {args.model}")
@@ -172,6 +184,7 @@ def cmd_train(args):
     over["no_decay_norm_bias"] = args.no_decay_norm_bias
     over["channels_last"] = args.channels_last
     over["compile"] = args.compile
+    over["sync_bn"] = args.sync_bn
     if args.resume:
         given = sorted(k for k, v in over.items() if v is not None and k not in ("epochs", "threads"))
         if given or args.recipe:
@@ -179,10 +192,12 @@ def cmd_train(args):
             raise UsageError(f"--resume continues the run's saved config; drop --{flag}"
                              f" (only --epochs and --threads may change)")
         cfg = resume_config(args.resume, args.epochs, args.threads)
-        result = train(cfg, resume=args.resume, progress=not args.quiet)
     else:
         cfg = make_config(over, args.recipe)
-        result = train(cfg, progress=not args.quiet)
+    with session(cfg, args.dist_timeout or DEFAULT_TIMEOUT_S) as job:  # several ranks under torchrun
+        result = train(cfg, resume=args.resume, progress=not args.quiet)
+    if not job.is_main:  # rank 0 reports for the job
+        return result
     last = result.history[-1] if result.history else {}
     if args.json:
         print(json.dumps({"run_dir": str(result.run_dir), "seconds": round(result.seconds, 2), **last}))

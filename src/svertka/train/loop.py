@@ -39,6 +39,7 @@ from ..zoo import resolve_model
 from .backends import Adapter, make_adapter
 from .checkpoint import read_checkpoint, save_checkpoint, write_metrics
 from .config import TrainConfig
+from .distributed import current as current_job
 from .progress import Progress
 from .schedule import Schedule
 
@@ -109,14 +110,17 @@ def build_network(cfg: TrainConfig, ds):
 
 
 def accuracy(adapter, name: str, n: int, batch: int, tta: str = "none"):
-    """Top-1 accuracy over a stored split (no autograd, eval mode)."""
+    """Top-1 accuracy over a stored split (no autograd, eval mode); several
+    ranks each count their share of the rows."""
+    job = current_job()
+    start, stop = job.rows(n)
     correct = 0
-    for i in range(0, n, batch):
-        idx = np.arange(i, min(n, i + batch))
+    for i in range(start, stop, batch):
+        idx = np.arange(i, min(stop, i + batch))
         logits = adapter.logits(name, idx, tta)
         y = adapter.labels_np[name][idx]
         correct += int((logits.argmax(1) == y).sum())
-    return correct / max(1, n)
+    return job.all_reduce([correct])[0] / max(1, n)
 
 
 def default_run_dir(cfg: TrainConfig) -> Path:
@@ -172,7 +176,8 @@ def build_run(cfg: TrainConfig, run_dir: Path) -> Run:
     for name, ds in (("train", train_ds), ("val", val_ds), ("test", test_ds)):
         if ds is not None:
             adapter.add_split(name, ds.images, ds.labels)
-    bs = min(cfg.batch_size, len(train_ds))
+    world = current_job().world
+    bs = min(cfg.batch_size, len(train_ds) - len(train_ds) % world)  # a global batch splits evenly over ranks
     spe = len(train_ds) // bs
     decay_steps = round(cfg.decay_epochs * spe) if cfg.decay_epochs else None
     sched = Schedule(cfg.sched, cfg.epochs * spe, warmup_steps=round(cfg.warmup_epochs * spe),
@@ -191,18 +196,22 @@ def open_run(cfg: TrainConfig, resume, out: Progress) -> Run:
     """The run, fresh or resumed (its state read from ``last``, its other
     files repaired), and its folder with config.json and model.json."""
     run_dir = Path(resume) if resume is not None else Path(cfg.output) if cfg.output else default_run_dir(cfg)
+    job = current_job()
+    run_dir = Path(job.broadcast(str(run_dir)))  # rank 0's folder name (its clock names the default)
     if resume is None and (run_dir / LAST).exists():
         raise UsageError(f"--output {run_dir} already holds a run; "
                          f"use --resume {run_dir} or another --output")
     if run_dir.exists() and not run_dir.is_dir():
         raise UsageError(f"--output {run_dir} is a file; pass a folder for the run")
     run = build_run(cfg, run_dir)
-    if run_dir.is_dir():
+    if run_dir.is_dir() and job.is_main:
         for p in remove_stale_temps(run_dir, RUN_FILES):
             out.line(f"svertka train: removed {p.name}, left by an interrupted write")
     if resume is not None:
         resume_run(run, out)
     cfg.output = str(run_dir)
+    if not job.is_main:  # rank 0 alone writes the run folder
+        return run
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -225,6 +234,7 @@ def resume_run(run: Run, out: Progress) -> None:
     if state is None:
         raise WeightsError(f"{last} holds weights only, no training state; cannot resume from it")
     check_train_state(state, str(last), WeightsError)
+    current_job().check_resume(state, run_dir)
     if state.get("steps_per_epoch") != run.steps:
         raise UsageError(f"--resume {run_dir}: the data or batch size changed since the run started")
     if run.cfg.epochs < state["epoch"]:
@@ -238,8 +248,9 @@ def resume_run(run: Run, out: Progress) -> None:
                            "the file is corrupt, resume from another run or start afresh") from None
     run.start_epoch, run.history, run.best = state["epoch"], state["history"], state.get("best")
     run.elapsed_before = run.history[-1].get("elapsed", 0.0) if run.history else 0.0
-    write_metrics(run_dir, run.history)  # they may hold an epoch that last does not
-    repair_best(run, weights, fmeta, out)
+    if current_job().is_main:
+        write_metrics(run_dir, run.history)  # they may hold an epoch that last does not
+        repair_best(run, weights, fmeta, out)
 
 
 def repair_best(run: Run, weights: dict, meta: dict, out: Progress) -> None:
@@ -265,18 +276,21 @@ def repair_best(run: Run, weights: dict, meta: dict, out: Progress) -> None:
 
 def train_epoch(run: Run, epoch: int, bar) -> dict:
     """One pass over the training split: loss, accuracy, speed."""
-    cfg, adapter, bs = run.cfg, run.adapter, run.batch
+    cfg, adapter, bs, job = run.cfg, run.adapter, run.batch, current_job()
     t0 = time.perf_counter()
     rng = np.random.default_rng([cfg.seed, epoch])
-    perm = rng.permutation(len(run.train_ds))
+    perm = rng.permutation(len(run.train_ds))  # the same on every rank; each takes its slice of a step
+    aug_rng = job.aug_rng(rng, cfg.seed, epoch)
     adapter.seed_epoch(cfg.seed, epoch)
+    job.seed_epoch(cfg.seed, epoch)
     loss_sum = correct = 0
     seen, shown = 0, t0
     for s in range(run.steps):
         adapter.set_lr(run.sched(epoch * run.steps + s))
-        x, y = adapter.batch("train", perm[s * bs:(s + 1) * bs], run.aug, rng, epoch)
+        idx = job.shard(perm[s * bs:(s + 1) * bs])
+        x, y = adapter.batch("train", idx, run.aug, aug_rng, epoch)
         loss, right = adapter.train_step(x, y)
-        loss_sum, correct, seen = loss_sum + loss, correct + right, seen + bs
+        loss_sum, correct, seen = loss_sum + loss, correct + right, seen + len(idx)
         if bar is not None:
             bar.update(bs)
             now = time.perf_counter()
@@ -286,12 +300,15 @@ def train_epoch(run: Run, epoch: int, bar) -> dict:
                                     f"{100 * adapter.value(correct) / seen:.2f}% lr {adapter.lr:.2e}",
                                     refresh=False)
     train_s = time.perf_counter() - t0
-    train_loss = adapter.value(loss_sum) / seen
+    # summed over the ranks (images/s too); the slowest rank's time is the epoch's
+    loss_sum, correct, rate, seen = job.all_reduce([adapter.value(loss_sum), adapter.value(correct),
+                                                   seen / train_s, seen])
+    train_loss = loss_sum / seen
     if not math.isfinite(train_loss):
         raise UsageError(f"training diverged at epoch {epoch + 1} (loss {train_loss}); "
                          f"lower --lr (now {cfg.lr:g})")
-    return {"train_loss": round(train_loss, 6), "train_acc": round(adapter.value(correct) / seen, 6),
-            "images_per_s": round(seen / train_s, 1), "train_seconds": round(train_s, 3)}
+    return {"train_loss": round(train_loss, 6), "train_acc": round(correct / seen, 6),
+            "images_per_s": round(rate, 1), "train_seconds": round(train_s, 3)}
 
 
 def evaluate_epoch(run: Run, epoch: int) -> dict:
@@ -313,9 +330,13 @@ def save_epoch(run: Run, epoch: int, rec: dict) -> None:
     is_best = is_better(rec.get("val_acc"), run.best)
     if is_best:
         run.best = rec.get("val_acc")
-    weights = run.adapter.model_state()
+    weights, job = run.adapter.model_state(), current_job()
+    job.check_in_sync(weights)
+    if not job.is_main:  # rank 0 alone writes
+        return
     opt_tensors, opt_skel = run.adapter.optim_state()
     state = {"epoch": epoch + 1, "step": (epoch + 1) * run.steps, "steps_per_epoch": run.steps,
+             "world_size": job.world,
              "history": run.history, "best": run.best, "best_epoch": best_epoch(run.history),
              "optimizer": opt_skel, "config": run.cfg.to_dict()}
     try:
@@ -343,12 +364,14 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, stop_after: int | 
     ``last.safetensors``. ``stop_after`` ends after that many epochs in total
     (as if killed), leaving a resumable run."""
     t_start = time.perf_counter()
-    out = Progress(stream, progress)
+    job = current_job()
+    out = Progress(stream, progress and job.is_main)  # rank 0 alone reports
     run = open_run(cfg, resume, out)
     where = run.test_ds.location or cfg.data
     device = f" on {run.adapter.device}" if cfg.backend == "torch" else ""
     out.line(f"svertka train: {run.adapter.net.name} on {cfg.data} ({len(run.train_ds)} train images from "
-             f"{where}), backend {cfg.backend}{device}, {cfg.epochs} epochs, batch {run.batch}, "
+             f"{where}), backend {cfg.backend}{device}{job.describe()}, {cfg.epochs} epochs, "
+             f"batch {run.batch}, "
              f"{cfg.opt} lr {cfg.lr:g} {cfg.sched}; run folder {run.run_dir}")
     threads, amp = run.adapter.threads, run.adapter.amp_choice
     for note in (threads and threads.note, amp and amp.why):
