@@ -27,6 +27,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import os
+import re
 import signal
 import sys
 from contextlib import contextmanager
@@ -267,7 +268,7 @@ def session(cfg, timeout_s: float = DEFAULT_TIMEOUT_S):
     except (RuntimeError, ConnectionError) as e:
         if not is_collective_failure(e):
             raise
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
+        first = short_reason(e)
         msg = (f"rank {ranks.rank} of {ranks.world} lost contact with the other ranks ({first}); "
                f"{resume_hint(cfg, ranks.world)}")
         said.append(msg)  # the CLI prints it; a SIGTERM that follows adds nothing
@@ -319,6 +320,13 @@ def is_collective_failure(e: BaseException) -> bool:
     text = str(e)
     return any(k in text for k in ("gloo", "NCCL", "nccl", "Connection closed", "Connection reset",
                                    "Timed out", "timed out", "Broken pipe"))
+
+
+def short_reason(e: BaseException) -> str:
+    """The gist of a collective's error: its first sentence, without gloo's source location."""
+    text = (str(e).strip().splitlines() or [type(e).__name__])[0]
+    text = re.sub(r"^\[[^\]]*\]\s*", "", text).split(". ")[0]
+    return text[:120]
 
 
 def resume_hint(cfg, world: int) -> str:
