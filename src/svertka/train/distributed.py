@@ -35,7 +35,7 @@ from datetime import timedelta
 
 import numpy as np
 
-from ..errors import SvertkaError, UsageError
+from ..errors import SvertkaError, UsageError, WeightsError
 from ..threads import ThreadPolicy, available_cores
 
 DEFAULT_TIMEOUT_S = 300  # a collective that waits longer for a hung rank fails (a dead one fails at once)
@@ -114,7 +114,10 @@ class Single:
         return ThreadPolicy(fixed, set_threads)
 
     def check_resume(self, state: dict, run_dir) -> None:
-        trained = state.get("world_size", 1)
+        trained = state.get("world_size", 1)  # checkpoints from before distributed training: one process
+        if not isinstance(trained, int) or isinstance(trained, bool) or trained < 1:
+            raise WeightsError(f"{run_dir}: its training state has no valid world_size; the file is corrupt, "
+                               "resume from another run or start afresh")
         if trained != self.world:
             was = f"{trained} ranks" if trained > 1 else "one process"
             now = f"{self.world} ranks" if self.world > 1 else "one process"
@@ -197,13 +200,12 @@ class Ranks(Single):
         return self.module
 
     def thread_policy(self, fixed: int | None, set_threads) -> ThreadPolicy:
+        if fixed is not None:
+            return ThreadPolicy(fixed, set_threads)
         cores = available_cores()
         share = max(1, cores // self.local_world)
-        policy = ThreadPolicy(fixed if fixed is not None else share, set_threads)
-        if fixed is None:
-            policy.note = (f"threads: {share} per rank ({cores} cores shared by the {self.local_world} ranks "
-                           f"on this machine; --threads N fixes it)")
-        return policy
+        return ShareOfCores(share, set_threads, f"threads: {share} per rank ({cores} cores shared by the "
+                            f"{self.local_world} ranks on this machine; --threads N fixes it)")
 
     def check_in_sync(self, state: dict) -> None:
         digests = [None] * self.world
@@ -216,6 +218,19 @@ class Ranks(Single):
 
     def describe(self) -> str:
         return f", {self.world} ranks ({self.backend})"
+
+
+class ShareOfCores(ThreadPolicy):
+    """A rank's fixed share of the cores, said in the run's notes."""
+
+    def __init__(self, share: int, set_threads, note: str):
+        super().__init__(share, set_threads)
+        self.share_note = note
+
+    def start(self) -> int:
+        n = super().start()
+        self.note = self.share_note
+        return n
 
 
 _current: Single = Single()
