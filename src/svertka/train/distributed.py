@@ -32,6 +32,7 @@ import signal
 import sys
 from contextlib import contextmanager
 from datetime import timedelta
+from pathlib import Path
 
 import numpy as np
 
@@ -126,6 +127,10 @@ class Single:
             raise UsageError(f"--resume {run_dir}: the run was trained on {was} and this job has {now}; "
                              f"resume it with {how}")
 
+    def sync_buffers(self) -> None:
+        """Give every rank rank 0's buffers (BatchNorm running statistics) at the end of an
+        epoch, so that evaluation and the checkpoint see one model."""
+
     def check_in_sync(self, state: dict) -> None:
         """Raise if the ranks' weights differ in any bit (checked at each checkpoint)."""
 
@@ -206,6 +211,13 @@ class Ranks(Single):
         share = max(1, cores // self.local_world)
         return ShareOfCores(share, set_threads, f"threads: {share} per rank ({cores} cores shared by the "
                             f"{self.local_world} ranks on this machine; --threads N fixes it)")
+
+    def sync_buffers(self) -> None:
+        # without --sync-bn each rank's last step updated its running statistics from its own images
+        # (DDP hands rank 0's to every rank only at the start of the next forward)
+        if self.module is not None:
+            for buf in self.module.module.buffers():
+                self.dist.broadcast(buf, src=0)
 
     def check_in_sync(self, state: dict) -> None:
         digests = [None] * self.world
@@ -345,8 +357,8 @@ def short_reason(e: BaseException) -> str:
 
 
 def resume_hint(cfg, world: int) -> str:
-    if not cfg.output:
-        return "no epoch had finished"
+    if not cfg.output or not (Path(cfg.output) / "last.safetensors").is_file():
+        return "no epoch had finished: start the run again"
     return (f"the last whole checkpoint is in {cfg.output}; continue with `torchrun ... -m svertka train "
             f"--resume {cfg.output}` on {world} ranks in all")
 
@@ -365,8 +377,10 @@ def sync_batchnorm(model):
     def convert(module):
         for name, child in module.named_children():
             if type(child) is nn.BatchNorm2d:
+                like = next(child.parameters(), None)  # the layer's device and dtype
+                like = next(child.buffers()) if like is None else like
                 new = sync_bn_class()(child.num_features, child.eps, child.momentum, child.affine,
-                                      child.track_running_stats).to(next(child.buffers()).device)
+                                      child.track_running_stats).to(like.device, like.dtype)
                 new.load_state_dict(child.state_dict())
                 new.train(child.training)
                 setattr(module, name, new)
@@ -388,10 +402,10 @@ def sync_bn_class():
         """BatchNorm2d whose training statistics span every rank's batch."""
 
         def forward(self, x):
-            if not (self.training and dist.is_initialized() and dist.get_world_size() > 1):
+            if not (self.training and dist.is_initialized()):  # one process: BatchNorm2d itself
                 return super().forward(x)
             c = x.shape[1]
-            xf = x.float()
+            xf = x.float() if x.dtype in (torch.float16, torch.bfloat16) else x  # statistics in fp32+
             # two passes (mean, then centred squares) as torch's BatchNorm: no E[x^2] - E[x]^2 cancellation
             sums = all_reduce(torch.cat([xf.sum((0, 2, 3)), xf.new_tensor([xf.numel() // c])]))
             n = sums[c]

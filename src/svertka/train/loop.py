@@ -300,6 +300,7 @@ def train_epoch(run: Run, epoch: int, bar) -> dict:
                                     f"{100 * adapter.value(correct) / seen:.2f}% lr {adapter.lr:.2e}",
                                     refresh=False)
     train_s = time.perf_counter() - t0
+    job.sync_buffers()
     # summed over the ranks (images/s too); the slowest rank's time is the epoch's
     loss_sum, correct, rate, seen = job.all_reduce([adapter.value(loss_sum), adapter.value(correct),
                                                    seen / train_s, seen])
