@@ -369,8 +369,8 @@ def resume_hint(cfg, world: int) -> str:
 def sync_batchnorm(model):
     """``model`` with every BatchNorm2d computing its batch statistics over all
     ranks (``--sync-bn``). torch's SyncBatchNorm runs on GPUs only; this one
-    reduces the per-channel sums with autograd-aware all_reduce, so it runs on
-    gloo (CPU) and nccl alike. Same parameter and buffer names: checkpoints load
+    reduces the per-channel sums with an all_reduce that carries gradients, so it
+    runs on gloo (CPU) and nccl alike. Same parameter and buffer names: checkpoints load
     into a plain BatchNorm2d."""
     import torch.nn as nn
 
@@ -396,7 +396,23 @@ def sync_bn_class():
     import torch
     import torch.distributed as dist
     import torch.nn as nn
-    from torch.distributed.nn.functional import all_reduce
+
+    class SumOverRanks(torch.autograd.Function):
+        """all_reduce(SUM) with its gradient: the gradient of a sum over ranks, summed over ranks."""
+
+        @staticmethod
+        def forward(ctx, t):
+            t = t.clone()
+            dist.all_reduce(t)
+            return t
+
+        @staticmethod
+        def backward(ctx, grad):
+            grad = grad.clone()
+            dist.all_reduce(grad)
+            return grad
+
+    all_reduce = SumOverRanks.apply
 
     class SyncBatchNorm2d(nn.BatchNorm2d):
         """BatchNorm2d whose training statistics span every rank's batch."""
