@@ -146,7 +146,7 @@ def test_altflip_batches_mirror_between_epochs(Adapter):
     cfg = TrainConfig(model="vgg_fm_small", backend=Adapter.backend, threads=1)
     a = Adapter(resolve_model("vgg_fm_small"), cfg, (0.5,), (0.5,))
     images = np.random.default_rng(0).integers(0, 256, (8, 28, 28, 1), dtype=np.uint8)
-    a.set_data("train", images, np.arange(8) % 10)
+    a.set_data("train", images, {"label": np.arange(8) % 10})
     idx, aug = np.array([5, 2, 7, 0]), Compose("altflip")
     x0, x1 = (np.asarray(a.batch("train", idx, aug, None, epoch=e)[0]) for e in (0, 1))
     assert np.array_equal(x1, x0[..., ::-1]) and not np.array_equal(x0, x1)

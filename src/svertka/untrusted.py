@@ -232,14 +232,18 @@ def check_model_meta(meta: dict, source: str, error: type[SvertkaError]) -> dict
         raise error(f"{source}: metadata {key}={_short_repr(meta[key])} is not {want}; "
                     "the file is corrupt or not written by svertka")
 
-    for key in ("model", "data", "backend", "aug"):
+    for key in ("model", "data", "backend", "aug", "task"):
         if key in meta and meta[key] is not None and not isinstance(meta[key], str):
             bad(key, "a string")
     if meta.get("model") == "":
         bad("model", "a model name")
     nc = meta.get("num_classes")
-    if nc is not None and not (_is_int(nc) and 1 <= nc <= MAX_CLASSES):
-        bad("num_classes", f"an integer in 1..{MAX_CLASSES:,}")
+    if nc is not None and not (_is_int(nc) and 0 <= nc <= MAX_CLASSES):  # 0: a task without classes
+        bad("num_classes", f"an integer in 0..{MAX_CLASSES:,}")
+    opts = meta.get("task_options")
+    if opts is not None and not (isinstance(opts, dict) and len(opts) <= 100
+                                 and all(isinstance(k, str) and isinstance(v, str) for k, v in opts.items())):
+        bad("task_options", "a table of strings")
     shape = meta.get("input_shape")
     if shape is not None:
         if not (isinstance(shape, list) and len(shape) == 3 and all(_is_int(v) for v in shape)

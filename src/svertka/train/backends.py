@@ -6,11 +6,11 @@ step, for logits, and for its state as NumPy arrays (for checkpoints).
 ``Adapter`` below is the contract: what every backend must supply is marked
 there, and what both backends do alike is written there once.
 
-    adapter = make_adapter(net, cfg, mean, std)   # cfg.backend picks the class
-    adapter.set_data(name, images_uint8_nhwc, labels)
-    x, y = adapter.batch(name, idx, aug, rng)     # float, normalised, augmented
-    loss, correct = adapter.train_step(x, y)      # backend scalars; adapter.value() reads one
-    logits = adapter.logits(name, idx)            # NumPy float32, eval mode, no autograd
+    adapter = make_adapter(net, cfg, mean, std, task)  # cfg.backend picks the class
+    adapter.add_split(name, images_uint8_nhwc, targets)  # targets: {name: array}, first dim N
+    x, t = adapter.batch(name, idx, aug, rng)     # float, normalised, augmented; the batch's targets
+    loss, stats = adapter.train_step(x, t)        # the task's loss; backend scalars (adapter.value reads)
+    outputs = adapter.logits(name, idx)           # NumPy float32 raw outputs, eval mode, no autograd
 """
 from __future__ import annotations
 
@@ -97,13 +97,16 @@ class Adapter:
     threads = None  # a svertka.threads.ThreadPolicy where the backend has a thread pool to size
     amp_choice = None  # a train.amp.AmpChoice where the backend has autocast
 
-    def __init__(self, net, cfg, mean, std):
-        self.net, self.cfg = net, cfg
+    def __init__(self, net, cfg, mean, std, task=None):
+        if task is None:
+            from ..tasks.task import ClassifyTask
+            task = ClassifyTask(cfg)
+        self.net, self.cfg, self.task = net, cfg, task
         self.scale = np.asarray([1 / 255 / s for s in std], np.float32)
         self.shift = np.asarray([-m / s for m, s in zip(mean, std)], np.float32)
         self.mean, self.std = tuple(mean), tuple(std)
         self.data = {}
-        self.labels_np = {}  # split name -> labels as NumPy (accuracy is counted there)
+        self.targets_np = {}  # split name -> {target name: NumPy array} (metrics are computed there)
         self.base_lrs = []
         self.optimizer = None
         self.model = None  # set by the subclass: a module with named_parameters() and state_dict()
@@ -124,10 +127,10 @@ class Adapter:
             self.optimizer = (self.optim.Adam if cfg.opt == "adam" else self.optim.AdamW)(groups, lr=cfg.lr)
         self.base_lrs = [g["lr"] for g in self.optimizer.param_groups]
 
-    def add_split(self, name: str, images, labels) -> None:
-        """Hold a split on the device, and its labels as NumPy for counting."""
-        self.set_data(name, images, labels)
-        self.labels_np[name] = labels
+    def add_split(self, name: str, images, targets: dict) -> None:
+        """Hold a split on the device, and its targets as NumPy for the metrics."""
+        self.set_data(name, images, targets)
+        self.targets_np[name] = targets
 
     def set_lr(self, factor: float) -> None:
         for g, base in zip(self.optimizer.param_groups, self.base_lrs):
@@ -157,7 +160,7 @@ class Adapter:
         """A backend array holding a copy of ``a``."""
         raise NotImplementedError
 
-    def set_data(self, name: str, images, labels) -> None:
+    def set_data(self, name: str, images, targets: dict) -> None:
         raise NotImplementedError
 
     def seed_epoch(self, seed: int, epoch: int) -> None:
@@ -167,8 +170,9 @@ class Adapter:
     def batch(self, name: str, idx, aug=None, rng=None, epoch: int = 0):
         raise NotImplementedError
 
-    def train_step(self, x, y):
-        """One optimizer step; returns (summed loss, correct count) as backend scalars."""
+    def train_step(self, x, targets: dict):
+        """One optimizer step on the task's loss; returns (summed loss, the task's summed
+        stats) as backend scalars."""
         raise NotImplementedError
 
     def logits(self, name: str, idx, tta: str = "none") -> np.ndarray:
@@ -191,8 +195,8 @@ class Adapter:
 class TorchAdapter(Adapter):
     backend = "torch"
 
-    def __init__(self, net, cfg, mean, std):
-        super().__init__(net, cfg, mean, std)
+    def __init__(self, net, cfg, mean, std, task=None):
+        super().__init__(net, cfg, mean, std, task)
         import torch
 
         self.torch, self.backend_pkg = torch, get_backend("torch")
@@ -232,11 +236,11 @@ class TorchAdapter(Adapter):
     def from_numpy(self, a):
         return self.torch.from_numpy(np.array(a))
 
-    def set_data(self, name, images, labels):
+    def set_data(self, name, images, targets):
         torch = self.torch
         x = torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2))).to(self.device)
-        y = torch.from_numpy(np.asarray(labels, np.int64)).to(self.device)
-        self.data[name] = (x, y)
+        t = {k: torch.from_numpy(np.ascontiguousarray(v)).to(self.device) for k, v in targets.items()}
+        self.data[name] = (x, t)
 
     def seed_epoch(self, seed: int, epoch: int) -> None:
         self.torch.manual_seed(seed * 100_003 + epoch)
@@ -251,21 +255,21 @@ class TorchAdapter(Adapter):
         return x.contiguous(memory_format=self.memory_format)
 
     def batch(self, name, idx, aug=None, rng=None, epoch=0):
-        x, y = self.data[name]
+        x, t = self.data[name]
         i = self.torch.from_numpy(np.asarray(idx, np.int64)).to(self.device)
-        return self._float(x[i], aug, rng, idx, epoch), y[i]
+        return self._float(x[i], aug, rng, idx, epoch), {k: v[i] for k, v in t.items()}
 
-    def train_step(self, x, y):
+    def train_step(self, x, targets):
         torch, F = self.torch, self.torch.nn.functional
         self.model.train()
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp is not None):
             out = self.train_model(x)
-            loss = F.cross_entropy(out, y, label_smoothing=self.cfg.label_smoothing)
+            loss, stats = self.task.loss(F, out, targets)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
-        correct = (out.detach().argmax(1) == y).sum()
-        return loss.detach() * len(y), correct
+        stats = {k: v.detach() if hasattr(v, "detach") else v for k, v in stats.items()}
+        return loss.detach() * len(x), stats
 
     def logits(self, name, idx, tta: str = "none"):
         torch = self.torch
@@ -301,8 +305,8 @@ class TorchAdapter(Adapter):
 class NumpyAdapter(Adapter):
     backend = "numpy"
 
-    def __init__(self, net, cfg, mean, std):
-        super().__init__(net, cfg, mean, std)
+    def __init__(self, net, cfg, mean, std, task=None):
+        super().__init__(net, cfg, mean, std, task)
         self.engine = get_backend("numpy")
         self.optim = self.engine.optim
         self.engine.manual_seed(cfg.seed)
@@ -313,8 +317,8 @@ class NumpyAdapter(Adapter):
     def from_numpy(self, a):
         return np.array(a)
 
-    def set_data(self, name, images, labels):
-        self.data[name] = (np.ascontiguousarray(images.transpose(0, 3, 1, 2)), np.asarray(labels, np.int64))
+    def set_data(self, name, images, targets):
+        self.data[name] = (np.ascontiguousarray(images.transpose(0, 3, 1, 2)), dict(targets))
 
     def seed_epoch(self, seed: int, epoch: int) -> None:
         self.engine.manual_seed(seed * 100_003 + epoch)
@@ -328,18 +332,20 @@ class NumpyAdapter(Adapter):
         return x
 
     def batch(self, name, idx, aug=None, rng=None, epoch=0):
-        x, y = self.data[name]
-        return self._float(x[idx], aug, rng, idx, epoch), y[idx]
+        x, t = self.data[name]
+        return self._float(x[idx], aug, rng, idx, epoch), {k: v[idx] for k, v in t.items()}
 
-    def train_step(self, x, y):
+    def train_step(self, x, targets):
         F = self.engine.functional
         self.model.train()
         out = self.model(self.engine.Tensor(x))
-        loss = F.cross_entropy(out, y, label_smoothing=self.cfg.label_smoothing)
+        loss, stats = self.task.loss(F, out, targets)
         self.optimizer.zero_grad()
         loss.backward()
         self.optimizer.step()
-        return float(loss.data) * len(y), int((out.data.argmax(1) == y).sum())
+        tensor = self.engine.Tensor
+        return float(loss.data) * len(x), {k: float(v.data if isinstance(v, tensor) else v)
+                                           for k, v in stats.items()}
 
     def logits(self, name, idx, tta: str = "none"):
         x, _ = self.data[name]
@@ -367,6 +373,7 @@ class NumpyAdapter(Adapter):
 ADAPTERS = {"torch": TorchAdapter, "numpy": NumpyAdapter}
 
 
-def make_adapter(net, cfg, mean, std) -> Adapter:
+def make_adapter(net, cfg, mean, std, task=None) -> Adapter:
+    """The adapter of ``cfg.backend`` for ``net``, training ``task`` (classification when None)."""
     get_backend(cfg.backend)  # a one-line error for an unknown name or a missing torch
-    return ADAPTERS[cfg.backend](net, cfg, mean, std)
+    return ADAPTERS[cfg.backend](net, cfg, mean, std, task)

@@ -12,7 +12,8 @@ from ..errors import UsageError
 THREADS_HELP = "torch threads (default: one per core that other processes leave free, re-checked each epoch)"
 
 # Flags whose value is copied into TrainConfig when given (default None = not given).
-_TRAIN_KEYS = ("model", "data", "root", "backend", "device", "epochs", "batch_size", "opt", "lr", "momentum",
+_TRAIN_KEYS = ("task", "model", "data", "root", "backend", "device", "epochs", "batch_size", "opt", "lr",
+               "momentum",
                "weight_decay", "sched", "warmup_epochs", "min_lr_factor", "decay_epochs", "decay_rate",
                "label_smoothing", "aug", "amp", "seed", "val_fraction", "split_seed", "eval_batch_size",
                "tta", "output", "limit_train", "limit_test", "threads")
@@ -25,6 +26,7 @@ AUGMENT_MAX = 256
 
 def add_parsers(sub):
     from ..data.registry import list_datasets
+    from ..tasks.task import task_names
     from .config import AMP, BACKENDS, OPTIMIZERS, TrainConfig
     from .schedule import SCHEDULES
 
@@ -35,6 +37,10 @@ def add_parsers(sub):
 
     s = sub.add_parser("train", help="train a model (torch or numpy backend); see --recipe",
                        description="Train a model. Flags override the recipe, which overrides the defaults.")
+    s.add_argument("--task", help="what to train: " + ", ".join(task_names()) + dflt("task"))
+    s.add_argument("--task-opt", dest="task_opt", action="append", type=task_option, metavar="KEY=VALUE",
+                   help="a task's own setting, repeatable (e.g. head=heatmap); a wrong key lists the "
+                   "task's keys (default: none)")
     s.add_argument("model_pos", nargs="?", metavar="MODEL",
                    help="model name (same as --model)" + dflt("model"))
     s.add_argument("--model", "-m",
@@ -147,6 +153,8 @@ def add_parsers(sub):
                    help="invert the image (dark item on white -> white on black, as in MNIST/Fashion-MNIST); "
                    "auto: when the model was trained on light-on-dark data and the image's border is light")
     s.add_argument("--threads", type=positive_int, help=THREADS_HELP)
+    s.add_argument("--out", help="task models (points, boxes, ...): draw the first image's prediction into "
+                   "this PNG (default: none)")
     s.add_argument("--json", action="store_true", help="print JSON")
     s.set_defaults(func=cmd_predict)
 
@@ -168,6 +176,13 @@ def add_parsers(sub):
     s.set_defaults(func=cmd_augment)
 
 
+def task_option(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    return key.strip(), value.strip()
+
+
 def cmd_train(args):
     from .allocator import keep_freed_memory
     from .config import make_config
@@ -185,6 +200,7 @@ def cmd_train(args):
     over["channels_last"] = args.channels_last
     over["compile"] = args.compile
     over["sync_bn"] = args.sync_bn
+    over["task_options"] = dict(args.task_opt) if args.task_opt else None
     if args.resume:
         given = sorted(k for k, v in over.items() if v is not None and k not in ("epochs", "threads"))
         if given or args.recipe:
@@ -201,8 +217,11 @@ def cmd_train(args):
     last = result.history[-1] if result.history else {}
     if args.json:
         print(json.dumps({"run_dir": str(result.run_dir), "seconds": round(result.seconds, 2), **last}))
-    else:
+    elif result.task == "classify":
         print(f"test accuracy {100 * result.test_acc:.2f}% after {last.get('epoch', 0)} epochs "
+              f"({result.seconds:.1f} s); run saved in {result.run_dir}")
+    else:
+        print(f"test {result.score} {result.test_acc:.4g} after {last.get('epoch', 0)} epochs "
               f"({result.seconds:.1f} s); run saved in {result.run_dir}")
     return result
 
@@ -211,6 +230,8 @@ def cmd_eval(args):
     from .evaluate import confusion_png, evaluate, load_trained
 
     loaded = load_trained(args.path, args.model, args.num_classes, args.backend, args.device, args.threads)
+    if loaded.task.name != "classify":
+        return eval_task(args, loaded)
     aug = loaded.meta.get("aug")
     if args.tta == "flip" and aug is not None and "flip" not in aug:
         # measured: the demo-style LeNet-5 drops from 89.9% to 83.6% (shoes all face one way)
@@ -247,10 +268,42 @@ def cmd_eval(args):
         print(f"\nconfusion matrix PNG: {png}")
 
 
+def eval_task(args, loaded):
+    """`svertka eval` of a run of any task but classification: its metrics."""
+    from .evaluate import evaluate_task
+
+    for flag, given in (("--data", args.data), ("--tta", args.tta != "none"), ("--png", args.png)):
+        if given:
+            raise UsageError(f"{flag} is for classifiers; {loaded.source} is a {loaded.task.name} model "
+                             f"evaluated on its own test data")
+    r = evaluate_task(loaded, args.root, limit=args.limit)
+    if getattr(args, "coco_results", None):
+        loaded.task.write_coco_results(loaded, args.coco_results, root=args.root, limit=args.limit)
+    if args.json:
+        print(json.dumps({"task": r["task"], "n": r["n"], **r["metrics"]}))
+        return r
+    print(f"{loaded.net.name} ({r['task']}) on {r['data']} test canvases ({r['n']} images, "
+          f"{loaded.adapter.backend} backend):")
+    for k, v in r["metrics"].items():
+        print(f"  {k:<20} {v:.4f}" if isinstance(v, float) else f"  {k:<20} {v}")
+    return r
+
+
 def cmd_predict(args):
-    from .evaluate import load_trained, predict
+    from .evaluate import load_trained, predict, predict_task
 
     loaded = load_trained(args.weights, args.model, args.num_classes, args.backend, args.device, args.threads)
+    if loaded.task.name != "classify":
+        if args.k is not None:
+            raise UsageError(f"-k lists classes of a classifier; {loaded.source} is a "
+                             f"{loaded.task.name} model")
+        out = predict_task(loaded, args.images, args.out)
+        print(json.dumps(out if args.json or len(out) > 1 else out[0], indent=None if args.json else 1))
+        if args.out:
+            print(f"drew {args.images[0]}'s prediction in {args.out}", file=sys.stderr)
+        return out
+    if args.out:
+        raise UsageError("--out draws boxes or points; a classifier's prediction is its top-k list")
     if args.k is not None and args.k > loaded.net.num_classes:
         raise UsageError(f"-k {args.k} is more than the model's {loaded.net.num_classes} classes; "
                          f"pass at most {loaded.net.num_classes}")

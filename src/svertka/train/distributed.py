@@ -86,9 +86,9 @@ class Single:
         """Each value summed over the ranks (floats, in float64)."""
         return [float(v) for v in values]
 
-    def gather_rows(self, a: np.ndarray) -> np.ndarray:
-        """Every rank's ``rows`` share of an array, joined in row order (on every rank)."""
-        return a
+    def gather_rows(self, blocks: list) -> np.ndarray:
+        """Every rank's blocks of rows (its ``rows`` share, in order), joined in row order, on every rank."""
+        return np.concatenate(blocks)
 
     def broadcast(self, obj):
         """Rank 0's ``obj`` (a small picklable value), on every rank."""
@@ -173,10 +173,10 @@ class Ranks(Single):
         self.dist.all_reduce(t)
         return t.cpu().tolist()
 
-    def gather_rows(self, a: np.ndarray) -> np.ndarray:
+    def gather_rows(self, blocks: list) -> np.ndarray:
         parts = [None] * self.world
-        self.dist.all_gather_object(parts, np.ascontiguousarray(a))
-        return np.concatenate(parts)
+        self.dist.all_gather_object(parts, [np.ascontiguousarray(b) for b in blocks])
+        return np.concatenate([b for part in parts for b in part])
 
     def broadcast(self, obj):
         box = [obj]

@@ -1,4 +1,7 @@
-"""`svertka eval` and `svertka predict`: load trained weights, measure, classify."""
+"""`svertka eval` and `svertka predict`: load trained weights, measure, predict.
+
+Classification has its own richer report (top-5, per class, confusion); any
+other task is measured by its evaluator and decoded by its ``decode``."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -16,6 +19,7 @@ class Loaded:
 
     def __init__(self, adapter, net, meta, source):
         self.adapter, self.net, self.meta, self.source = adapter, net, meta, source
+        self.task = adapter.task
         self.mean = tuple(meta.get("mean") or net.mean)
         self.std = tuple(meta.get("std") or net.std)
         self.classes = list(meta.get("classes") or [str(i) for i in range(net.num_classes)])
@@ -27,6 +31,7 @@ def load_trained(path, model: str | None = None, num_classes: int | None = None,
 
     ``backend`` None: the one the weights were trained with (torch if they do not say)."""
     from ..spec import load_network
+    from ..tasks.task import task_of_meta
     from .backends import make_adapter
 
     path = Path(path)
@@ -80,12 +85,49 @@ def load_trained(path, model: str | None = None, num_classes: int | None = None,
             raise UsageError(f"{weights_file} was trained with the numpy backend, which runs on the CPU; "
                              f"add --backend torch to use --device {device}")
     cfg = TrainConfig(model=net.name, backend=backend, device=device or "auto", threads=threads)
+    if isinstance(meta.get("data"), str):
+        cfg.data = meta["data"]
+    task = task_of_meta(meta, cfg)
     cfg.validate()
     mean = tuple(meta.get("mean") or net.mean)
     std = tuple(meta.get("std") or net.std)
-    adapter = make_adapter(net, cfg, mean, std)
+    adapter = make_adapter(net, cfg, mean, std, task)
     adapter.load_model_state(weights, meta, str(weights_file.name))
     return Loaded(adapter, net, meta, weights_file)
+
+
+def require_classifier(loaded: Loaded, what: str) -> None:
+    if loaded.task.name != "classify":
+        raise UsageError(f"{loaded.source} is a {loaded.task.name} model, and {what} is for classifiers; "
+                         f"use `svertka eval` / `svertka predict`, which follow the run's task")
+
+
+def evaluate_task(loaded: Loaded, root=None, batch: int = 256, limit: int | None = None) -> dict:
+    """The task's metrics on its test split (any task but classification's report)."""
+    task, a = loaded.task, loaded.adapter
+    task.cfg.root, task.cfg.limit_test = root, limit
+    test = task.load_test()
+    a.add_split("test", test.images, test.targets)
+    ev = task.evaluator()
+    for i in range(0, len(test), batch):
+        idx = np.arange(i, min(len(test), i + batch))
+        ev.add(a.logits("test", idx), {k: v[idx] for k, v in test.targets.items()})
+    return {"task": task.name, "metrics": ev.result(), "n": len(test), "data": task.cfg.data}
+
+
+def predict_task(loaded: Loaded, images, out: str | None = None) -> list[dict]:
+    """The task's predictions (boxes, points, ...) for image files, at the model's
+    input size; with ``out``, the first image's predictions drawn into that PNG."""
+    c, h, w = loaded.net.input_shape
+    arrays = [load_image(p, (c, h, w)) for p in images]  # all read before any output
+    x = np.stack(arrays).transpose(0, 3, 1, 2).astype(np.float32) / 255
+    x = ((x - np.asarray(loaded.mean, np.float32).reshape(1, -1, 1, 1))
+         / np.asarray(loaded.std, np.float32).reshape(1, -1, 1, 1))
+    outputs = loaded.adapter.logits_of(np.ascontiguousarray(x, np.float32))
+    preds = loaded.task.decode(outputs, loaded.meta)
+    if out is not None:
+        loaded.task.draw(arrays[0], preds[0], out)
+    return [{"image": str(p), **pred} for p, pred in zip(images, preds)]
 
 
 def evaluate(loaded: Loaded, data: str | None = None, root=None, tta: str = "none", batch: int = 1024,
@@ -93,6 +135,7 @@ def evaluate(loaded: Loaded, data: str | None = None, root=None, tta: str = "non
     """Top-1/top-5/per-class accuracy and the confusion matrix on the test split."""
     from ..data import load_dataset
 
+    require_classifier(loaded, "this report")
     data = data or loaded.meta.get("data")
     if not data:
         raise UsageError("these weights do not say which data they were trained on; pass --data NAME")
@@ -107,8 +150,7 @@ def evaluate(loaded: Loaded, data: str | None = None, root=None, tta: str = "non
         raise UsageError(f"{data} images are {ds.image_shape[2]}x{ds.image_shape[0]}x{ds.image_shape[1]}, "
                          f"the model takes {c}x{h}x{w}")
     a = loaded.adapter
-    a.labels_np = {"test": ds.labels}
-    a.set_data("test", ds.images, ds.labels)
+    a.add_split("test", ds.images, {"label": np.asarray(ds.labels, np.int64)})
     logits = np.concatenate([a.logits("test", np.arange(i, min(len(ds), i + batch)), tta)
                              for i in range(0, len(ds), batch)])
     y = ds.labels
@@ -168,6 +210,7 @@ def invert_choice(loaded: Loaded, image: np.ndarray, invert: str = "auto") -> tu
 
 def predict(loaded: Loaded, images, k: int = 5, invert: str = "no") -> list[dict]:
     """Top-k classes of image files; ``invert`` is auto, yes or no (see invert_choice)."""
+    require_classifier(loaded, "top-k class prediction")
     c, h, w = loaded.net.input_shape
     arrays = [load_image(p, (c, h, w)) for p in images]  # all read before any output
     choices = [invert_choice(loaded, a, invert) for a in arrays]

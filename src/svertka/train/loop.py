@@ -1,7 +1,9 @@
-"""The training loop, shared by both backends.
+"""The training loop, shared by both backends and by every task.
 
 ``train`` is four named steps: open (or resume) the run, train one epoch,
-evaluate it, save it.
+evaluate it, save it. The task (svertka.tasks.task; classification unless
+``--task`` says otherwise) supplies the data, the model, the loss and the
+metrics; the loop moves batches, steps the optimizer and keeps the files.
 
 Reproducibility and exact resume: the data order and the augmentation of
 epoch e come from ``numpy.random.default_rng([seed, e])``, the backend's own
@@ -32,10 +34,9 @@ import numpy as np
 
 from ..errors import SvertkaError, UsageError, WeightsError, WriteError
 from ..fileio import atomic_write_text, remove_stale_temps
-from ..spec.geometry import fmt_shape
 from ..sysload import OtherLoad
+from ..tasks.task import Task, TaskData, get_task
 from ..untrusted import check_train_state, load_json
-from ..zoo import resolve_model
 from .backends import Adapter, make_adapter
 from .checkpoint import read_checkpoint, save_checkpoint, write_metrics
 from .config import TrainConfig
@@ -58,8 +59,10 @@ class RunResult:
     config: TrainConfig
     history: list
     data_location: str
-    test_acc: float
+    test_acc: float  # the test split's value of the task's score (top-1 for classification)
     seconds: float
+    task: str = "classify"
+    score: str = "acc"
 
 
 @dataclass
@@ -68,10 +71,11 @@ class Run:
 
     cfg: TrainConfig
     run_dir: Path
+    task: Task
     adapter: Adapter
-    train_ds: object
-    val_ds: object
-    test_ds: object
+    train_ds: TaskData
+    val_ds: TaskData | None
+    test_ds: TaskData
     batch: int  # images per step
     steps: int  # steps per epoch: full batches only, so every step sees the same batch size
     sched: Schedule
@@ -83,44 +87,42 @@ class Run:
     elapsed_before: float = 0.0  # seconds the run spent before this process resumed it
 
 
+def make_task(cfg: TrainConfig) -> Task:
+    task = get_task(cfg.task)(cfg)
+    task.check_training()
+    return task
+
+
 def load_data(cfg: TrainConfig):
-    from ..data import load_dataset
-
-    split_seed = cfg.seed if cfg.split_seed is None else cfg.split_seed
-    common = dict(root=cfg.root, val_fraction=cfg.val_fraction, seed=split_seed)
-    train = load_dataset(cfg.data, split="train", **common)
-    val = load_dataset(cfg.data, split="val", **common) if cfg.val_fraction > 0 else None
-    test = load_dataset(cfg.data, split="test", root=cfg.root)
-    if cfg.limit_train:
-        train.images, train.labels = train.images[: cfg.limit_train], train.labels[: cfg.limit_train]
-    if cfg.limit_test:
-        test.images, test.labels = test.images[: cfg.limit_test], test.labels[: cfg.limit_test]
-    if len(train) == 0:
-        raise UsageError(f"{cfg.data}: the training split is empty")
-    return train, val, test
+    """The task's train, validation (or None) and test splits."""
+    return make_task(cfg).load()
 
 
-def build_network(cfg: TrainConfig, ds):
-    c, h, w = ds.image_shape[2], ds.image_shape[0], ds.image_shape[1]
-    net = resolve_model(cfg.model, num_classes=ds.num_classes, in_chans=c, input_size=h)
-    if tuple(net.input_shape) != (c, h, w):
-        raise UsageError(f"{cfg.model} takes {fmt_shape(net.input_shape)} inputs but {cfg.data} "
-                         f"images are {c}x{h}x{w}; pick a model for this data")
-    return net
-
-
-def accuracy(adapter, name: str, n: int, batch: int, tta: str = "none"):
-    """Top-1 accuracy over a stored split (no autograd, eval mode); several
-    ranks each count their share of the rows."""
+def evaluate_split(adapter, name: str, n: int, batch: int, tta: str = "none") -> dict:
+    """The task's metrics over a stored split (no autograd, eval mode). Several ranks
+    each compute their share of the rows; the evaluator then sees all of them, in order."""
+    ev = adapter.task.evaluator()
+    targets = adapter.targets_np[name]
     job = current_job()
     start, stop = job.rows(n)
-    correct = 0
+    outs = []
     for i in range(start, stop, batch):
         idx = np.arange(i, min(stop, i + batch))
-        logits = adapter.logits(name, idx, tta)
-        y = adapter.labels_np[name][idx]
-        correct += int((logits.argmax(1) == y).sum())
-    return job.all_reduce([correct])[0] / max(1, n)
+        out = adapter.logits(name, idx, tta)
+        if job.world == 1:
+            ev.add(out, {k: v[idx] for k, v in targets.items()})
+        else:
+            outs.append(out)
+    if job.world > 1:
+        gathered = job.gather_rows(outs)
+        for i in range(0, n, batch):
+            ev.add(gathered[i:i + batch], {k: v[i:i + batch] for k, v in targets.items()})
+    return ev.result()
+
+
+def accuracy(adapter, name: str, n: int, batch: int, tta: str = "none") -> float:
+    """Top-1 accuracy over a stored split of a classification run."""
+    return evaluate_split(adapter, name, n, batch, tta)["acc"]
 
 
 def default_run_dir(cfg: TrainConfig) -> Path:
@@ -148,20 +150,26 @@ def resume_config(run_dir, epochs: int | None = None, threads: int | None = None
     return cfg.validate()
 
 
-def is_better(score, best) -> bool:
+def is_better(score, best, higher_is_better: bool = True) -> bool:
     """Whether an epoch with validation ``score`` replaces ``best``. "Best" is
     chosen on the validation split; with none, it is the latest epoch (choosing
-    on the test set would make the test accuracy a tuned number)."""
-    return score is None or best is None or score > best
+    on the test set would make the test score a tuned number)."""
+    if score is None or best is None:
+        return True
+    return score > best if higher_is_better else score < best
 
 
-def best_epoch(history: list) -> int | None:
+def best_epoch(history: list, key: str = "val_acc", higher_is_better: bool = True) -> int | None:
     """The epoch ``best.safetensors`` must hold after ``history``."""
     best = found = None
     for rec in history:
-        if is_better(rec.get("val_acc"), best):
-            best, found = rec.get("val_acc"), rec["epoch"]
+        if is_better(rec.get(key), best, higher_is_better):
+            best, found = rec.get(key), rec["epoch"]
     return found
+
+
+def run_best_epoch(run: Run) -> int | None:
+    return best_epoch(run.history, f"val_{run.task.score}", run.task.higher_is_better)
 
 
 # ------------------------------------------------------------------ the steps
@@ -169,13 +177,14 @@ def best_epoch(history: list) -> int | None:
 
 def build_run(cfg: TrainConfig, run_dir: Path) -> Run:
     """Data, model, optimizer, schedule and augmentation, as ``cfg`` says."""
-    train_ds, val_ds, test_ds = load_data(cfg)
-    net = build_network(cfg, train_ds)
-    adapter = make_adapter(net, cfg, train_ds.mean, train_ds.std)
+    task = make_task(cfg)
+    train_ds, val_ds, test_ds = task.load()
+    net = task.network(train_ds)
+    adapter = make_adapter(net, cfg, train_ds.mean, train_ds.std, task)
     adapter.make_optimizer()
     for name, ds in (("train", train_ds), ("val", val_ds), ("test", test_ds)):
         if ds is not None:
-            adapter.add_split(name, ds.images, ds.labels)
+            adapter.add_split(name, ds.images, ds.targets)
     world = current_job().world
     bs = min(cfg.batch_size, len(train_ds) - len(train_ds) % world)  # a global batch splits evenly over ranks
     spe = len(train_ds) // bs
@@ -188,8 +197,8 @@ def build_run(cfg: TrainConfig, run_dir: Path) -> Run:
         aug = Compose(cfg.aug)
     meta = {"model": net.name, "num_classes": int(net.num_classes), "input_shape": list(net.input_shape),
             "mean": list(train_ds.mean), "std": list(train_ds.std), "classes": list(train_ds.classes),
-            "data": cfg.data, "backend": cfg.backend, "aug": cfg.aug}
-    return Run(cfg, run_dir, adapter, train_ds, val_ds, test_ds, bs, spe, sched, aug, meta, history=[])
+            "data": cfg.data, "backend": cfg.backend, "aug": cfg.aug, **task.meta()}
+    return Run(cfg, run_dir, task, adapter, train_ds, val_ds, test_ds, bs, spe, sched, aug, meta, history=[])
 
 
 def open_run(cfg: TrainConfig, resume, out: Progress) -> Run:
@@ -257,7 +266,7 @@ def repair_best(run: Run, weights: dict, meta: dict, out: Progress) -> None:
     """Make ``best`` hold the epoch the history in ``last`` chose. With this
     loop's save order it already does; a run written by an older svertka (last
     before best) may have been killed in between."""
-    want = best_epoch(run.history)
+    want = run_best_epoch(run)
     path = run.run_dir / BEST
     try:
         got = read_checkpoint(path)[1].get("epoch") if path.is_file() else None
@@ -274,8 +283,14 @@ def repair_best(run: Run, weights: dict, meta: dict, out: Progress) -> None:
                  f"it cannot be rebuilt from {LAST}")
 
 
+def stats_text(stats: dict, seen: int, value) -> str:
+    """The task's running training stats for the progress bar (accuracies as %)."""
+    return " ".join(f"{k} {100 * value(v) / seen:.2f}%" if k == "acc" else f"{k} {value(v) / seen:.4g}"
+                    for k, v in stats.items())
+
+
 def train_epoch(run: Run, epoch: int, bar) -> dict:
-    """One pass over the training split: loss, accuracy, speed."""
+    """One pass over the training split: the loss, the task's stats, speed."""
     cfg, adapter, bs, job = run.cfg, run.adapter, run.batch, current_job()
     t0 = time.perf_counter()
     rng = np.random.default_rng([cfg.seed, epoch])
@@ -283,54 +298,63 @@ def train_epoch(run: Run, epoch: int, bar) -> dict:
     aug_rng = job.aug_rng(rng, cfg.seed, epoch)
     adapter.seed_epoch(cfg.seed, epoch)
     job.seed_epoch(cfg.seed, epoch)
-    loss_sum = correct = 0
+    loss_sum, sums = 0, {}
     seen, shown = 0, t0
     for s in range(run.steps):
         adapter.set_lr(run.sched(epoch * run.steps + s))
         idx = job.shard(perm[s * bs:(s + 1) * bs])
-        x, y = adapter.batch("train", idx, run.aug, aug_rng, epoch)
-        loss, right = adapter.train_step(x, y)
-        loss_sum, correct, seen = loss_sum + loss, correct + right, seen + len(idx)
+        x, t = adapter.batch("train", idx, run.aug, aug_rng, epoch)
+        loss, stats = adapter.train_step(x, t)
+        loss_sum, seen = loss_sum + loss, seen + len(idx)
+        sums = {k: sums.get(k, 0) + v for k, v in stats.items()}
         if bar is not None:
             bar.update(bs)
             now = time.perf_counter()
             if now - shown > 0.5 or s == run.steps - 1:  # reading the loss syncs a GPU: not every step
                 shown = now
-                bar.set_postfix_str(f"loss {adapter.value(loss_sum) / seen:.4f} acc "
-                                    f"{100 * adapter.value(correct) / seen:.2f}% lr {adapter.lr:.2e}",
+                bar.set_postfix_str(f"loss {adapter.value(loss_sum) / seen:.4f} "
+                                    f"{stats_text(sums, seen, adapter.value)} lr {adapter.lr:.2e}",
                                     refresh=False)
     train_s = time.perf_counter() - t0
     job.sync_buffers()
+    keys = list(sums)
     # summed over the ranks (images/s too); the slowest rank's time is the epoch's
-    loss_sum, correct, rate, seen = job.all_reduce([adapter.value(loss_sum), adapter.value(correct),
-                                                   seen / train_s, seen])
+    loss_sum, rate, seen, *totals = job.all_reduce([adapter.value(loss_sum), seen / train_s, seen,
+                                                    *(adapter.value(sums[k]) for k in keys)])
     train_loss = loss_sum / seen
     if not math.isfinite(train_loss):
         raise UsageError(f"training diverged at epoch {epoch + 1} (loss {train_loss}); "
                          f"lower --lr (now {cfg.lr:g})")
-    return {"train_loss": round(train_loss, 6), "train_acc": round(correct / seen, 6),
+    return {"train_loss": round(train_loss, 6),
+            **{f"train_{k}": round(v / seen, 6) for k, v in zip(keys, totals)},
             "images_per_s": round(rate, 1), "train_seconds": round(train_s, 3)}
 
 
 def evaluate_epoch(run: Run, epoch: int) -> dict:
-    """Validation (if any) and test accuracy after ``epoch``."""
+    """The task's metrics on the validation (if any) and test splits after ``epoch``."""
     cfg, rec = run.cfg, {}
     # TTA doubles an evaluation's cost; the epochs before the last only track progress
     tta = cfg.tta if epoch == cfg.epochs - 1 else "none"
-    if run.val_ds is not None:
-        rec["val_acc"] = round(accuracy(run.adapter, "val", len(run.val_ds), cfg.eval_batch_size, tta), 6)
-    rec["test_acc"] = round(accuracy(run.adapter, "test", len(run.test_ds), cfg.eval_batch_size, tta), 6)
+    for name, ds in (("val", run.val_ds), ("test", run.test_ds)):
+        if ds is not None:
+            scores = evaluate_split(run.adapter, name, len(ds), cfg.eval_batch_size, tta)
+            rec.update({f"{name}_{k}": _metric(v) for k, v in scores.items()})
     rec["tta"] = tta
     return rec
+
+
+def _metric(v):
+    return round(float(v), 6) if isinstance(v, (int, float, np.floating, np.integer)) else v
 
 
 def save_epoch(run: Run, epoch: int, rec: dict) -> None:
     """Add ``rec`` to the history and write best, the metrics, then last (the
     order that keeps them consistent across a kill; see the module's notes)."""
     run.history.append(rec)
-    is_best = is_better(rec.get("val_acc"), run.best)
+    key = f"val_{run.task.score}"
+    is_best = is_better(rec.get(key), run.best, run.task.higher_is_better)
     if is_best:
-        run.best = rec.get("val_acc")
+        run.best = rec.get(key)
     weights, job = run.adapter.model_state(), current_job()
     job.check_in_sync(weights)
     if not job.is_main:  # rank 0 alone writes
@@ -338,7 +362,7 @@ def save_epoch(run: Run, epoch: int, rec: dict) -> None:
     opt_tensors, opt_skel = run.adapter.optim_state()
     state = {"epoch": epoch + 1, "step": (epoch + 1) * run.steps, "steps_per_epoch": run.steps,
              "world_size": job.world,
-             "history": run.history, "best": run.best, "best_epoch": best_epoch(run.history),
+             "history": run.history, "best": run.best, "best_epoch": run_best_epoch(run),
              "optimizer": opt_skel, "config": run.cfg.to_dict()}
     try:
         if is_best:
@@ -349,11 +373,19 @@ def save_epoch(run: Run, epoch: int, rec: dict) -> None:
         raise WriteError(f"{e}; then continue with `svertka train --resume {run.run_dir}`") from None
 
 
-def epoch_line(rec: dict, epochs: int) -> str:
-    val = f"  val {100 * rec['val_acc']:.2f}%" if "val_acc" in rec else ""
-    return (f"epoch {rec['epoch']}/{epochs}  loss {rec['train_loss']:.4f}  "
-            f"train {100 * rec['train_acc']:.2f}%{val}  test {100 * rec['test_acc']:.2f}%  "
-            f"{rec['images_per_s']:,.0f} img/s  {rec['seconds']:.1f} s")
+def epoch_line(rec: dict, epochs: int, shown=("acc",)) -> str:
+    """One line per epoch: the loss, then the task's ``shown`` metrics per split."""
+    def fmt(key, v):
+        return f"{100 * v:.2f}%" if key == "acc" else f"{v:.4g}"
+
+    parts = []
+    for split, label in (("train", "train"), ("val", "val"), ("test", "test")):
+        vals = [(k, rec[f"{split}_{k}"]) for k in shown if isinstance(rec.get(f"{split}_{k}"), (int, float))]
+        if vals:
+            parts.append(f"{label} " + " ".join(fmt(k, v) if k == "acc" else f"{k} {fmt(k, v)}"
+                                                for k, v in vals))
+    return (f"epoch {rec['epoch']}/{epochs}  loss {rec['train_loss']:.4f}  " + "  ".join(parts)
+            + f"  {rec['images_per_s']:,.0f} img/s  {rec['seconds']:.1f} s")
 
 
 # ------------------------------------------------------------------ the loop
@@ -370,8 +402,9 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, stop_after: int | 
     run = open_run(cfg, resume, out)
     where = run.test_ds.location or cfg.data
     device = f" on {run.adapter.device}" if cfg.backend == "torch" else ""
-    out.line(f"svertka train: {run.adapter.net.name} on {cfg.data} ({len(run.train_ds)} train images from "
-             f"{where}), backend {cfg.backend}{device}{job.describe()}, {cfg.epochs} epochs, "
+    task = "" if cfg.task == "classify" else f"task {cfg.task}, "
+    out.line(f"svertka train: {task}{run.adapter.net.name} on {cfg.data} ({len(run.train_ds)} train images "
+             f"from {where}), backend {cfg.backend}{device}{job.describe()}, {cfg.epochs} epochs, "
              f"batch {run.batch}, "
              f"{cfg.opt} lr {cfg.lr:g} {cfg.sched}; run folder {run.run_dir}")
     threads, amp = run.adapter.threads, run.adapter.amp_choice
@@ -388,14 +421,15 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, stop_after: int | 
                     bar.set_description(f"epoch {epoch + 1}/{cfg.epochs} evaluating")
                 scores = evaluate_epoch(run, epoch)
             now = time.perf_counter()
-            rec = {"epoch": epoch + 1, "train_loss": fig["train_loss"], "train_acc": fig["train_acc"],
+            rec = {"epoch": epoch + 1, **{k: v for k, v in fig.items() if k.startswith("train_")
+                                          and k != "train_seconds"},
                    **scores, "images_per_s": fig["images_per_s"], "seconds": round(now - t0, 3),
                    "train_seconds": fig["train_seconds"], "lr": run.adapter.lr,
                    "other_cores": _round(load.other_cores()),
                    **({"threads": threads.n} if threads else {}),
                    "elapsed": round(now - t_start + run.elapsed_before, 3)}
             save_epoch(run, epoch, rec)
-            out.line(epoch_line(rec, cfg.epochs))
+            out.line(epoch_line(rec, cfg.epochs, run.task.shown))
             if epoch + 1 < stop and threads and threads.recheck(rec["other_cores"]):
                 out.line(threads.note)
     except KeyboardInterrupt:
@@ -405,5 +439,7 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, stop_after: int | 
         else:
             out.line(f"interrupted before the first epoch ended; {again} starts it again")
         raise
-    test_acc = run.history[-1]["test_acc"] if run.history else float("nan")
-    return RunResult(run.run_dir, cfg, run.history, where, test_acc, time.perf_counter() - t_start)
+    score = run.task.score
+    test_score = run.history[-1].get(f"test_{score}", float("nan")) if run.history else float("nan")
+    return RunResult(run.run_dir, cfg, run.history, where, test_score, time.perf_counter() - t_start,
+                     cfg.task, score)

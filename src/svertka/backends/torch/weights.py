@@ -183,8 +183,8 @@ def _strip_prefixes(state: dict) -> dict:
 
 def _model_num_classes(model: nn.Module) -> int | None:
     nc = model_meta(model).get("num_classes")
-    if nc:
-        return int(nc)
+    if nc is not None:
+        return int(nc) or None  # 0: a task model without classes, nothing to compare
     last = None
     for m in model.modules():
         if isinstance(m, nn.Linear):
