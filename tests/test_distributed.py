@@ -169,6 +169,12 @@ def test_nproc_errors_are_one_line(monkeypatch, capsys):
     assert "already runs under" in err
 
 
+def test_nproc_runs_the_same_command_under_torchrun():
+    cmd = distributed.torchrun_command(["train", "lenet5", "--nproc", "2", "-b", "64", "--nproc=2"], 2)
+    assert cmd[1:] == ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", "-m", "svertka",
+                       "train", "lenet5", "-b", "64"]
+
+
 def test_sync_bn_on_the_numpy_backend_is_one_line(capsys):
     err = one_line_error(capsys, ["train", "lenet5", "--backend", "numpy", "--sync-bn"])
     assert "--sync-bn" in err

@@ -323,7 +323,16 @@ def launch_torchrun(args) -> None:
                          "drop --nproc or --backend numpy")
     if importlib.util.find_spec("torch") is None:
         raise UsageError("--nproc needs PyTorch (torchrun); pip install torch, or drop --nproc")
-    argv, rest, skip = list(args.argv), [], False
+    cmd = torchrun_command(args.argv, args.nproc)
+    print(f"svertka train: starting {shlex.join(['torchrun', *cmd[3:]])}", file=sys.stderr, flush=True)
+    rc = subprocess.call(cmd)
+    if rc:
+        raise SystemExit(rc)
+
+
+def torchrun_command(argv: list[str], nproc: int) -> list[str]:
+    """The torchrun command that runs ``svertka ARGV`` on ``nproc`` local ranks, --nproc dropped."""
+    rest, skip = [], False
     for tok in argv:
         if skip:
             skip = False
@@ -331,12 +340,8 @@ def launch_torchrun(args) -> None:
             skip = True
         elif not tok.startswith("--nproc="):
             rest.append(tok)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={args.nproc}",
-           "-m", "svertka", *rest]
-    print(f"svertka train: starting {shlex.join(['torchrun', *cmd[3:]])}", file=sys.stderr, flush=True)
-    rc = subprocess.call(cmd)
-    if rc:
-        raise SystemExit(rc)
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
+            "-m", "svertka", *rest]
 
 
 def is_collective_failure(e: BaseException) -> bool:
