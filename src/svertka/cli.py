@@ -322,6 +322,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     from .data.commands import add_parsers as add_data_parsers
     add_data_parsers(sub)  # data export
+    from .serve.commands import add_parsers as add_serve_parsers
+    add_serve_parsers(sub)  # serve: the explorer in the browser
+
+    from .style.commands import add_parser as add_style_parser
+    add_style_parser(sub)  # stylize
 
     from .export import DEFAULT_OPSET
     s = sub.add_parser("export", help="write a run or a zoo model as ONNX, checked by onnx.checker")

@@ -16,7 +16,8 @@ _TRAIN_KEYS = ("task", "model", "data", "root", "backend", "device", "epochs", "
                "momentum",
                "weight_decay", "sched", "warmup_epochs", "min_lr_factor", "decay_epochs", "decay_rate",
                "label_smoothing", "aug", "amp", "seed", "val_fraction", "split_seed", "eval_batch_size",
-               "tta", "output", "limit_train", "limit_test", "threads")
+               "tta", "output", "limit_train", "limit_test", "threads", "image_size", "crop_pct",
+               "train_crop", "workers")
 
 
 # The biggest grid `svertka augment` draws: 256 images make 64 rows; more is unreadable, and a
@@ -114,6 +115,19 @@ def add_parsers(sub):
     s.add_argument("--dist-timeout", type=positive_int, default=None, metavar="SECONDS",
                    help="under torchrun: how long a rank waits for a hung peer before the job stops "
                    "(a dead peer stops it at once) (default: 300)")
+    s.add_argument("--stream", action="store_true", default=None,
+                   help="read --data imagefolder from disk batch by batch (class folders or the tar shards "
+                   "of `svertka data shard`), decoded by --workers processes, for data that does not fit in "
+                   "memory; training crops are RandomResizedCrop + flip (default: off, all images in memory)")
+    s.add_argument("--image-size", type=positive_int,
+                   help="--stream: side of the square crops the model sees" + dflt("image_size"))
+    s.add_argument("--crop-pct", type=nonneg_float, help="--stream: evaluation resizes the shorter side to "
+                   "image-size / crop-pct and takes the centre crop" + dflt("crop_pct"))
+    s.add_argument("--train-crop", choices=("rrc", "center"),
+                   help="--stream: rrc (RandomResizedCrop + flip) or center (the evaluation crop)"
+                   + dflt("train_crop"))
+    s.add_argument("--workers", type=int, help="--stream: decoding processes, 0 decodes in the training "
+                   "process; --resume may change it (default: half the cores, at most 8)")
     s.add_argument("--quiet", "-q", action="store_true", help="no progress output")
     s.add_argument("--json", action="store_true", help="print the final metrics as JSON")
     s.set_defaults(func=cmd_train)
@@ -201,13 +215,21 @@ def cmd_train(args):
     over["compile"] = args.compile
     over["sync_bn"] = args.sync_bn
     over["task_options"] = dict(args.task_opt) if args.task_opt else None
+    over["stream"] = args.stream
     if args.resume:
-        given = sorted(k for k, v in over.items() if v is not None and k not in ("epochs", "threads"))
+        how_fast = ("epochs", "threads", "workers")  # change the speed or the length, not the results
+        given = sorted(k for k, v in over.items() if v is not None and k not in how_fast)
         if given or args.recipe:
             flag = (given or ["recipe"])[0].replace("_", "-")
             raise UsageError(f"--resume continues the run's saved config; drop --{flag}"
-                             f" (only --epochs and --threads may change)")
+                             f" (only --epochs, --threads and --workers may change)")
         cfg = resume_config(args.resume, args.epochs, args.threads)
+        if args.workers is not None:
+            if not cfg.stream:
+                raise UsageError(f"--workers applies to streamed data, and {args.resume} holds its data "
+                                 "in memory; drop --workers")
+            cfg.workers = args.workers
+            cfg.validate()
     else:
         cfg = make_config(over, args.recipe)
     with session(cfg, args.dist_timeout or DEFAULT_TIMEOUT_S) as job:  # several ranks under torchrun

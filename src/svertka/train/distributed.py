@@ -86,9 +86,10 @@ class Single:
         """Each value summed over the ranks (floats, in float64)."""
         return [float(v) for v in values]
 
-    def gather_rows(self, blocks: list) -> np.ndarray:
-        """Every rank's blocks of rows (its ``rows`` share, in order), joined in row order, on every rank."""
-        return np.concatenate(blocks)
+    def gather_blocks(self, blocks: list) -> list:
+        """Every rank's list of blocks (of its ``rows`` share, in order), joined in rank order, on
+        every rank: the blocks of the whole split, in row order."""
+        return blocks
 
     def broadcast(self, obj):
         """Rank 0's ``obj`` (a small picklable value), on every rank."""
@@ -173,10 +174,10 @@ class Ranks(Single):
         self.dist.all_reduce(t)
         return t.cpu().tolist()
 
-    def gather_rows(self, blocks: list) -> np.ndarray:
+    def gather_blocks(self, blocks: list) -> list:
         parts = [None] * self.world
-        self.dist.all_gather_object(parts, [np.ascontiguousarray(b) for b in blocks])
-        return np.concatenate([b for part in parts for b in part])
+        self.dist.all_gather_object(parts, blocks)
+        return [b for part in parts for b in part]
 
     def broadcast(self, obj):
         box = [obj]

@@ -41,6 +41,7 @@ from .backends import Adapter, make_adapter
 from .checkpoint import read_checkpoint, save_checkpoint, write_metrics
 from .config import TrainConfig
 from .distributed import current as current_job
+from .feed import eval_outputs, hold, train_batches
 from .progress import Progress
 from .schedule import Schedule
 
@@ -98,25 +99,17 @@ def load_data(cfg: TrainConfig):
     return make_task(cfg).load()
 
 
-def evaluate_split(adapter, name: str, n: int, batch: int, tta: str = "none") -> dict:
-    """The task's metrics over a stored split (no autograd, eval mode). Several ranks
-    each compute their share of the rows; the evaluator then sees all of them, in order."""
+def evaluate_split(adapter, name: str, n: int, batch: int, tta: str = "none", ds=None) -> dict:
+    """The task's metrics over a split, held by the adapter or streamed (``ds``) (no autograd, eval mode).
+    Several ranks each compute their share of the rows; the evaluator sees all of them, in order."""
     ev = adapter.task.evaluator()
-    targets = adapter.targets_np[name]
     job = current_job()
     start, stop = job.rows(n)
-    outs = []
-    for i in range(start, stop, batch):
-        idx = np.arange(i, min(stop, i + batch))
-        out = adapter.logits(name, idx, tta)
-        if job.world == 1:
-            ev.add(out, {k: v[idx] for k, v in targets.items()})
-        else:
-            outs.append(out)
+    blocks = eval_outputs(adapter, name, ds, stop, batch, tta, start=start)
     if job.world > 1:
-        gathered = job.gather_rows(outs)
-        for i in range(0, n, batch):
-            ev.add(gathered[i:i + batch], {k: v[i:i + batch] for k, v in targets.items()})
+        blocks = job.gather_blocks(list(blocks))
+    for outputs, targets in blocks:
+        ev.add(outputs, targets)
     return ev.result()
 
 
@@ -184,7 +177,7 @@ def build_run(cfg: TrainConfig, run_dir: Path) -> Run:
     adapter.make_optimizer()
     for name, ds in (("train", train_ds), ("val", val_ds), ("test", test_ds)):
         if ds is not None:
-            adapter.add_split(name, ds.images, ds.targets)
+            hold(adapter, name, ds)
     world = current_job().world
     bs = min(cfg.batch_size, len(train_ds) - len(train_ds) % world)  # a global batch splits evenly over ranks
     spe = len(train_ds) // bs
@@ -198,6 +191,8 @@ def build_run(cfg: TrainConfig, run_dir: Path) -> Run:
     meta = {"model": net.name, "num_classes": int(net.num_classes), "input_shape": list(net.input_shape),
             "mean": list(train_ds.mean), "std": list(train_ds.std), "classes": list(train_ds.classes),
             "data": cfg.data, "backend": cfg.backend, "aug": cfg.aug, **task.meta()}
+    if cfg.stream:  # how the model's inputs were cut from the photos, for eval and predict
+        meta["stream"] = {"image_size": cfg.image_size, "crop_pct": cfg.crop_pct}
     return Run(cfg, run_dir, task, adapter, train_ds, val_ds, test_ds, bs, spe, sched, aug, meta, history=[])
 
 
@@ -300,12 +295,11 @@ def train_epoch(run: Run, epoch: int, bar) -> dict:
     job.seed_epoch(cfg.seed, epoch)
     loss_sum, sums = 0, {}
     seen, shown = 0, t0
-    for s in range(run.steps):
+    steps = [job.shard(perm[s * bs:(s + 1) * bs]) for s in range(run.steps)]  # this rank's part of each
+    for s, (x, t) in enumerate(train_batches(adapter, "train", run.train_ds, steps, run.aug, aug_rng, epoch)):
         adapter.set_lr(run.sched(epoch * run.steps + s))
-        idx = job.shard(perm[s * bs:(s + 1) * bs])
-        x, t = adapter.batch("train", idx, run.aug, aug_rng, epoch)
         loss, stats = adapter.train_step(x, t)
-        loss_sum, seen = loss_sum + loss, seen + len(idx)
+        loss_sum, seen = loss_sum + loss, seen + len(steps[s])
         sums = {k: sums.get(k, 0) + v for k, v in stats.items()}
         if bar is not None:
             bar.update(bs)
@@ -337,7 +331,7 @@ def evaluate_epoch(run: Run, epoch: int) -> dict:
     tta = cfg.tta if epoch == cfg.epochs - 1 else "none"
     for name, ds in (("val", run.val_ds), ("test", run.test_ds)):
         if ds is not None:
-            scores = evaluate_split(run.adapter, name, len(ds), cfg.eval_batch_size, tta)
+            scores = evaluate_split(run.adapter, name, len(ds), cfg.eval_batch_size, tta, ds)
             rec.update({f"{name}_{k}": _metric(v) for k, v in scores.items()})
     rec["tta"] = tta
     return rec
