@@ -163,8 +163,9 @@ class Ranks(Single):
             self.dist.destroy_process_group()
 
     def shard(self, idx):
-        n = len(idx) // self.world  # the loop checks that the global batch splits evenly
-        return idx[self.rank * n:(self.rank + 1) * n]
+        from ..data.streaming import rank_batches  # the one rule for a rank's part, streamed or not
+
+        return rank_batches([idx], self.rank, self.world)[0]
 
     def rows(self, n: int) -> tuple[int, int]:
         return n * self.rank // self.world, n * (self.rank + 1) // self.world
