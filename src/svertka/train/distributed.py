@@ -42,10 +42,6 @@ from ..threads import ThreadPolicy, available_cores
 DEFAULT_TIMEOUT_S = 300  # a collective that waits longer for a hung rank fails (a dead one fails at once)
 
 
-class RankLostError(SvertkaError):
-    """A collective failed: another rank died, hung, or its machine went away."""
-
-
 class RanksDivergedError(SvertkaError):
     """The ranks' weights no longer agree bit for bit."""
 
@@ -270,8 +266,12 @@ def check_launch(cfg, env=None) -> int:
 
 @contextmanager
 def session(cfg, timeout_s: float = DEFAULT_TIMEOUT_S):
-    """The job around one training run: under torchrun, join the process group,
-    turn a lost rank into one line, and leave the group at the end."""
+    """The job around one training run: under torchrun, join the process group, end a
+    failed rank with one line, and leave the group at the end.
+
+    A rank that fails (its own error, or a lost peer) prints its line at once and exits 2:
+    torchrun then ends the other ranks with SIGTERM, which may come at any moment, so
+    nothing is left to print later. A rank ended by that SIGTERM says so in one line."""
     global _current
     if not launched_by_torchrun() or check_launch(cfg) == 1:
         yield _current
@@ -294,21 +294,23 @@ def session(cfg, timeout_s: float = DEFAULT_TIMEOUT_S):
     old = signal.signal(signal.SIGTERM, on_term)
     try:
         yield ranks
+    except SvertkaError as e:
+        say(f"svertka: error: {e}")
+        raise SystemExit(2) from None
     except (RuntimeError, ConnectionError) as e:
         if not is_collective_failure(e):
             raise
-        first = short_reason(e)
-        msg = (f"rank {ranks.rank} of {ranks.world} lost contact with the other ranks ({first}); "
-               f"{resume_hint(cfg, ranks.world)}")
-        said.append(msg)  # the CLI prints it; a SIGTERM that follows adds nothing
-        raise RankLostError(msg) from None
+        say(f"svertka: error: rank {ranks.rank} of {ranks.world} lost contact with the other ranks "
+            f"({short_reason(e)}); {resume_hint(cfg, ranks.world)}")
+        raise SystemExit(2) from None
     finally:
-        signal.signal(signal.SIGTERM, old)
         _current = Single()
-        try:
-            ranks.close()
-        except Exception:  # noqa: BLE001 - the group may be half gone after a failure; leaving is best effort
-            pass
+        if not said:  # a clean end: leave the group, give SIGTERM back
+            signal.signal(signal.SIGTERM, old)
+            try:
+                ranks.close()
+            except Exception:  # noqa: BLE001 - leaving is best effort; the run's files are written
+                pass
 
 
 def launch_torchrun(args) -> None:
