@@ -304,6 +304,13 @@ def test_sigkill_one_rank_mid_epoch_then_resume_is_bit_identical(two_ranks, tmp_
     state = read_checkpoint(run / "last.safetensors")[3]
     assert state["epoch"] == 1, "the kill landed after epoch 2 ended; the machine is too slow for this test"
 
+    # another rank count: refused, one line on every rank, and the run is left as it was
+    four = torchrun("--standalone", "--nproc-per-node", "4", "-m", "svertka", "train", "--resume", str(run))
+    bad = subprocess.run(four, env=job_env(), capture_output=True, text=True, timeout=JOB_TIMEOUT_S)
+    said = [ln for ln in bad.stderr.splitlines() if "trained on 2 ranks and this job has 4 ranks" in ln]
+    assert bad.returncode != 0 and len(said) == 4, bad.stderr[-3000:]
+    assert read_checkpoint(run / "last.safetensors")[3]["epoch"] == 1
+
     run_job(torchrun("--standalone", "--nproc-per-node", "2", "-m", "svertka", "train", "--resume", str(run),
                      "-q"))
     got, want = read_checkpoint(run / "last.safetensors"), uninterrupted(two_ranks)
