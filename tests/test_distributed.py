@@ -144,20 +144,25 @@ def test_resume_with_another_rank_count_is_one_line():
     Single().check_resume({}, "runs/x")
 
 
-@pytest.mark.parametrize("rank", ["0", "1"])
-def test_numpy_backend_under_torchrun_is_one_line_on_every_rank(monkeypatch, capsys, rank):
-    """Every rank checks the same config before joining the group, so each prints the line."""
-    monkeypatch.setenv("RANK", rank)
-    monkeypatch.setenv("WORLD_SIZE", "2")
-    err = one_line_error(capsys, ["train", "lenet5", "--backend", "numpy", "--data", "fashion-mnist-mini"])
-    assert "NumPy engine" in err and "torchrun started 2 ranks" in err
+def test_launch_checks_name_the_problem():
+    """What every rank checks right after the ranks meet (tested under torchrun by the slow test below)."""
+    env = {"RANK": "1", "WORLD_SIZE": "2"}
+    with pytest.raises(distributed.UsageError, match="NumPy engine has no multi-process training.*torchrun "
+                       "started 2 ranks"):
+        distributed.check_launch(make_config({"backend": "numpy"}), env)
+    with pytest.raises(distributed.UsageError, match="split over 3 ranks; pass a multiple of 3"):
+        distributed.check_launch(make_config({"batch_size": 128}), {"RANK": "0", "WORLD_SIZE": "3"})
+    assert distributed.check_launch(make_config({"batch_size": 128}), {"RANK": "0", "WORLD_SIZE": "4"}) == 4
+    assert distributed.check_launch(make_config({"backend": "numpy"}), {}) == 1
 
 
-def test_global_batch_must_split_over_the_ranks(monkeypatch, capsys):
-    monkeypatch.setenv("RANK", "0")
-    monkeypatch.setenv("WORLD_SIZE", "3")
-    err = one_line_error(capsys, ["train", "lenet5", "-b", "128", "--data", "fashion-mnist-mini"])
-    assert "global batch" in err and "multiple of 3" in err
+@pytest.mark.slow
+def test_numpy_backend_under_torchrun_is_one_line_on_every_rank():
+    r = subprocess.run(torchrun("--standalone", "--nproc-per-node", "2", "-m", "svertka", "train", *FLAGS,
+                                "--backend", "numpy"), env=job_env(), capture_output=True, text=True,
+                       timeout=JOB_TIMEOUT_S)
+    said = [ln for ln in r.stderr.splitlines() if ln.startswith("svertka: error:") and "NumPy engine" in ln]
+    assert r.returncode != 0 and len(said) == 2, r.stderr[-3000:]
 
 
 def test_nproc_errors_are_one_line(monkeypatch, capsys):

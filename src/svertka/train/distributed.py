@@ -39,6 +39,7 @@ import numpy as np
 from ..errors import SvertkaError, UsageError, WeightsError
 from ..threads import ThreadPolicy, available_cores
 
+STOP_WAIT_S = 30  # how long a failed rank waits for the others to fail alike before it exits
 DEFAULT_TIMEOUT_S = 300  # a collective that waits longer for a hung rank fails (a dead one fails at once)
 
 
@@ -153,6 +154,17 @@ class Ranks(Single):
         if cuda:
             torch.cuda.set_device(self.local_rank)
         dist.init_process_group(self.backend, timeout=timedelta(seconds=timeout_s))
+        self.control = dist.new_group(backend="gloo")  # for wait_for_others, on CPU whatever the backend
+
+    def wait_for_others(self, timeout_s: float = STOP_WAIT_S) -> None:
+        """Before a rank that failed exits: wait (a bounded time) for the ranks that fail at the
+        same point (a bad flag, a mismatched resume), so that each says so; torchrun ends every
+        rank the moment one exits."""
+        try:
+            self.dist.monitored_barrier(group=self.control, timeout=timedelta(seconds=timeout_s),
+                                        wait_all_ranks=True)
+        except RuntimeError:  # the others are elsewhere (this rank alone failed): they stop when it exits
+            pass
 
     def close(self) -> None:
         if self.dist.is_initialized():
@@ -273,10 +285,10 @@ def session(cfg, timeout_s: float = DEFAULT_TIMEOUT_S):
     torchrun then ends the other ranks with SIGTERM, which may come at any moment, so
     nothing is left to print later. A rank ended by that SIGTERM says so in one line."""
     global _current
-    if not launched_by_torchrun() or check_launch(cfg) == 1:
+    if not launched_by_torchrun() or world_from_env() == 1:
         yield _current
         return
-    ranks = Ranks(cfg.device, timeout_s)
+    ranks = Ranks(cfg.device, timeout_s)  # all ranks meet here, so each one reaches the checks below
     _current = ranks
     said = []
 
@@ -293,9 +305,11 @@ def session(cfg, timeout_s: float = DEFAULT_TIMEOUT_S):
 
     old = signal.signal(signal.SIGTERM, on_term)
     try:
+        check_launch(cfg)
         yield ranks
     except SvertkaError as e:
         say(f"svertka: error: {e}")
+        ranks.wait_for_others()
         raise SystemExit(2) from None
     except (RuntimeError, ConnectionError) as e:
         if not is_collective_failure(e):
