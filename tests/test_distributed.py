@@ -85,7 +85,7 @@ def two_ranks(tmp_path_factory):
 # ------------------------------------------------------------ "What it must show" 1
 
 
-def test_two_ranks_match_one_process_after_50_steps(two_ranks, tmp_path):
+def test_two_ranks_match_one_process_after_50_steps(two_ranks, tmp_path, capsys):
     """Equivalence. The ranks hold bit-identical weights (DDP gives them the same averaged
     gradient and they run the same optimizer). Against one process at batch 128, same seed:
 
@@ -125,13 +125,12 @@ def test_two_ranks_match_one_process_after_50_steps(two_ranks, tmp_path):
         assert a["train_loss"] == pytest.approx(b["train_loss"], abs=1e-5)
         assert a["test_acc"] == pytest.approx(b["test_acc"], abs=2 / 256)  # argmax ties may flip one image
 
-
-# ------------------------------------------------------------ errors, in process
-
-
-def test_resuming_a_two_rank_run_in_one_process_is_one_line(two_ranks, capsys):
+    # (here, so that `make test`'s workers start the 2-rank job once) resuming it in one process: one line
     err = one_line_error(capsys, ["train", "--resume", str(two_ranks / "run")])
     assert "trained on 2 ranks and this job has one process" in err and "torchrun with 2 ranks" in err
+
+
+# ------------------------------------------------------------ errors, in process
 
 
 def test_resume_with_another_rank_count_is_one_line():
