@@ -295,7 +295,8 @@ def session(cfg, timeout_s: float = DEFAULT_TIMEOUT_S):
     def say(text: str) -> None:
         if not said:
             said.append(text)
-            print(text, file=sys.stderr, flush=True)
+            sys.stderr.flush()
+            os.write(2, (text + "\n").encode())  # one write: the ranks share the pipe, lines must not mix
 
     def on_term(signum, frame):  # torchrun ends the other ranks with SIGTERM when one fails
         say(f"svertka train: rank {ranks.rank} of {ranks.world} stopped: torchrun is ending the job "
