@@ -386,6 +386,7 @@ def main(argv=None) -> int:
     try:
         parser = build_parser()
         args, extra = parser.parse_known_args(argv)
+        args.argv = list(sys.argv[1:] if argv is None else argv)  # `train --nproc` hands them to torchrun
         if extra:
             raise UsageError(_unrecognized(parser, args.command, extra, getattr(args, "kind", None)))
         if args.command in ("train", "demo"):

@@ -18,8 +18,8 @@ import numpy as np
 
 from ..backends import get_backend
 from ..errors import UsageError, WeightsError
-from ..threads import ThreadPolicy
 from .amp import resolve_amp
+from .distributed import current as current_job
 
 OPTIM_PREFIX = "__optim__."
 
@@ -210,11 +210,13 @@ class TorchAdapter(Adapter):
 
         self.torch, self.backend_pkg = torch, get_backend("torch")
         self.optim = torch.optim
-        self.threads = ThreadPolicy(cfg.threads, torch.set_num_threads)
+        job = current_job()
+        self.threads = job.thread_policy(cfg.threads, torch.set_num_threads)  # a rank: its share of the cores
         self.threads.start()
         dev = cfg.device
         if dev == "auto":
             dev = "cuda" if torch.cuda.is_available() else "cpu"
+        dev = job.device(dev)  # a rank: its own GPU
         try:
             self.device = torch.device(dev)
             torch.empty(1, device=self.device)
@@ -224,10 +226,17 @@ class TorchAdapter(Adapter):
                              f"use --device cpu or auto") from None
         torch.manual_seed(cfg.seed)
         self.model = self.backend_pkg.compile(net).to(self.device)
+        if cfg.sync_bn:
+            from .distributed import sync_batchnorm
+            self.model = sync_batchnorm(self.model)
         self.memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
         if cfg.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.run_model = torch.compile(self.model) if cfg.compile else self.model
+        # what a training step runs: DDP around the model on several ranks (evaluation runs run_model)
+        wrapped = job.wrap(self.model, self.device)
+        self.train_model = (self.run_model if wrapped is self.model
+                            else torch.compile(wrapped) if cfg.compile else wrapped)
         self.amp_choice = resolve_amp(cfg, torch, self.device)
         self.amp = torch.bfloat16 if self.amp_choice.amp == "bf16" else None
         self._scale = torch.tensor(self.scale, device=self.device).view(1, -1, 1, 1)
@@ -271,7 +280,7 @@ class TorchAdapter(Adapter):
         torch, F = self.torch, self.torch.nn.functional
         self.model.train()
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp is not None):
-            out = self.run_model(x)
+            out = self.train_model(x)
             loss, stats = self.task.loss(F, out, targets)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()

@@ -106,6 +106,15 @@ def add_parsers(sub):
     s.add_argument("--limit-test", type=positive_int, help="use only the first N test images (default: all)")
     s.add_argument("--threads", type=positive_int, help=THREADS_HELP + "; --resume may change it (float "
                    "rounding then differs from an uninterrupted run)")
+    s.add_argument("--sync-bn", action="store_true", default=None,
+                   help="BatchNorm statistics over all ranks' batches (torchrun; no effect in one process) "
+                   "(default: off)")
+    s.add_argument("--nproc", type=positive_int,
+                   help="train on N processes: starts `torchrun --standalone --nproc-per-node N -m svertka "
+                   "train ...` (torch backend; --batch-size stays the global batch) (default: one process)")
+    s.add_argument("--dist-timeout", type=positive_int, default=None, metavar="SECONDS",
+                   help="under torchrun: how long a rank waits for a hung peer before the job stops "
+                   "(a dead peer stops it at once) (default: 300)")
     s.add_argument("--stream", action="store_true", default=None,
                    help="read --data imagefolder from disk batch by batch (class folders or the tar shards "
                    "of `svertka data shard`), decoded by --workers processes, for data that does not fit in "
@@ -194,8 +203,11 @@ def task_option(text: str) -> tuple[str, str]:
 def cmd_train(args):
     from .allocator import keep_freed_memory
     from .config import make_config
+    from .distributed import DEFAULT_TIMEOUT_S, launch_torchrun, session
     from .loop import resume_config, train
 
+    if args.nproc is not None:
+        return launch_torchrun(args)
     keep_freed_memory()  # this process only trains: reuse activation buffers across steps
     if args.model_pos and args.model and args.model_pos != args.model:
         raise UsageError(f"two models given: {args.model_pos} and --model {args.model}")
@@ -204,6 +216,7 @@ def cmd_train(args):
     over["no_decay_norm_bias"] = args.no_decay_norm_bias
     over["channels_last"] = args.channels_last
     over["compile"] = args.compile
+    over["sync_bn"] = args.sync_bn
     over["task_options"] = dict(args.task_opt) if args.task_opt else None
     over["stream"] = args.stream
     if args.resume:
@@ -220,10 +233,12 @@ def cmd_train(args):
                                  "in memory; drop --workers")
             cfg.workers = args.workers
             cfg.validate()
-        result = train(cfg, resume=args.resume, progress=not args.quiet)
     else:
         cfg = make_config(over, args.recipe)
-        result = train(cfg, progress=not args.quiet)
+    with session(cfg, args.dist_timeout or DEFAULT_TIMEOUT_S) as job:  # several ranks under torchrun
+        result = train(cfg, resume=args.resume, progress=not args.quiet)
+    if not job.is_main:  # rank 0 reports for the job
+        return result
     last = result.history[-1] if result.history else {}
     if args.json:
         print(json.dumps({"run_dir": str(result.run_dir), "seconds": round(result.seconds, 2), **last}))

@@ -55,6 +55,7 @@ class TrainConfig:
     amp_choice: str | None = None  # what "auto" chose when the run started; --resume keeps it
     channels_last: bool = False
     compile: bool = False
+    sync_bn: bool = False  # BatchNorm statistics over every rank's batch (torchrun); no-op in one process
     seed: int = 0
     val_fraction: float = 0.0
     split_seed: int | None = None  # draws the validation split; None: --seed (one val set per seed)
@@ -132,6 +133,8 @@ class TrainConfig:
         if self.backend == "numpy" and (self.amp not in ("none", "auto") or self.channels_last
                                         or self.compile):
             bad("--amp, --channels-last and --compile are torch options; drop them for --backend numpy")
+        if self.backend == "numpy" and self.sync_bn:
+            bad("--sync-bn is for the torch backend under torchrun; the NumPy engine trains in one process")
         if self.backend == "numpy" and self.device not in ("auto", "cpu"):
             bad(f"--backend numpy runs on the CPU; --device {self.device} is for torch")
         if self.aug:

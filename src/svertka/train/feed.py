@@ -36,10 +36,10 @@ def train_batches(adapter, name: str, ds, batches, aug, rng, epoch: int):
         yield adapter.batch_of(images, {"label": labels}, aug, rng, idx, epoch)
 
 
-def eval_outputs(adapter, name: str, ds, n: int, batch: int, tta: str = "none"):
-    """(raw outputs, targets), both NumPy, for the first ``n`` images of split ``name``, ``batch``
+def eval_outputs(adapter, name: str, ds, n: int, batch: int, tta: str = "none", start: int = 0):
+    """(raw outputs, targets), both NumPy, for images ``start`` to ``n`` of split ``name``, ``batch``
     at a time (no autograd, eval mode)."""
-    batches = [np.arange(i, min(n, i + batch)) for i in range(0, n, batch)]
+    batches = [np.arange(i, min(n, i + batch)) for i in range(start, n, batch)]
     if not streams(ds):
         targets = adapter.targets_np[name]
         for idx in batches:

@@ -40,6 +40,7 @@ from ..untrusted import check_train_state, load_json
 from .backends import Adapter, make_adapter
 from .checkpoint import read_checkpoint, save_checkpoint, write_metrics
 from .config import TrainConfig
+from .distributed import current as current_job
 from .feed import eval_outputs, hold, train_batches
 from .progress import Progress
 from .schedule import Schedule
@@ -99,9 +100,15 @@ def load_data(cfg: TrainConfig):
 
 
 def evaluate_split(adapter, name: str, n: int, batch: int, tta: str = "none", ds=None) -> dict:
-    """The task's metrics over a split, held by the adapter or streamed (``ds``) (no autograd, eval mode)."""
+    """The task's metrics over a split, held by the adapter or streamed (``ds``) (no autograd, eval mode).
+    Several ranks each compute their share of the rows; the evaluator sees all of them, in order."""
     ev = adapter.task.evaluator()
-    for outputs, targets in eval_outputs(adapter, name, ds, n, batch, tta):
+    job = current_job()
+    start, stop = job.rows(n)
+    blocks = eval_outputs(adapter, name, ds, stop, batch, tta, start=start)
+    if job.world > 1:
+        blocks = job.gather_blocks(list(blocks))
+    for outputs, targets in blocks:
         ev.add(outputs, targets)
     return ev.result()
 
@@ -171,7 +178,8 @@ def build_run(cfg: TrainConfig, run_dir: Path) -> Run:
     for name, ds in (("train", train_ds), ("val", val_ds), ("test", test_ds)):
         if ds is not None:
             hold(adapter, name, ds)
-    bs = min(cfg.batch_size, len(train_ds))
+    world = current_job().world
+    bs = min(cfg.batch_size, len(train_ds) - len(train_ds) % world)  # a global batch splits evenly over ranks
     spe = len(train_ds) // bs
     decay_steps = round(cfg.decay_epochs * spe) if cfg.decay_epochs else None
     sched = Schedule(cfg.sched, cfg.epochs * spe, warmup_steps=round(cfg.warmup_epochs * spe),
@@ -192,18 +200,22 @@ def open_run(cfg: TrainConfig, resume, out: Progress) -> Run:
     """The run, fresh or resumed (its state read from ``last``, its other
     files repaired), and its folder with config.json and model.json."""
     run_dir = Path(resume) if resume is not None else Path(cfg.output) if cfg.output else default_run_dir(cfg)
+    job = current_job()
+    run_dir = Path(job.broadcast(str(run_dir)))  # rank 0's folder name (its clock names the default)
     if resume is None and (run_dir / LAST).exists():
         raise UsageError(f"--output {run_dir} already holds a run; "
                          f"use --resume {run_dir} or another --output")
     if run_dir.exists() and not run_dir.is_dir():
         raise UsageError(f"--output {run_dir} is a file; pass a folder for the run")
     run = build_run(cfg, run_dir)
-    if run_dir.is_dir():
+    if run_dir.is_dir() and job.is_main:
         for p in remove_stale_temps(run_dir, RUN_FILES):
             out.line(f"svertka train: removed {p.name}, left by an interrupted write")
     if resume is not None:
         resume_run(run, out)
     cfg.output = str(run_dir)
+    if not job.is_main:  # rank 0 alone writes the run folder
+        return run
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -226,6 +238,7 @@ def resume_run(run: Run, out: Progress) -> None:
     if state is None:
         raise WeightsError(f"{last} holds weights only, no training state; cannot resume from it")
     check_train_state(state, str(last), WeightsError)
+    current_job().check_resume(state, run_dir)
     if state.get("steps_per_epoch") != run.steps:
         raise UsageError(f"--resume {run_dir}: the data or batch size changed since the run started")
     if run.cfg.epochs < state["epoch"]:
@@ -239,8 +252,9 @@ def resume_run(run: Run, out: Progress) -> None:
                            "the file is corrupt, resume from another run or start afresh") from None
     run.start_epoch, run.history, run.best = state["epoch"], state["history"], state.get("best")
     run.elapsed_before = run.history[-1].get("elapsed", 0.0) if run.history else 0.0
-    write_metrics(run_dir, run.history)  # they may hold an epoch that last does not
-    repair_best(run, weights, fmeta, out)
+    if current_job().is_main:
+        write_metrics(run_dir, run.history)  # they may hold an epoch that last does not
+        repair_best(run, weights, fmeta, out)
 
 
 def repair_best(run: Run, weights: dict, meta: dict, out: Progress) -> None:
@@ -272,18 +286,20 @@ def stats_text(stats: dict, seen: int, value) -> str:
 
 def train_epoch(run: Run, epoch: int, bar) -> dict:
     """One pass over the training split: the loss, the task's stats, speed."""
-    cfg, adapter, bs = run.cfg, run.adapter, run.batch
+    cfg, adapter, bs, job = run.cfg, run.adapter, run.batch, current_job()
     t0 = time.perf_counter()
     rng = np.random.default_rng([cfg.seed, epoch])
-    perm = rng.permutation(len(run.train_ds))
+    perm = rng.permutation(len(run.train_ds))  # the same on every rank; each takes its slice of a step
+    aug_rng = job.aug_rng(rng, cfg.seed, epoch)
     adapter.seed_epoch(cfg.seed, epoch)
+    job.seed_epoch(cfg.seed, epoch)
     loss_sum, sums = 0, {}
     seen, shown = 0, t0
-    steps = [perm[s * bs:(s + 1) * bs] for s in range(run.steps)]
-    for s, (x, t) in enumerate(train_batches(adapter, "train", run.train_ds, steps, run.aug, rng, epoch)):
+    steps = [job.shard(perm[s * bs:(s + 1) * bs]) for s in range(run.steps)]  # this rank's part of each
+    for s, (x, t) in enumerate(train_batches(adapter, "train", run.train_ds, steps, run.aug, aug_rng, epoch)):
         adapter.set_lr(run.sched(epoch * run.steps + s))
         loss, stats = adapter.train_step(x, t)
-        loss_sum, seen = loss_sum + loss, seen + bs
+        loss_sum, seen = loss_sum + loss, seen + len(steps[s])
         sums = {k: sums.get(k, 0) + v for k, v in stats.items()}
         if bar is not None:
             bar.update(bs)
@@ -294,13 +310,18 @@ def train_epoch(run: Run, epoch: int, bar) -> dict:
                                     f"{stats_text(sums, seen, adapter.value)} lr {adapter.lr:.2e}",
                                     refresh=False)
     train_s = time.perf_counter() - t0
-    train_loss = adapter.value(loss_sum) / seen
+    job.sync_buffers()
+    keys = list(sums)
+    # summed over the ranks (images/s too); the slowest rank's time is the epoch's
+    loss_sum, rate, seen, *totals = job.all_reduce([adapter.value(loss_sum), seen / train_s, seen,
+                                                    *(adapter.value(sums[k]) for k in keys)])
+    train_loss = loss_sum / seen
     if not math.isfinite(train_loss):
         raise UsageError(f"training diverged at epoch {epoch + 1} (loss {train_loss}); "
                          f"lower --lr (now {cfg.lr:g})")
     return {"train_loss": round(train_loss, 6),
-            **{f"train_{k}": round(adapter.value(v) / seen, 6) for k, v in sums.items()},
-            "images_per_s": round(seen / train_s, 1), "train_seconds": round(train_s, 3)}
+            **{f"train_{k}": round(v / seen, 6) for k, v in zip(keys, totals)},
+            "images_per_s": round(rate, 1), "train_seconds": round(train_s, 3)}
 
 
 def evaluate_epoch(run: Run, epoch: int) -> dict:
@@ -328,9 +349,13 @@ def save_epoch(run: Run, epoch: int, rec: dict) -> None:
     is_best = is_better(rec.get(key), run.best, run.task.higher_is_better)
     if is_best:
         run.best = rec.get(key)
-    weights = run.adapter.model_state()
+    weights, job = run.adapter.model_state(), current_job()
+    job.check_in_sync(weights)
+    if not job.is_main:  # rank 0 alone writes
+        return
     opt_tensors, opt_skel = run.adapter.optim_state()
     state = {"epoch": epoch + 1, "step": (epoch + 1) * run.steps, "steps_per_epoch": run.steps,
+             "world_size": job.world,
              "history": run.history, "best": run.best, "best_epoch": run_best_epoch(run),
              "optimizer": opt_skel, "config": run.cfg.to_dict()}
     try:
@@ -366,13 +391,15 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, stop_after: int | 
     ``last.safetensors``. ``stop_after`` ends after that many epochs in total
     (as if killed), leaving a resumable run."""
     t_start = time.perf_counter()
-    out = Progress(stream, progress)
+    job = current_job()
+    out = Progress(stream, progress and job.is_main)  # rank 0 alone reports
     run = open_run(cfg, resume, out)
     where = run.test_ds.location or cfg.data
     device = f" on {run.adapter.device}" if cfg.backend == "torch" else ""
     task = "" if cfg.task == "classify" else f"task {cfg.task}, "
     out.line(f"svertka train: {task}{run.adapter.net.name} on {cfg.data} ({len(run.train_ds)} train images "
-             f"from {where}), backend {cfg.backend}{device}, {cfg.epochs} epochs, batch {run.batch}, "
+             f"from {where}), backend {cfg.backend}{device}{job.describe()}, {cfg.epochs} epochs, "
+             f"batch {run.batch}, "
              f"{cfg.opt} lr {cfg.lr:g} {cfg.sched}; run folder {run.run_dir}")
     threads, amp = run.adapter.threads, run.adapter.amp_choice
     for note in (threads and threads.note, amp and amp.why):
