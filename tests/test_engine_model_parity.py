@@ -29,7 +29,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from svertka.analysis import min_input_size  # noqa: E402
+from svertka.analysis import analyze, min_input_size  # noqa: E402
 from svertka.backends import numpy as engine  # noqa: E402
 from svertka.backends.numpy import Tensor  # noqa: E402
 from svertka.backends.numpy import functional as F  # noqa: E402
@@ -44,7 +44,7 @@ MODELS = [pytest.param(m, marks=pytest.mark.slow) if m in HEAVY else m for m in 
 
 def _pair(name, dtype, min_side=1, batch=2):
     net = create_model(name)
-    side = max(min_side, min_input_size(net, net.input_shape[0]))
+    side = max(min_side, min_input_size(net, net.input_shape[0]) or net.input_shape[1])
     shape = (net.input_shape[0], side, side)
     torch.manual_seed(0)
     tm = torch_compile(net, shape)
@@ -56,8 +56,15 @@ def _pair(name, dtype, min_side=1, batch=2):
     # fixed per model so a failure reproduces; the criteria do not depend on it
     rng = np.random.default_rng(zlib.crc32(name.encode()))
     x = rng.standard_normal((batch, *shape)).astype(dtype)
-    y = rng.integers(0, net.num_classes, batch)
+    out_shape = analyze(net, shape).output_shape
+    # a classifier's labels, or a dense (image-out) model's target image for an MSE loss
+    y = rng.integers(0, net.num_classes, batch) if len(out_shape) == 1 and net.num_classes else \
+        rng.standard_normal((batch, *out_shape)).astype(dtype)
     return tm, nm, x, y
+
+
+def _loss(functional, out, y):
+    return functional.cross_entropy(out, y) if y.ndim == 1 else functional.mse_loss(out, y)
 
 
 def _no_randomness(tm, nm):
@@ -83,10 +90,9 @@ def _forward_backward(tm, nm, x, y):
     lt = tm(torch.from_numpy(x))
     ln = nm(Tensor(x))
     tm.zero_grad()
-    # flattened: a detector's C x H x W output is one C*H*W-way "classifier" here
-    torch.nn.functional.cross_entropy(lt.flatten(1), torch.from_numpy(y)).backward()
+    _loss(torch.nn.functional, lt, torch.from_numpy(y)).backward()
     nm.zero_grad()
-    F.cross_entropy(ln.reshape(len(x), -1), y).backward()
+    _loss(F, ln, y if y.ndim == 1 else Tensor(y)).backward()
     return lt, ln
 
 
@@ -117,8 +123,8 @@ def _check_grads_float32(tm, nm, x, y, rtol=1e-4, peer_factor=8.0):
     """
     t64 = copy.deepcopy(tm).double()
     t64.zero_grad()
-    torch.nn.functional.cross_entropy(t64(torch.from_numpy(x).double()).flatten(1),
-                                      torch.from_numpy(y)).backward()
+    y64 = torch.from_numpy(y if y.ndim == 1 else y.astype(np.float64))
+    _loss(torch.nn.functional, t64(torch.from_numpy(x).double()), y64).backward()
     truth = {k: p.grad.numpy() for k, p in t64.named_parameters()}
     peer = {k: p.grad.double().numpy() for k, p in tm.named_parameters()}
     gscale = max(float(np.abs(g).max()) for g in truth.values())

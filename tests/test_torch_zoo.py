@@ -40,7 +40,8 @@ def test_counts_and_paths_match_the_analysis(name):
 
 def _small_size(net):
     c = net.input_shape[0]
-    return c, max(min_input_size(net, c), min(32, net.input_shape[1]))
+    # None: only sizes near the default fit (a task model's fixed 8x8 head), so use the default
+    return c, max(min_input_size(net, c) or net.input_shape[1], min(32, net.input_shape[1]))
 
 
 @pytest.mark.parametrize("name", MODELS)
@@ -51,8 +52,11 @@ def test_forward_gives_the_predicted_shape(name):
     model = compile(net, (c, s, s)).eval()
     with torch.inference_mode():
         y = model(torch.randn(2, c, s, s))
-    want = (7,) if net.meta.get("task") != "detect" else (7 + 4, s // 4, s // 4)  # heatmaps + box, stride 4
-    assert tuple(y.shape) == (2, *analyze(net, (c, s, s)).output_shape) == (2, *want)
+    assert tuple(y.shape) == (2, *analyze(net, (c, s, s)).output_shape)
+    # a classifier's logits, a segmenter's 7 x H x W scores, or a detector's 7 heatmaps + 4 box maps;
+    # the points and localize models' numbers are checked in their own tests
+    if net.meta.get("family") != "tasks":
+        assert y.shape[1] == (7 + 4 if net.meta.get("task") == "detect" else 7)
     assert torch.isfinite(y).all()
 
 
