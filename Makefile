@@ -25,10 +25,10 @@ lint: $(STAMP)
 
 # The suite minus the tests marked slow; CI (.ci/run) also runs `make test-slow`.
 test: lint
-	$(BIN)/python -m pytest -q -n 2 -m "not slow"
+	$(BIN)/python -m pytest -q -n 2 --dist loadgroup -m "not slow"
 
 test-slow: $(STAMP)
-	$(BIN)/python -m pytest -q -n 2 -m slow
+	$(BIN)/python -m pytest -q -n 2 --dist loadgroup -m slow
 
 # A user's install in fresh venvs: `pip install .`, and `pip install '.[torch]'` (scripts/check_install.sh).
 check-install:

@@ -1,7 +1,7 @@
 """One layer, one place: every spec layer type states every rule, both backends
-build every type, and the first layer added this way (ConvTranspose2d) is right
-in the spec, the analysis, the engine (gradcheck) and against torch (parity).
-Taps return the same intermediate outputs from both backends."""
+build every type, and the layers added this way (ConvTranspose2d, Upsample,
+PixelShuffle) are right in the spec, the analysis, the engine (gradcheck) and
+against torch (parity). Taps return the same intermediate outputs from both backends."""
 from __future__ import annotations
 
 import math
@@ -24,8 +24,10 @@ from svertka.spec import (
     ConvTranspose2d,
     Leaf,
     Network,
+    PixelShuffle,
     ReLU,
     Sequential,
+    Upsample,
     missing_rules,
     seq,
     trace,
@@ -203,6 +205,141 @@ def test_conv_transpose_module_matches_torch_module():
     x = rng.standard_normal((2, 3, 5, 6)).astype(np.float32)
     expect = tm(torch.tensor(x)).detach().numpy()
     assert expect.shape[1:] == analyze(net, (3, 5, 6)).output_shape
+    np.testing.assert_allclose(nm(Tensor(x)).data, expect, rtol=1e-4, atol=1e-5)
+
+
+# ------------------------------------------------------------------ Upsample, PixelShuffle: spec + analysis
+
+
+def test_upsample_and_pixel_shuffle_shape_params_macs_by_hand():
+    a = analyze(Upsample(scale_factor=2), (5, 7, 9))
+    assert (a.output_shape, a.params, a.macs) == ((5, 14, 18), 0, 0)          # nearest copies
+    a = analyze(Upsample(scale_factor=(3, 2), mode="bilinear"), (5, 7, 9))
+    assert (a.output_shape, a.params, a.macs) == ((5, 21, 18), 0, 4 * 5 * 21 * 18)  # 4 neighbours each
+    a = analyze(Upsample(size=(10, 4), mode="bilinear", align_corners=True), (2, 7, 9))
+    assert (a.output_shape, a.macs) == ((2, 10, 4), 4 * 2 * 10 * 4)
+    a = analyze(PixelShuffle(3), (18, 5, 6))
+    assert (a.output_shape, a.params, a.macs) == ((2, 15, 18), 0, 0)
+    # ESPCN's tail: conv to r*r channels, then shuffle; all MACs are the conv's
+    a = analyze(seq(Conv2d(4, 3, padding=1), PixelShuffle(2)), (8, 10, 10))
+    assert a.output_shape == (1, 20, 20) and a.macs == 10 * 10 * 4 * 8 * 9
+
+
+def test_upsample_and_pixel_shuffle_reject_bad_fields():
+    for kwargs, match in [(dict(), "exactly one"), (dict(scale_factor=2, size=4), "exactly one"),
+                          (dict(scale_factor=0), "positive"), (dict(scale_factor=2, mode="bicubic"), "mode"),
+                          (dict(scale_factor=2, align_corners=True), "only bilinear"),
+                          (dict(scale_factor=1.5), "int")]:
+        with pytest.raises(SpecError, match=match):
+            Upsample(**kwargs)
+    with pytest.raises(SpecError, match="positive"):
+        PixelShuffle(0)
+    with pytest.raises(ShapeError, match=r"PixelShuffle\(2\) needs channels divisible by 4, got 6"):
+        analyze(PixelShuffle(2), (6, 4, 4))
+    from svertka.spec import Flatten
+    with pytest.raises(ShapeError, match="Flatten"):
+        analyze(seq(Flatten(), Upsample(scale_factor=2)), (6, 2, 2))
+
+
+def test_upsample_and_pixel_shuffle_survive_json():
+    import json
+
+    from svertka.spec import from_dict, to_dict
+    net = seq(Upsample(scale_factor=(2, 3)), Upsample(size=(7, 5), mode="bilinear", align_corners=False),
+              Conv2d(4, 1), PixelShuffle(2))
+    back = from_dict(json.loads(json.dumps(to_dict(net))))
+    assert back == net and analyze(back, (2, 3, 3)).output_shape == (1, 14, 10)
+    for field, value in [("size", [0, 3]), ("scale_factor", "2"), ("align_corners", 1), ("mode", 3)]:
+        d = {"type": "Upsample", "scale_factor": None, "size": None, field: value}
+        with pytest.raises(SpecError, match=field):
+            from_dict(d)
+
+
+RESAMPLERS = [Upsample(scale_factor=2), Upsample(scale_factor=3), Upsample(scale_factor=2, mode="bilinear"),
+              Upsample(scale_factor=3, mode="bilinear"), Upsample(scale_factor=4, mode="bilinear"),
+              PixelShuffle(2), PixelShuffle(3)]
+IRREGULAR = [Upsample(size=31, mode="bilinear"), Upsample(size=29), Upsample(size=29),
+             Upsample(scale_factor=2, mode="bilinear", align_corners=True)]
+
+
+@pytest.mark.parametrize("layer", RESAMPLERS + IRREGULAR, ids=lambda layer: str(layer))
+def test_resampling_field_holds_the_gradient_support(layer):
+    """After a strided conv (jump 2, field 3), every output unit's true field (the input
+    pixels its gradient reaches) lies in the layer's affine window; at an integer scale
+    the window is also tight: some phase reaches within a pixel of each of its ends."""
+    r = getattr(layer, "upscale_factor", 1)  # PixelShuffle needs r*r channels in
+    net = seq(Conv2d(r * r, 3, stride=2, padding=1, bias=False), layer)
+    a = analyze(net, (1, 28, 28))
+    rf = a.layer("1").rf
+    assert not rf.exact
+    manual_seed(0)
+    model = np_compile(net, (1, 28, 28), dtype=np.float64)
+    for p in model.parameters():
+        p.data = np.abs(p.data) + 0.1  # positive weights: no accidental cancellation
+    out_h = a.output_shape[1]
+    gaps = []
+    for o in range(out_h // 3, out_h // 3 + 6):  # interior units, more than one period of phases
+        x = Tensor(np.ones((1, 1, 28, 28)), requires_grad=True)
+        y = model(x)
+        mask = np.zeros(y.shape)
+        mask[0, :, o, o] = 1
+        (y * Tensor(mask)).sum().backward()
+        rows = np.nonzero(np.abs(x.grad[0, 0]).sum(1) > 1e-12)[0]
+        start, end = rf.span(o, 0)
+        assert start <= rows.min() and rows.max() <= end, (o, rows, (start, end))
+        gaps.append((rows.min() - start, end - rows.max()))
+    if layer in RESAMPLERS:
+        # fractional jumps put the window's ends between pixels: tight means less than a pixel off
+        assert min(g[0] for g in gaps) < 1 and min(g[1] for g in gaps) < 1, gaps
+
+
+# ------------------------------------------------------------------ Upsample, PixelShuffle: engine
+
+
+def _resample_case(rng):
+    mode = str(rng.choice(["nearest", "bilinear"]))
+    corners = None if mode == "nearest" else [None, True, False][int(rng.integers(3))]
+    if rng.random() < 0.5:
+        kw = dict(scale_factor=tuple(int(v) for v in rng.integers(1, 5, 2)), size=None)
+    else:
+        kw = dict(size=tuple(int(v) for v in rng.integers(1, 13, 2)), scale_factor=None)
+    x = rng.standard_normal((int(rng.integers(1, 3)), int(rng.integers(1, 4)),
+                             *(int(v) for v in rng.integers(1, 8, 2))))
+    return x, dict(kw, mode=mode, align_corners=corners)
+
+
+def test_interpolate_and_pixel_shuffle_gradcheck_float64():
+    for _ in range(50):
+        x, kw = _resample_case(rng)
+        gradcheck(lambda x_: F.interpolate(x_, **kw), [x], rng)
+    for r in (1, 2, 3):
+        x = rng.standard_normal((2, 2 * r * r, int(rng.integers(1, 6)), int(rng.integers(1, 6))))
+        gradcheck(lambda x_: F.pixel_shuffle(x_, r), [x], rng)
+
+
+def test_interpolate_and_pixel_shuffle_parity_with_torch_float32():
+    torch = pytest.importorskip("torch")
+    from test_engine_torch_parity import parity
+    for _ in range(60):
+        x, kw = _resample_case(rng)
+        parity(lambda x_: F.interpolate(x_, **kw), lambda x_: torch.nn.functional.interpolate(x_, **kw), [x])
+    for r in (1, 2, 3):
+        x = rng.standard_normal((2, 3 * r * r, 4, 5))
+        parity(lambda x_: F.pixel_shuffle(x_, r), lambda x_: torch.nn.functional.pixel_shuffle(x_, r), [x])
+
+
+def test_resampling_modules_match_torch_modules():
+    torch = pytest.importorskip("torch")
+    from svertka.backends.torch import compile as torch_compile
+    net = seq(Conv2d(8, 3, padding=1), Upsample(scale_factor=3, mode="bilinear"), ReLU(), Conv2d(12, 3),
+              PixelShuffle(2), Upsample(size=(50, 41)))
+    tm = torch_compile(net, (2, 6, 7))
+    assert isinstance(tm[1], torch.nn.Upsample) and isinstance(tm[4], torch.nn.PixelShuffle)
+    nm = np_compile(net, (2, 6, 7))
+    nm.load_state_dict(tm.state_dict())
+    x = rng.standard_normal((2, 2, 6, 7)).astype(np.float32)
+    expect = tm(torch.tensor(x)).detach().numpy()
+    assert expect.shape[1:] == analyze(net, (2, 6, 7)).output_shape == (3, 50, 41)
     np.testing.assert_allclose(nm(Tensor(x)).data, expect, rtol=1e-4, atol=1e-5)
 
 

@@ -221,6 +221,13 @@ def cmd_export(args):
           f"onnx.checker passed; classes, mean and std are in its metadata_props (svertka.*)")
 
 
+def cmd_upscale(args):
+    from .tasks.upscale import upscale_file
+
+    done = upscale_file(args.run, args.image, args.out, args.tile, args.backend)
+    print(f"{done['model']}: {done['in']} -> {done['out']}, wrote {done['path']}")
+
+
 def cmd_demo(args):
     """Train LeNet-5 on Fashion-MNIST (full if found, else the packaged mini set)."""
     from .train.commands import cmd_demo_train
@@ -322,6 +329,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     from .data.commands import add_parsers as add_data_parsers
     add_data_parsers(sub)  # data export
+    from .serve.commands import add_parsers as add_serve_parsers
+    add_serve_parsers(sub)  # serve: the explorer in the browser
+
+    from .style.commands import add_parser as add_style_parser
+    add_style_parser(sub)  # stylize
 
     from .export import DEFAULT_OPSET
     s = sub.add_parser("export", help="write a run or a zoo model as ONNX, checked by onnx.checker")
@@ -334,6 +346,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--opset", type=positive_int, default=DEFAULT_OPSET, help="ONNX opset version (7 to 20)")
     s.add_argument("--weights", help="weights file (.safetensors or .pth) for a zoo model (default: random)")
     s.set_defaults(func=cmd_export)
+
+    s = sub.add_parser("upscale", help="upscale a PNG/JPEG with a trained SRCNN/ESPCN run, in tiles")
+    s.add_argument("run", help="a run folder of an upscaling model (or its .safetensors)")
+    s.add_argument("image", help="the PNG or JPEG (colour: the model does the luma, bicubic the rest)")
+    s.add_argument("--out", required=True, help="the image to write, .png or .jpg (required)")
+    s.add_argument("--tile", type=positive_int, default=128, help="tile side in input pixels; bounds memory")
+    s.add_argument("--backend", choices=BACKENDS, help="default: the backend the run was trained with")
+    s.set_defaults(func=cmd_upscale)
 
     s = sub.add_parser("demo", help="the main job (what `make demo` runs)")
     s.add_argument("--backend", choices=BACKENDS, help="default: torch; numpy where PyTorch is not installed")

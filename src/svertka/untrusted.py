@@ -259,6 +259,11 @@ def check_model_meta(meta: dict, source: str, error: type[SvertkaError]) -> dict
             bad(key, f"one number per input channel ({shape[0]})")
         if key == "std" and min(v) < MIN_STD:
             bad(key, f"a list of numbers >= {MIN_STD:g}")
+    stream = meta.get("stream")  # a --stream run's crop: {"image_size": int, "crop_pct": number}
+    if stream is not None and not (isinstance(stream, dict) and _is_int(stream.get("image_size"))
+                                   and 1 <= stream["image_size"] <= MAX_INPUT_SIDE
+                                   and _is_number(stream.get("crop_pct")) and 0.1 <= stream["crop_pct"] <= 1):
+        bad("stream", f"{{image_size: 1..{MAX_INPUT_SIDE}, crop_pct: 0.1..1}}")
     classes = meta.get("classes")
     if classes is not None:
         if not (isinstance(classes, list) and len(classes) <= MAX_CLASSES

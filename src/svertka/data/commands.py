@@ -1,4 +1,4 @@
-"""The `svertka data export canvas` command (wired into svertka.cli)."""
+"""The `svertka data export canvas` and `svertka data shard` commands (wired into svertka.cli)."""
 from __future__ import annotations
 
 import argparse
@@ -22,7 +22,7 @@ def _scale_range(text):
 
 
 def add_parsers(sub):
-    d = sub.add_parser("data", help="dataset tools: export canvases in COCO layout")
+    d = sub.add_parser("data", help="dataset tools: export canvases in COCO layout, write tar shards")
     dsub = d.add_subparsers(dest="data_command", metavar="ACTION")  # same parser class: one-line errors
     dsub.required = True
     s = dsub.add_parser("export", help="write a dataset to disk: canvas (PNG images + COCO annotations.json)")
@@ -47,7 +47,25 @@ def add_parsers(sub):
     s.add_argument("--keypoints", action="store_true", help="add the five keypoints per item (default: only "
                    "with --task points)")
     s.set_defaults(func=cmd_data_export)
+
+    s = dsub.add_parser("shard", help="write an ImageFolder as WebDataset-layout tar shards "
+                        "(NNNNNN.jpg + NNNNNN.cls), for `svertka train --stream`")
+    s.add_argument("root", metavar="ROOT",
+                   help="ImageFolder root: <class>/<image>, or train/ and test/ (or val/) holding them")
+    s.add_argument("--out", required=True, help="new or empty folder for the shards (required)")
+    s.add_argument("--shard-size", type=positive_int, default=1000,
+                   help="images per shard (default: 1000, about 110 MB of ImageNet JPEGs)")
+    s.set_defaults(func=cmd_data_shard)
     return d
+
+
+def cmd_data_shard(args):
+    from .streaming import write_shards
+
+    written = write_shards(args.root, args.out, args.shard_size)
+    parts = ", ".join(f"{split}: {n} images in {k} shards" for split, n, k in written)
+    print(f"wrote {parts} to {args.out}; train on them with "
+          f"`svertka train --data imagefolder --root {args.out} --stream`")
 
 
 def cmd_data_export(args):

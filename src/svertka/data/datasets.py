@@ -196,22 +196,29 @@ def _load_cifar10(info: DatasetInfo, split: str, root, download: bool):
     return _load_cifar10(info, split, root, download=False)  # now found in target
 
 
-def _load_imagefolder(info: DatasetInfo, split: str, root, size, mode):
+def imagefolder_split(root, split: str) -> tuple[Path, list[str] | None]:
+    """The folder that holds ``split`` ("train" or "test") of an ImageFolder root, and the class
+    names to fix (the train split's, for a test split beside it; None: the folder's own)."""
     if root is None:
         raise UsageError("imagefolder needs a root: pass --root DIR holding <class>/<image> "
                          "(or train/ and test/ or val/ folders)")
     root = Path(root).expanduser()
     train_dir = root / "train" if (root / "train").is_dir() else root
     if split == "train":
-        folder = train_dir
-    else:  # ImageNet ships its held-out set as val/; treat it as the test split
-        folder = next((root / s for s in ("test", "val") if (root / s).is_dir()), None)
-        if folder is None:
-            raise DataError(f"{root}: no test/ or val/ folder for the test split; "
-                            "add one or use val_fraction on train")
+        return train_dir, None
+    # ImageNet ships its held-out set as val/; treat it as the test split
+    folder = next((root / s for s in ("test", "val") if (root / s).is_dir()), None)
+    if folder is None:
+        raise DataError(f"{root}: no test/ or val/ folder for the test split; "
+                        "add one or use val_fraction on train")
     classes = None
-    if folder != train_dir and train_dir != root:  # keep label indices of the train split
+    if train_dir != root:  # keep label indices of the train split
         classes = sorted(p.name for p in train_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
+    return folder, classes
+
+
+def _load_imagefolder(info: DatasetInfo, split: str, root, size, mode):
+    folder, classes = imagefolder_split(root, split)
     images, labels, classes = formats.read_image_folder(folder, mode=mode, size=size, classes=classes)
     return images, labels, str(folder), tuple(classes)
 

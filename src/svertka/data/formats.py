@@ -34,6 +34,7 @@ __all__ = [
     "read_cifar_python",
     "read_cifar_meta",
     "read_image_folder",
+    "list_image_folder",
     "decode_image",
     "IMAGE_EXTENSIONS",
 ]
@@ -380,18 +381,13 @@ def decode_image(path, mode: str, size: tuple[int, int] | None = None) -> np.nda
                         "pass a PNG or JPEG, or remove the file") from None
 
 
-def read_image_folder(
-    root: str | os.PathLike,
-    mode: str = "RGB",
-    size: tuple[int, int] | None = None,
-    classes: list[str] | None = None,
-) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """Read ``root/<class>/<image>`` into (images NHWC uint8, labels int64, class names).
+def list_image_folder(root: str | os.PathLike, classes: list[str] | None = None
+                      ) -> tuple[list[Path], np.ndarray, list[str]]:
+    """The files of ``root/<class>/<image>`` and their labels, without decoding any.
 
     Classes are the sub-folders, sorted by name (as torchvision's ImageFolder
     does) unless ``classes`` fixes them, e.g. so a val split uses the train
-    split's indices. ``mode`` is a Pillow mode ("RGB" or "L"); ``size=(H, W)``
-    resizes every image, otherwise all images must share one size.
+    split's indices. Files are in class order, then by name.
     """
     root = Path(root)
     if not root.is_dir():
@@ -412,6 +408,57 @@ def read_image_folder(
             f"{root}: no images found; expected sub-folders per class holding .png/.jpg files "
             "(root/<class>/<image>)"
         )
+    return files, np.asarray(labels, dtype=np.int64), classes
+
+
+def available_memory() -> int | None:
+    """Bytes of memory the system can still give (MemAvailable), or None where it does not say."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def _check_fits_in_memory(root, files, mode: str, size) -> None:
+    """Refuse, before decoding anything, a folder whose pixels would take more than half the free
+    memory (estimated from the first image's header): it is one for `--stream`."""
+    from PIL import Image
+
+    free = available_memory()
+    if free is None:
+        return
+    try:
+        with Image.open(files[0]) as im:
+            w, h = im.size
+    except Exception:  # an unreadable first image gets its own error when it is decoded
+        return
+    if size is not None:
+        h, w = size
+    need = len(files) * h * w * (1 if mode == "L" else 3)
+    if need > free // 2:
+        raise DataError(f"{root}: {len(files):,} images of {w}x{h} px take about {need / 1e9:.1f} GB in "
+                        f"memory, more than half of the {free / 1e9:.1f} GB free; train with --stream to "
+                        "read them from disk batch by batch")
+
+
+def read_image_folder(
+    root: str | os.PathLike,
+    mode: str = "RGB",
+    size: tuple[int, int] | None = None,
+    classes: list[str] | None = None,
+) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Read ``root/<class>/<image>`` into (images NHWC uint8, labels int64, class names).
+
+    The files and classes are those of :func:`list_image_folder`. ``mode`` is a
+    Pillow mode ("RGB" or "L"); ``size=(H, W)`` resizes every image, otherwise
+    all images must share one size.
+    """
+    files, labels, classes = list_image_folder(root, classes)
+    _check_fits_in_memory(root, files, mode, size)
     arrays = [decode_image(p, mode, size) for p in files]
     shapes = {a.shape for a in arrays}
     if len(shapes) > 1:
@@ -420,4 +467,4 @@ def read_image_folder(
     images = np.stack(arrays)
     if images.ndim == 3:
         images = images[..., None]
-    return images, np.asarray(labels, dtype=np.int64), classes
+    return images, labels, classes

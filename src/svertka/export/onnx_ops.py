@@ -233,6 +233,17 @@ def lrn(ctx, op, shape):
                                _round(a.get("bias", 1.0))), {}
 
 
+def depth_to_space(ctx, op, shape):
+    """CRD order is torch's PixelShuffle (how torch exports it); DCR orders channels otherwise."""
+    r = int(op.attrs.get("blocksize", 1))
+    mode = op.attrs.get("mode", "DCR") or "DCR"
+    if mode != "CRD" and r > 1:
+        ctx.fail(op, f"has mode {mode}; svertka maps DepthToSpace in CRD order (torch's PixelShuffle) only")
+    if len(shape) != 3 or shape[0] % (r * r):
+        ctx.fail(op, f"needs channels divisible by {r * r}, its input is {fmt_shape(shape)}")
+    return n.PixelShuffle(r), {}
+
+
 def _simple(leaf_type):
     return lambda ctx, op, shape: (leaf_type(), {})
 
@@ -247,6 +258,6 @@ OPS = {
     "BatchNormalization": batch_norm, "Relu": _simple(n.ReLU), "Clip": clip, "Sigmoid": _simple(n.Sigmoid),
     "Tanh": _simple(n.Tanh), "HardSigmoid": hard_sigmoid, "MaxPool": max_pool, "AveragePool": average_pool,
     "GlobalAveragePool": global_average_pool, "Flatten": flatten, "Reshape": reshape, "Dropout": dropout,
-    "Identity": _simple(n.Identity), "LRN": lrn,
+    "Identity": _simple(n.Identity), "LRN": lrn, "DepthToSpace": depth_to_space,
 }
 JOINS = ("Add", "Concat", "Mul")  # between two branches: Residual, Concat, Gate (Mul with a Sigmoid branch)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, fields, replace
+from fractions import Fraction
 from typing import Iterator, NamedTuple
 
 from ..errors import ShapeError, SpecError
@@ -182,6 +183,95 @@ class ConvTranspose2d(Leaf):
 
     def receptive_field(self, rf, in_shape, input_hw):
         return rf.transposed_window(self.kernel_size, self.stride, self.padding, self.dilation)
+
+
+UPSAMPLE_MODES = ("nearest", "bilinear")
+
+
+@dataclass
+class Upsample(Leaf):
+    """torch's ``nn.Upsample``: grow the map by an integer ``scale_factor`` or to a
+    fixed ``size`` (one of the two), by copying the nearest input pixel or by
+    bilinear interpolation. ``align_corners`` (bilinear only, None = False) maps
+    the corner pixels' centres onto each other instead of the corners' edges."""
+
+    scale_factor: int | tuple[int, int] | None = None
+    size: int | tuple[int, int] | None = None
+    mode: str = "nearest"
+    align_corners: bool | None = None
+
+    def __post_init__(self):
+        if (self.scale_factor is None) == (self.size is None):
+            raise SpecError("Upsample needs exactly one of scale_factor and size")
+        for name in ("scale_factor", "size"):
+            if getattr(self, name) is not None:
+                setattr(self, name, pair(getattr(self, name), f"Upsample {name}"))
+                _positive_pair(self, name)
+        if self.mode not in UPSAMPLE_MODES:
+            raise SpecError(f"Upsample mode {self.mode!r} is not one of {', '.join(UPSAMPLE_MODES)}")
+        if self.align_corners is not None and (self.mode != "bilinear" or not isinstance(self.align_corners,
+                                                                                            bool)):
+            raise SpecError(f"Upsample align_corners={self.align_corners!r}: only bilinear mode takes it, "
+                            f"as true or false (leave it unset for nearest)")
+
+    def output_shape(self, shape):
+        c, h, w = spatial(shape, "Upsample")
+        if self.size is not None:
+            return (c, *self.size)
+        return (c, h * self.scale_factor[0], w * self.scale_factor[1])
+
+    def counts(self, in_shape, out_shape):
+        # nearest copies; bilinear weighs 4 neighbours per output value (a fixed-weight
+        # sum, counted as RBFOutput's fixed centres are)
+        return Counts(0, 0, 4 * math.prod(out_shape) if self.mode == "bilinear" else 0)
+
+    def receptive_field(self, rf, in_shape, input_hw):
+        ins, outs = in_shape[1:], self.output_shape(in_shape)[1:]
+        factors = [o // i if o % i == 0 else None for i, o in zip(ins, outs)]
+        if None not in factors and not self.align_corners:
+            # an integer scale is a fixed depthwise transposed conv: nearest copies one unit
+            # (kernel s, stride s); bilinear's tent spans 2s - s % 2 taps, centred (padding s // 2)
+            if self.mode == "nearest":
+                return rf.transposed_window(factors, factors, (0, 0))
+            return rf.transposed_window([2 * s - s % 2 for s in factors], factors, [s // 2 for s in factors])
+        # any other ratio: output o reads around x = ratio * o + offset (torch's source index)
+        if self.align_corners:
+            ratio = [Fraction(i - 1, o - 1) if o > 1 else Fraction(0) for i, o in zip(ins, outs)]
+            offset = [Fraction(0)] * 2
+        else:
+            ratio = [Fraction(i, o) for i, o in zip(ins, outs)]
+            offset = [q / 2 - Fraction(1, 2) if self.mode == "bilinear" else Fraction(0) for q in ratio]
+        # nearest reads floor(x), in (x - 1, x]; bilinear floor(x) and the unit after, in [x - 1, x + 1]
+        hi = (1, 1) if self.mode == "bilinear" else (0, 0)
+        return rf.resampled(ratio, offset, (1, 1), hi)
+
+
+@dataclass
+class PixelShuffle(Leaf):
+    """Shi et al. 2016's sub-pixel convolution step (torch's ``nn.PixelShuffle``):
+    (C * r * r, H, W) -> (C, H * r, W * r); input channel c * r * r + i * r + j
+    becomes output pixel (h * r + i, w * r + j) of channel c."""
+
+    upscale_factor: int
+
+    def __post_init__(self):
+        _positive(self, "upscale_factor")
+
+    def output_shape(self, shape):
+        c, h, w = spatial(shape, "PixelShuffle")
+        r = self.upscale_factor
+        if c % (r * r):
+            raise ShapeError(f"PixelShuffle({r}) needs channels divisible by {r * r}, got {c}; give the conv "
+                             f"before it {r * r} x the output channels")
+        return (c // (r * r), h * r, w * r)
+
+    def counts(self, in_shape, out_shape):
+        return NO_COUNTS  # a reshuffle: no arithmetic
+
+    def receptive_field(self, rf, in_shape, input_hw):
+        # output pixel o comes from input unit o // r, as nearest upsampling by r
+        r = self.upscale_factor
+        return rf.transposed_window((r, r), (r, r), (0, 0))
 
 
 @dataclass
@@ -604,9 +694,9 @@ def seq(*nodes: Node) -> Sequential:
 LEAF_TYPES: dict[str, type] = {
     cls.__name__: cls
     for cls in (
-        Conv2d, ConvTranspose2d, Linear, BatchNorm2d, LocalResponseNorm, ReLU, ReLU6, SiLU,
-        Sigmoid, HardSigmoid, Tanh, GELU, ScaledTanh, Identity, MaxPool2d, AvgPool2d, AdaptiveAvgPool2d,
-        Dropout, Flatten, ShortcutA, SelectChannels, Subsample, RBFOutput,
+        Conv2d, ConvTranspose2d, Upsample, PixelShuffle, Linear, BatchNorm2d, LocalResponseNorm, ReLU,
+        ReLU6, SiLU, Sigmoid, HardSigmoid, Tanh, GELU, ScaledTanh, Identity, MaxPool2d, AvgPool2d,
+        AdaptiveAvgPool2d, Dropout, Flatten, ShortcutA, SelectChannels, Subsample, RBFOutput,
     )
 }
 CONTAINER_TYPES: dict[str, type] = {

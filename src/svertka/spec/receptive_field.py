@@ -62,6 +62,18 @@ class RF:
         return replace(self, size=tuple(size), stride=tuple(stride), padding=tuple(pad),
                        exact=self.exact and max(s) == 1)
 
+    def resampled(self, ratio, offset, lo, hi) -> "RF":
+        """A resampling layer (Upsample at a non-integer ratio or with align_corners):
+        per axis, output o reads the input units in [x - lo, x + hi] around the
+        source position x = ratio * o + offset (Fractions). One affine window
+        holds them for every o, with the jump times ``ratio``; a bound (exact=False)."""
+        size, stride, pad = [], [], []
+        for r, S, P, q, c, a, b in zip(self.size, self.stride, self.padding, ratio, offset, lo, hi):
+            pad.append(_whole(P - (c - a) * S))
+            size.append(math.ceil((a + b) * S + r))
+            stride.append(_whole(Fraction(S) * q))
+        return replace(self, size=tuple(size), stride=tuple(stride), padding=tuple(pad), exact=False)
+
     def to_global(self, input_hw: tuple[int, int]) -> "RF":
         return replace(self, global_=True, size=tuple(input_hw))
 

@@ -48,9 +48,9 @@ _INT_LIMITS = {  # field: (least, most)
     "out_channels": (1, MAX_CHANNELS), "out_features": (1, MAX_CHANNELS), "groups": (1, MAX_CHANNELS),
     "kernel_size": (1, MAX_KERNEL), "stride": (1, MAX_KERNEL), "dilation": (1, MAX_KERNEL),
     "padding": (0, MAX_KERNEL), "output_size": (1, MAX_KERNEL), "size": (1, MAX_KERNEL),
-    "seed": (0, 2**32 - 1),
+    "seed": (0, 2**32 - 1), "scale_factor": (1, MAX_KERNEL), "upscale_factor": (1, MAX_KERNEL),
 }
-_PAIR_FIELDS = {"kernel_size", "stride", "dilation", "padding", "output_size"}
+_PAIR_FIELDS = {"kernel_size", "stride", "dilation", "padding", "output_size", "scale_factor"}
 _FLOAT_LIMITS = {  # field: (least, most), both inclusive
     "eps": (1e-12, 1.0), "momentum": (0.0, 1.0), "p": (0.0, 1.0), "drop_path": (0.0, 1.0),
     "alpha": (-1e6, 1e6), "beta": (-1e6, 1e6), "k": (-1e6, 1e6), "amplitude": (-1e6, 1e6),
@@ -77,13 +77,17 @@ def _check_field(kind: str, key: str, v, where: str) -> None:
     def bad(want):
         raise SpecError(f"{kind} at {where}: {key}={str(v)[:40]} must be {want}")
 
+    upsample = kind == "Upsample"  # its size is a pair; it or scale_factor is unset (null)
     if key in _INT_LIMITS:
         lo, hi = _INT_LIMITS[key]
         if key == "stride" and v is None and kind in ("MaxPool2d", "AvgPool2d"):
             return
-        values = v if key in _PAIR_FIELDS and isinstance(v, list) and len(v) == 2 else [v]
+        if upsample and v is None and key in ("size", "scale_factor"):
+            return
+        pairs = key in _PAIR_FIELDS or (upsample and key == "size")
+        values = v if pairs and isinstance(v, list) and len(v) == 2 else [v]
         if not all(_is_int(x) and lo <= x <= hi for x in values):
-            bad(f"an integer in {lo}..{hi:,}" + (" or a pair of them" if key in _PAIR_FIELDS else ""))
+            bad(f"an integer in {lo}..{hi:,}" + (" or a pair of them" if pairs else ""))
     elif key in _FLOAT_LIMITS:
         lo, hi = _FLOAT_LIMITS[key]
         if not (isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
@@ -92,6 +96,12 @@ def _check_field(kind: str, key: str, v, where: str) -> None:
     elif key in _BOOL_FIELDS:
         if not isinstance(v, bool):
             bad("true or false")
+    elif key == "align_corners":
+        if v is not None and not isinstance(v, bool):
+            bad("true, false or null")
+    elif key == "mode":
+        if not isinstance(v, str):
+            bad("a string")
     elif key in _NAME_FIELDS:
         if v is not None or key != "body_name":
             _check_name(v, f"{kind} at {where}")

@@ -215,6 +215,11 @@ class ClassifyTask(Task):
         from ..data import load_dataset
 
         cfg = self.cfg
+        if cfg.stream:  # read from disk batch by batch (svertka.data.streaming): the same cuts and seeds
+            from ..data.streaming import stream_splits
+            return stream_splits(cfg.root, cfg.image_size, cfg.crop_pct, cfg.train_crop, cfg.seed,
+                                 cfg.val_fraction, cfg.split_seed, cfg.workers, cfg.limit_train,
+                                 cfg.limit_test)
         split_seed = cfg.seed if cfg.split_seed is None else cfg.split_seed
         common = dict(root=cfg.root, val_fraction=cfg.val_fraction, seed=split_seed)
         train = load_dataset(cfg.data, split="train", **common)

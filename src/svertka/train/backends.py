@@ -170,6 +170,11 @@ class Adapter:
     def batch(self, name: str, idx, aug=None, rng=None, epoch: int = 0):
         raise NotImplementedError
 
+    def batch_of(self, images, targets: dict, aug=None, rng=None, idx=None, epoch: int = 0):
+        """Like ``batch``, for a uint8 N x H x W x C NumPy batch and its NumPy targets handed in
+        (a streamed split)."""
+        raise NotImplementedError
+
     def train_step(self, x, targets: dict):
         """One optimizer step on the task's loss; returns (summed loss, the task's summed
         stats) as backend scalars."""
@@ -179,6 +184,10 @@ class Adapter:
         raise NotImplementedError
 
     def logits_of(self, x_float_nchw: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def logits_u8(self, images: np.ndarray, tta: str = "none") -> np.ndarray:
+        """Like ``logits``, for a uint8 N x H x W x C NumPy batch handed in (a streamed split)."""
         raise NotImplementedError
 
     def model_state(self) -> dict:
@@ -250,6 +259,14 @@ class TorchAdapter(Adapter):
         i = self.torch.from_numpy(np.asarray(idx, np.int64)).to(self.device)
         return self._float(x[i], aug, rng, idx, epoch), {k: v[i] for k, v in t.items()}
 
+    def _nchw(self, images):
+        # the layout set_data holds, so a streamed batch computes exactly as an in-memory one
+        return self.torch.from_numpy(images).to(self.device).permute(0, 3, 1, 2).contiguous()
+
+    def batch_of(self, images, targets, aug=None, rng=None, idx=None, epoch=0):
+        t = {k: self.torch.from_numpy(np.ascontiguousarray(v)).to(self.device) for k, v in targets.items()}
+        return self._float(self._nchw(images), aug, rng, idx, epoch), t
+
     def train_step(self, x, targets):
         torch, F = self.torch, self.torch.nn.functional
         self.model.train()
@@ -263,12 +280,18 @@ class TorchAdapter(Adapter):
         return loss.detach() * len(x), stats
 
     def logits(self, name, idx, tta: str = "none"):
-        torch = self.torch
         x, _ = self.data[name]
+        return self._logits(x[self.torch.from_numpy(np.asarray(idx, np.int64)).to(self.device)], tta)
+
+    def logits_u8(self, images, tta: str = "none"):
+        return self._logits(self._nchw(images), tta)
+
+    def _logits(self, xu8, tta):
+        torch = self.torch
         self.model.eval()
         with torch.inference_mode(), torch.autocast(self.device.type, dtype=torch.bfloat16,
                                                     enabled=self.amp is not None):
-            xb = self._float(x[torch.from_numpy(np.asarray(idx, np.int64)).to(self.device)], None, None)
+            xb = self._float(xu8, None, None)
             out = self.run_model(xb).float()
             if tta == "flip":
                 out = (out + self.run_model(xb.flip(-1)).float()) / 2
@@ -326,6 +349,10 @@ class NumpyAdapter(Adapter):
         x, t = self.data[name]
         return self._float(x[idx], aug, rng, idx, epoch), {k: v[idx] for k, v in t.items()}
 
+    def batch_of(self, images, targets, aug=None, rng=None, idx=None, epoch=0):
+        x = np.ascontiguousarray(images.transpose(0, 3, 1, 2))
+        return self._float(x, aug, rng, idx, epoch), dict(targets)
+
     def train_step(self, x, targets):
         F = self.engine.functional
         self.model.train()
@@ -341,6 +368,10 @@ class NumpyAdapter(Adapter):
     def logits(self, name, idx, tta: str = "none"):
         x, _ = self.data[name]
         return self.logits_of(self._float(x[idx], None, None), tta)
+
+    def logits_u8(self, images, tta: str = "none"):
+        x = np.ascontiguousarray(images.transpose(0, 3, 1, 2))
+        return self.logits_of(self._float(x, None, None), tta)
 
     def logits_of(self, x, tta: str = "none"):
         self.model.eval()

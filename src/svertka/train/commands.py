@@ -16,7 +16,8 @@ _TRAIN_KEYS = ("task", "model", "data", "root", "backend", "device", "epochs", "
                "momentum",
                "weight_decay", "sched", "warmup_epochs", "min_lr_factor", "decay_epochs", "decay_rate",
                "label_smoothing", "aug", "amp", "seed", "val_fraction", "split_seed", "eval_batch_size",
-               "tta", "output", "limit_train", "limit_test", "threads")
+               "tta", "output", "limit_train", "limit_test", "threads", "image_size", "crop_pct",
+               "train_crop", "workers")
 
 
 # The biggest grid `svertka augment` draws: 256 images make 64 rows; more is unreadable, and a
@@ -105,6 +106,19 @@ def add_parsers(sub):
     s.add_argument("--limit-test", type=positive_int, help="use only the first N test images (default: all)")
     s.add_argument("--threads", type=positive_int, help=THREADS_HELP + "; --resume may change it (float "
                    "rounding then differs from an uninterrupted run)")
+    s.add_argument("--stream", action="store_true", default=None,
+                   help="read --data imagefolder from disk batch by batch (class folders or the tar shards "
+                   "of `svertka data shard`), decoded by --workers processes, for data that does not fit in "
+                   "memory; training crops are RandomResizedCrop + flip (default: off, all images in memory)")
+    s.add_argument("--image-size", type=positive_int,
+                   help="--stream: side of the square crops the model sees" + dflt("image_size"))
+    s.add_argument("--crop-pct", type=nonneg_float, help="--stream: evaluation resizes the shorter side to "
+                   "image-size / crop-pct and takes the centre crop" + dflt("crop_pct"))
+    s.add_argument("--train-crop", choices=("rrc", "center"),
+                   help="--stream: rrc (RandomResizedCrop + flip) or center (the evaluation crop)"
+                   + dflt("train_crop"))
+    s.add_argument("--workers", type=int, help="--stream: decoding processes, 0 decodes in the training "
+                   "process; --resume may change it (default: half the cores, at most 8)")
     s.add_argument("--quiet", "-q", action="store_true", help="no progress output")
     s.add_argument("--json", action="store_true", help="print the final metrics as JSON")
     s.set_defaults(func=cmd_train)
@@ -127,6 +141,9 @@ def add_parsers(sub):
     s.add_argument("--png",
                    help="confusion-matrix PNG, or none (default: RUN_DIR/confusion.png; none for a file)")
     s.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    s.add_argument("--coco-results", metavar="PREDS_JSON",
+                   help="detection runs: also write the test canvases' detections as a COCO results file "
+                        "(image ids as `svertka data export canvas --task detect` numbers them)")
     s.set_defaults(func=cmd_eval)
 
     s = sub.add_parser("predict", help="top-k classes of PNG/JPEG images")
@@ -188,13 +205,21 @@ def cmd_train(args):
     over["channels_last"] = args.channels_last
     over["compile"] = args.compile
     over["task_options"] = dict(args.task_opt) if args.task_opt else None
+    over["stream"] = args.stream
     if args.resume:
-        given = sorted(k for k, v in over.items() if v is not None and k not in ("epochs", "threads"))
+        how_fast = ("epochs", "threads", "workers")  # change the speed or the length, not the results
+        given = sorted(k for k, v in over.items() if v is not None and k not in how_fast)
         if given or args.recipe:
             flag = (given or ["recipe"])[0].replace("_", "-")
             raise UsageError(f"--resume continues the run's saved config; drop --{flag}"
-                             f" (only --epochs and --threads may change)")
+                             f" (only --epochs, --threads and --workers may change)")
         cfg = resume_config(args.resume, args.epochs, args.threads)
+        if args.workers is not None:
+            if not cfg.stream:
+                raise UsageError(f"--workers applies to streamed data, and {args.resume} holds its data "
+                                 "in memory; drop --workers")
+            cfg.workers = args.workers
+            cfg.validate()
         result = train(cfg, resume=args.resume, progress=not args.quiet)
     else:
         cfg = make_config(over, args.recipe)
@@ -217,6 +242,8 @@ def cmd_eval(args):
     loaded = load_trained(args.path, args.model, args.num_classes, args.backend, args.device, args.threads)
     if loaded.task.name != "classify":
         return eval_task(args, loaded)
+    if args.coco_results:
+        raise UsageError(f"--coco-results writes detections; {loaded.source} is a classifier")
     aug = loaded.meta.get("aug")
     if args.tta == "flip" and aug is not None and "flip" not in aug:
         # measured: the demo-style LeNet-5 drops from 89.9% to 83.6% (shoes all face one way)
@@ -261,9 +288,13 @@ def eval_task(args, loaded):
         if given:
             raise UsageError(f"{flag} is for classifiers; {loaded.source} is a {loaded.task.name} model "
                              f"evaluated on its own test data")
+    if args.coco_results and not hasattr(loaded.task, "write_coco_results"):
+        raise UsageError(f"--coco-results writes detections; {loaded.source} is a {loaded.task.name} model")
     r = evaluate_task(loaded, args.root, limit=args.limit)
-    if getattr(args, "coco_results", None):
-        loaded.task.write_coco_results(loaded, args.coco_results, root=args.root, limit=args.limit)
+    if args.coco_results:
+        n = loaded.task.write_coco_results(loaded, args.coco_results, root=args.root, limit=args.limit)
+        print(f"wrote {n} detections on {r['n']} test canvases to {args.coco_results} (COCO results format)",
+              file=sys.stderr)
     if args.json:
         print(json.dumps({"task": r["task"], "n": r["n"], **r["metrics"]}))
         return r

@@ -63,6 +63,12 @@ class TrainConfig:
     limit_train: int | None = None  # use only the first N training images (tests, quick looks)
     limit_test: int | None = None
     threads: int | None = None  # torch threads; None: from the cores other processes leave free, each epoch
+    # --stream: read an imagefolder (or its tar shards) from disk batch by batch (svertka.data.streaming)
+    stream: bool = False
+    image_size: int = 224  # streamed images are cropped to image_size x image_size
+    crop_pct: float = 0.875  # evaluation: shorter side resized to image_size / crop_pct, centre crop
+    train_crop: str = "rrc"  # "rrc": RandomResizedCrop + flip (the ImageNet recipe); "center": as evaluation
+    workers: int | None = None  # decoding processes; None: half the cores, at most 8
     output: str | None = None
     recipe: str | None = None
     extra: dict = field(default_factory=dict)
@@ -131,7 +137,30 @@ class TrainConfig:
         if self.aug:
             from ..data.augment import parse_pipeline
             parse_pipeline(self.aug)  # UsageError on a bad spec
+        self._validate_stream()
         return self
+
+    def _validate_stream(self) -> None:
+        if not isinstance(self.stream, bool):
+            raise UsageError(f"stream must be true or false, got {self.stream!r}")
+        if self.stream and self.task != "classify":
+            raise UsageError(f"--stream reads class folders for classification; task {self.task} keeps its "
+                             "data in memory")
+        if self.stream and self.data != "imagefolder":
+            raise UsageError(f"--stream reads an image folder or tar shards from disk; it needs --data "
+                             f"imagefolder --root DIR, not --data {self.data}")
+        if not self.stream:
+            return
+        from ..data.streaming.decode import check_crop
+        from ..data.streaming.splits import TRAIN_CROPS
+
+        check_crop(self.image_size, self.crop_pct)
+        if self.train_crop not in TRAIN_CROPS:
+            raise UsageError(f"unknown --train-crop {self.train_crop!r}; choose rrc (RandomResizedCrop + "
+                             "flip) or center (the evaluation crop)")
+        if self.workers is not None and (not isinstance(self.workers, int) or isinstance(self.workers, bool)
+                                         or not 0 <= self.workers <= 256):
+            raise UsageError(f"--workers must be an integer in [0, 256], got {self.workers!r}")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -246,7 +275,8 @@ def check_flags_apply(cfg: TrainConfig, given: set[str]) -> None:
          "--split-seed draws the validation split, and there is none (add --val-fraction)"),
         ("no_decay_norm_bias", cfg.weight_decay > 0,
          "--(no-)decay-norm-bias chooses what weight decay applies to, and --weight-decay is 0"),
-    ]
+    ] + [(key, cfg.stream, f"--{key.replace('_', '-')} applies to streamed data (--stream)")
+         for key in ("image_size", "crop_pct", "train_crop", "workers")]
     for key, applies, message in rules:
         if key in given and not applies:
             raise UsageError(f"{message}; drop the flag or change the setting it depends on")

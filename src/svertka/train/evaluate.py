@@ -8,10 +8,11 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import UsageError, WeightsError
+from ..errors import DataError, UsageError, WeightsError
 from ..zoo import resolve_model
 from .checkpoint import read_checkpoint
 from .config import TrainConfig
+from .feed import eval_outputs, hold, streams
 
 
 class Loaded:
@@ -139,9 +140,14 @@ def evaluate(loaded: Loaded, data: str | None = None, root=None, tta: str = "non
     data = data or loaded.meta.get("data")
     if not data:
         raise UsageError("these weights do not say which data they were trained on; pass --data NAME")
-    ds = load_dataset(data, root=root, split="test")
-    if limit:
-        ds.images, ds.labels = ds.images[:limit], ds.labels[:limit]
+    stream = loaded.meta.get("stream")
+    if stream and data == "imagefolder":  # trained on streamed data: evaluate it the same way
+        from ..data.streaming import stream_splits
+        ds = stream_splits(root, stream["image_size"], stream["crop_pct"], limit_test=limit)[2]
+    else:
+        ds = load_dataset(data, root=root, split="test")
+        if limit:
+            ds.images, ds.labels = ds.images[:limit], ds.labels[:limit]
     if ds.num_classes != loaded.net.num_classes:
         raise WeightsError(f"num_classes mismatch: {data} has {ds.num_classes} classes, the model "
                            f"{loaded.net.num_classes}; evaluate on the data it was trained on")
@@ -150,9 +156,11 @@ def evaluate(loaded: Loaded, data: str | None = None, root=None, tta: str = "non
         raise UsageError(f"{data} images are {ds.image_shape[2]}x{ds.image_shape[0]}x{ds.image_shape[1]}, "
                          f"the model takes {c}x{h}x{w}")
     a = loaded.adapter
-    a.add_split("test", ds.images, {"label": np.asarray(ds.labels, np.int64)})
-    logits = np.concatenate([a.logits("test", np.arange(i, min(len(ds), i + batch)), tta)
-                             for i in range(0, len(ds), batch)])
+    if streams(ds):
+        hold(a, "test", ds)
+    else:
+        a.add_split("test", ds.images, {"label": np.asarray(ds.labels, np.int64)})
+    logits = np.concatenate([out for out, _ in eval_outputs(a, "test", ds, len(ds), batch, tta)])
     y = ds.labels
     k = min(5, logits.shape[1])
     topk = np.argsort(-logits, axis=1)[:, :k]
@@ -175,11 +183,17 @@ def confusion_png(conf, path, classes=None) -> Path:
     return save_as(confusion_figure(conf, classes), path, "png")
 
 
-def load_image(path, shape) -> np.ndarray:
-    """Any PNG/JPEG -> uint8 H x W x C at the model's input size and channel count."""
-    from ..data.formats import decode_image
+def load_image(path, shape, stream: dict | None = None) -> np.ndarray:
+    """Any PNG/JPEG -> uint8 H x W x C at the model's input size and channel count; for a model
+    trained with --stream (``stream``: its crop settings), the centre crop its evaluation saw."""
+    from ..data.formats import decode_image, read_bytes
 
     c, h, w = shape
+    if stream and c == 3 and h == w == stream.get("image_size"):
+        from ..data.streaming import CenterCrop, decode_crop
+        if not Path(path).is_file():
+            raise DataError(f"{path}: no such image file")
+        return decode_crop(read_bytes(path), str(path), CenterCrop(h, stream.get("crop_pct", 0.875)))
     return decode_image(path, "L" if c == 1 else "RGB", size=(h, w)).reshape(h, w, c)
 
 
@@ -212,7 +226,7 @@ def predict(loaded: Loaded, images, k: int = 5, invert: str = "no") -> list[dict
     """Top-k classes of image files; ``invert`` is auto, yes or no (see invert_choice)."""
     require_classifier(loaded, "top-k class prediction")
     c, h, w = loaded.net.input_shape
-    arrays = [load_image(p, (c, h, w)) for p in images]  # all read before any output
+    arrays = [load_image(p, (c, h, w), loaded.meta.get("stream")) for p in images]  # all read before output
     choices = [invert_choice(loaded, a, invert) for a in arrays]
     arrays = [255 - a if inv else a for a, (inv, _) in zip(arrays, choices)]
     x = np.stack(arrays).transpose(0, 3, 1, 2).astype(np.float32) / 255

@@ -40,6 +40,7 @@ from ..untrusted import check_train_state, load_json
 from .backends import Adapter, make_adapter
 from .checkpoint import read_checkpoint, save_checkpoint, write_metrics
 from .config import TrainConfig
+from .feed import eval_outputs, hold, train_batches
 from .progress import Progress
 from .schedule import Schedule
 
@@ -97,13 +98,11 @@ def load_data(cfg: TrainConfig):
     return make_task(cfg).load()
 
 
-def evaluate_split(adapter, name: str, n: int, batch: int, tta: str = "none") -> dict:
-    """The task's metrics over a stored split (no autograd, eval mode)."""
+def evaluate_split(adapter, name: str, n: int, batch: int, tta: str = "none", ds=None) -> dict:
+    """The task's metrics over a split, held by the adapter or streamed (``ds``) (no autograd, eval mode)."""
     ev = adapter.task.evaluator()
-    targets = adapter.targets_np[name]
-    for i in range(0, n, batch):
-        idx = np.arange(i, min(n, i + batch))
-        ev.add(adapter.logits(name, idx, tta), {k: v[idx] for k, v in targets.items()})
+    for outputs, targets in eval_outputs(adapter, name, ds, n, batch, tta):
+        ev.add(outputs, targets)
     return ev.result()
 
 
@@ -171,7 +170,7 @@ def build_run(cfg: TrainConfig, run_dir: Path) -> Run:
     adapter.make_optimizer()
     for name, ds in (("train", train_ds), ("val", val_ds), ("test", test_ds)):
         if ds is not None:
-            adapter.add_split(name, ds.images, ds.targets)
+            hold(adapter, name, ds)
     bs = min(cfg.batch_size, len(train_ds))
     spe = len(train_ds) // bs
     decay_steps = round(cfg.decay_epochs * spe) if cfg.decay_epochs else None
@@ -184,6 +183,8 @@ def build_run(cfg: TrainConfig, run_dir: Path) -> Run:
     meta = {"model": net.name, "num_classes": int(net.num_classes), "input_shape": list(net.input_shape),
             "mean": list(train_ds.mean), "std": list(train_ds.std), "classes": list(train_ds.classes),
             "data": cfg.data, "backend": cfg.backend, "aug": cfg.aug, **task.meta()}
+    if cfg.stream:  # how the model's inputs were cut from the photos, for eval and predict
+        meta["stream"] = {"image_size": cfg.image_size, "crop_pct": cfg.crop_pct}
     return Run(cfg, run_dir, task, adapter, train_ds, val_ds, test_ds, bs, spe, sched, aug, meta, history=[])
 
 
@@ -278,9 +279,9 @@ def train_epoch(run: Run, epoch: int, bar) -> dict:
     adapter.seed_epoch(cfg.seed, epoch)
     loss_sum, sums = 0, {}
     seen, shown = 0, t0
-    for s in range(run.steps):
+    steps = [perm[s * bs:(s + 1) * bs] for s in range(run.steps)]
+    for s, (x, t) in enumerate(train_batches(adapter, "train", run.train_ds, steps, run.aug, rng, epoch)):
         adapter.set_lr(run.sched(epoch * run.steps + s))
-        x, t = adapter.batch("train", perm[s * bs:(s + 1) * bs], run.aug, rng, epoch)
         loss, stats = adapter.train_step(x, t)
         loss_sum, seen = loss_sum + loss, seen + bs
         sums = {k: sums.get(k, 0) + v for k, v in stats.items()}
@@ -309,7 +310,7 @@ def evaluate_epoch(run: Run, epoch: int) -> dict:
     tta = cfg.tta if epoch == cfg.epochs - 1 else "none"
     for name, ds in (("val", run.val_ds), ("test", run.test_ds)):
         if ds is not None:
-            scores = evaluate_split(run.adapter, name, len(ds), cfg.eval_batch_size, tta)
+            scores = evaluate_split(run.adapter, name, len(ds), cfg.eval_batch_size, tta, ds)
             rec.update({f"{name}_{k}": _metric(v) for k, v in scores.items()})
     rec["tta"] = tta
     return rec

@@ -8,7 +8,8 @@
 
 Files: ``tensor.py`` (Tensor + autograd), ``conv.py`` (im2col -> GEMM ->
 col2im), ``functional.py`` (the other ops), ``modules.py``, ``optim.py``,
-``conv_transpose.py``, ``window.py`` (where a window meets its input),
+``conv_transpose.py``, ``resample.py`` (interpolation, pixel shuffle),
+``window.py`` (where a window meets its input),
 ``compile.py`` (spec -> modules, and taps).
 """
 from . import functional, modules, optim

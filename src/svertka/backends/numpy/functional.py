@@ -13,11 +13,13 @@ from ...errors import ShapeError, SvertkaError
 from ...spec.geometry import fmt_shape, pair
 from .conv import conv2d
 from .conv_transpose import conv_transpose2d
+from .resample import interpolate, pixel_shuffle
 from .tensor import Tensor
 from .window import Geometry, pad, unpad, window_view
 
 __all__ = [
-    "conv2d", "conv_transpose2d", "linear", "relu", "relu6", "silu", "sigmoid", "hard_sigmoid", "tanh",
+    "conv2d", "conv_transpose2d", "interpolate", "pixel_shuffle",
+    "linear", "relu", "relu6", "silu", "sigmoid", "hard_sigmoid", "tanh",
     "gelu", "scaled_tanh", "max_pool2d", "avg_pool2d", "adaptive_avg_pool2d", "batch_norm", "dropout",
     "drop_path",
     "concat", "flatten", "local_response_norm", "cross_entropy", "mse_loss", "shortcut_a",

@@ -25,7 +25,8 @@ from . import functional as F
 from .tensor import Tensor
 
 __all__ = [
-    "BUILDERS", "Module", "Parameter", "Conv2d", "ConvTranspose2d", "Linear", "BatchNorm2d",
+    "BUILDERS", "Module", "Parameter", "Conv2d", "ConvTranspose2d", "Upsample", "PixelShuffle", "Linear",
+    "BatchNorm2d",
     "LocalResponseNorm", "ReLU", "ReLU6",
     "SiLU", "Sigmoid", "Tanh", "GELU", "ScaledTanh", "Identity", "MaxPool2d", "AvgPool2d",
     "AdaptiveAvgPool2d", "Dropout", "Flatten", "ShortcutA", "SelectChannels", "Subsample",
@@ -273,6 +274,42 @@ class ConvTranspose2d(Module):
     def extra_repr(self):
         return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
                 f"stride={self.stride}, padding={self.padding}, output_padding={self.output_padding}")
+
+
+@BUILDERS.register(n.Upsample)
+class Upsample(Module):
+    def __init__(self, size=None, scale_factor=None, mode="nearest", align_corners=None):
+        super().__init__()
+        self.size, self.scale_factor, self.mode, self.align_corners = size, scale_factor, mode, align_corners
+
+    @classmethod
+    def from_spec(cls, node, in_shape, dtype=np.float32):
+        return cls(node.size, node.scale_factor, node.mode, node.align_corners)
+
+    def forward(self, x):
+        return F.interpolate(x, self.size, self.scale_factor, self.mode, self.align_corners,
+                             where=f"Upsample {self.path}".strip())
+
+    def extra_repr(self):
+        what = f"size={self.size}" if self.size is not None else f"scale_factor={self.scale_factor}"
+        return f"{what}, mode={self.mode!r}"
+
+
+@BUILDERS.register(n.PixelShuffle)
+class PixelShuffle(Module):
+    def __init__(self, upscale_factor):
+        super().__init__()
+        self.upscale_factor = upscale_factor
+
+    @classmethod
+    def from_spec(cls, node, in_shape, dtype=np.float32):
+        return cls(node.upscale_factor)
+
+    def forward(self, x):
+        return F.pixel_shuffle(x, self.upscale_factor, where=f"PixelShuffle {self.path}".strip())
+
+    def extra_repr(self):
+        return f"upscale_factor={self.upscale_factor}"
 
 
 @BUILDERS.register(n.Linear)

@@ -322,6 +322,17 @@ def _conv_transpose2d(node, in_shape):
                               node.padding, node.output_padding, node.groups, node.bias, node.dilation)
 
 
+@register(n.Upsample)
+def _upsample(node, in_shape):
+    return nn.Upsample(size=node.size, scale_factor=node.scale_factor, mode=node.mode,
+                       align_corners=node.align_corners)
+
+
+@register(n.PixelShuffle)
+def _pixel_shuffle(node, in_shape):
+    return nn.PixelShuffle(node.upscale_factor)
+
+
 @register(n.Linear)
 def _linear(node, in_shape):
     return nn.Linear(in_shape[0], node.out_features, node.bias)
