@@ -60,7 +60,8 @@ def unet_level(widths: tuple[int, ...]) -> Sequential:
 @register_model(family="segment", input_shape=CANVAS, num_classes=SEG_CLASSES,
                 description="U-Net, 8-16-32-64-128, Concat skips and 2x2 transposed convs (segment task)",
                 reference=Reference(BENCH, params=486_499, macs=107_053_056, dataset="svertka canvases",
-                                    notes="Ronneberger et al. 2015, narrowed and padded ('same' convs)"))
+                                    notes="Ronneberger et al. 2015, narrowed, 'same' convs; "
+                                          "test mIoU 0.456 after 28k canvases"))
 def unet(num_classes=SEG_CLASSES, in_chans=1, widths=(8, 16, 32, 64, 128)) -> Network:
     root = Sequential.named(body=unet_level(tuple(widths)), classifier=Conv2d(num_classes, 1))
     return _net("unet", root, num_classes, in_chans)
@@ -69,7 +70,8 @@ def unet(num_classes=SEG_CLASSES, in_chans=1, widths=(8, 16, 32, 64, 128)) -> Ne
 @register_model(family="segment", input_shape=CANVAS, num_classes=SEG_CLASSES,
                 description="FCN head on vgg_fm_small's features: 1x1 conv, learned x4 up-sampling",
                 reference=Reference(BENCH, params=80_486, macs=91_127_808, dataset="svertka canvases",
-                                    notes="Long et al. 2015, FCN-32s style (one up-sampling), at stride 4"))
+                                    notes="Long et al. 2015, FCN-32s style, stride 4; "
+                                          "test mIoU 0.408 after 28k canvases"))
 def fcn(num_classes=SEG_CLASSES, in_chans=1) -> Network:
     features = dict(create_model("vgg_fm_small", in_chans=in_chans).root.children())["features"]
     stride = 2 ** sum(isinstance(m, MaxPool2d) for _, m in features.children())  # two 2x2 pools: x4
