@@ -44,7 +44,7 @@ MODELS = [pytest.param(m, marks=pytest.mark.slow) if m in HEAVY else m for m in 
 
 def _pair(name, dtype, min_side=1, batch=2):
     net = create_model(name)
-    side = max(min_side, min_input_size(net, net.input_shape[0]))
+    side = max(min_side, min_input_size(net, net.input_shape[0]) or net.input_shape[1])
     shape = (net.input_shape[0], side, side)
     torch.manual_seed(0)
     tm = torch_compile(net, shape)
@@ -58,7 +58,7 @@ def _pair(name, dtype, min_side=1, batch=2):
     x = rng.standard_normal((batch, *shape)).astype(dtype)
     out_shape = analyze(net, shape).output_shape
     # a classifier's labels, or a dense (image-out) model's target image for an MSE loss
-    y = rng.integers(0, net.num_classes, batch) if len(out_shape) == 1 else \
+    y = rng.integers(0, net.num_classes, batch) if len(out_shape) == 1 and net.num_classes else \
         rng.standard_normal((batch, *out_shape)).astype(dtype)
     return tm, nm, x, y
 

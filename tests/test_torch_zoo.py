@@ -40,7 +40,8 @@ def test_counts_and_paths_match_the_analysis(name):
 
 def _small_size(net):
     c = net.input_shape[0]
-    return c, max(min_input_size(net, c), min(32, net.input_shape[1]))
+    # None: only sizes near the default fit (a task model's fixed 8x8 head), so use the default
+    return c, max(min_input_size(net, c) or net.input_shape[1], min(32, net.input_shape[1]))
 
 
 @pytest.mark.parametrize("name", MODELS)
@@ -52,7 +53,10 @@ def test_forward_gives_the_predicted_shape(name):
     with torch.inference_mode():
         y = model(torch.randn(2, c, s, s))
     assert tuple(y.shape) == (2, *analyze(net, (c, s, s)).output_shape)
-    assert tuple(y.shape[:2]) == (2, 7)  # a classifier's logits, or a segmenter's 7 x H x W scores
+    # a classifier's logits, a segmenter's 7 x H x W scores, or a detector's 7 heatmaps + 4 box maps;
+    # the points and localize models' numbers are checked in their own tests
+    if net.meta.get("family") != "tasks":
+        assert y.shape[1] == (7 + 4 if net.meta.get("task") == "detect" else 7)
     assert torch.isfinite(y).all()
 
 

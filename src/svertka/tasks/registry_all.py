@@ -1,6 +1,10 @@
 """Imports every task module, so each registers itself in ``svertka.tasks.task.TASKS``.
 A new task adds its import line here."""
-from . import (
-    task,  # noqa: F401  (classify)
-    upscale,  # noqa: F401
+from . import (  # noqa: F401  (each module registers its task)
+    detect,
+    localize,
+    points,
+    segment,
+    task,
+    upscale,
 )

@@ -141,6 +141,9 @@ def add_parsers(sub):
     s.add_argument("--png",
                    help="confusion-matrix PNG, or none (default: RUN_DIR/confusion.png; none for a file)")
     s.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    s.add_argument("--coco-results", metavar="PREDS_JSON",
+                   help="detection runs: also write the test canvases' detections as a COCO results file "
+                        "(image ids as `svertka data export canvas --task detect` numbers them)")
     s.set_defaults(func=cmd_eval)
 
     s = sub.add_parser("predict", help="top-k classes of PNG/JPEG images")
@@ -239,6 +242,8 @@ def cmd_eval(args):
     loaded = load_trained(args.path, args.model, args.num_classes, args.backend, args.device, args.threads)
     if loaded.task.name != "classify":
         return eval_task(args, loaded)
+    if args.coco_results:
+        raise UsageError(f"--coco-results writes detections; {loaded.source} is a classifier")
     aug = loaded.meta.get("aug")
     if args.tta == "flip" and aug is not None and "flip" not in aug:
         # measured: the demo-style LeNet-5 drops from 89.9% to 83.6% (shoes all face one way)
@@ -283,9 +288,13 @@ def eval_task(args, loaded):
         if given:
             raise UsageError(f"{flag} is for classifiers; {loaded.source} is a {loaded.task.name} model "
                              f"evaluated on its own test data")
+    if args.coco_results and not hasattr(loaded.task, "write_coco_results"):
+        raise UsageError(f"--coco-results writes detections; {loaded.source} is a {loaded.task.name} model")
     r = evaluate_task(loaded, args.root, limit=args.limit)
-    if getattr(args, "coco_results", None):
-        loaded.task.write_coco_results(loaded, args.coco_results, root=args.root, limit=args.limit)
+    if args.coco_results:
+        n = loaded.task.write_coco_results(loaded, args.coco_results, root=args.root, limit=args.limit)
+        print(f"wrote {n} detections on {r['n']} test canvases to {args.coco_results} (COCO results format)",
+              file=sys.stderr)
     if args.json:
         print(json.dumps({"task": r["task"], "n": r["n"], **r["metrics"]}))
         return r

@@ -69,7 +69,20 @@ def _ensure_loaded():
     global _loaded
     if not _loaded:
         _loaded = True  # first: the family modules call register_model while they load
-        from . import alexnet, efficientnet, googlenet, lenet, mobilenet, resnet, small, upscale, vgg  # noqa: F401
+        from . import (  # noqa: F401
+            alexnet,
+            detect,
+            efficientnet,
+            googlenet,
+            lenet,
+            mobilenet,
+            resnet,
+            segment,
+            small,
+            tasks,
+            upscale,
+            vgg,
+        )
 
 
 def list_models(pattern: str = "*") -> list[str]:
