@@ -36,7 +36,8 @@ from svertka.spec import nodes as n  # noqa: E402
 from svertka.zoo import create_model, list_models  # noqa: E402
 
 # the classifiers (no task models): the test measures the final feature map, where the field turns global
-MODELS = [m for m in list_models() if "task" not in create_model(m).meta and create_model(m).meta.get("family") != "tasks"]
+MODELS = [m for m in list_models()
+          if "task" not in create_model(m).meta and create_model(m).meta.get("family") != "tasks"]
 nn = torch.nn
 
 _POINTWISE = (nn.BatchNorm2d, nn.ReLU, nn.ReLU6, nn.SiLU, nn.Sigmoid, nn.Tanh, nn.GELU, ScaledTanh,
