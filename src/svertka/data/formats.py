@@ -426,14 +426,18 @@ def available_memory() -> int | None:
 def _check_fits_in_memory(root, files, mode: str, size) -> None:
     """Refuse, before decoding anything, a folder whose pixels would take more than half the free
     memory (estimated from the first image's header): it is one for `--stream`."""
+    import warnings
+
     from PIL import Image
 
     free = available_memory()
     if free is None:
         return
     try:
-        with Image.open(files[0]) as im:
-            w, h = im.size
+        with warnings.catch_warnings():  # a bomb is refused in one line when it is decoded, not here
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(files[0]) as im:
+                w, h = im.size
     except Exception:  # an unreadable first image gets its own error when it is decoded
         return
     if size is not None:

@@ -151,8 +151,9 @@ def add_parsers(sub):
                    help="confusion-matrix PNG, or none (default: RUN_DIR/confusion.png; none for a file)")
     s.add_argument("--json", action="store_true", help="print JSON instead of tables")
     s.add_argument("--coco-results", metavar="PREDS_JSON",
-                   help="detection runs: also write the test canvases' detections as a COCO results file "
-                        "(image ids as `svertka data export canvas --task detect` numbers them)")
+                   help="detection runs: also write the test canvases' detections as a COCO results "
+                        "file (image ids as `svertka data export canvas --task detect` numbers them; "
+                        "default: none)")
     s.set_defaults(func=cmd_eval)
 
     s = sub.add_parser("predict", help="top-k classes of PNG/JPEG images")
