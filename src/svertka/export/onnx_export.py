@@ -106,6 +106,8 @@ def exportable_input_size(net) -> int | None:
 
     c = net.input_shape[0]
     side = min_input_size(net.root, c)
+    if side is None:  # no smallest size (a head fixed to one map size, as localize_net's): its own size
+        side = net.input_shape[1]
     while side is not None and side <= 4096:
         if fits(net, (c, side, side)):
             _, rows = trace(net, (c, side, side))
