@@ -32,7 +32,7 @@ from svertka.analysis import analyze  # noqa: E402
 from svertka.cli import main  # noqa: E402
 from svertka.serve.app import create_app  # noqa: E402
 from svertka.spec.geometry import conv_out  # noqa: E402
-from svertka.zoo import create_model  # noqa: E402
+from svertka.zoo import create_model, list_models  # noqa: E402
 
 TIMEOUT_MS = 30_000  # per wait; the machine is shared, a cold page can be slow
 # One xdist worker runs them all (make test: --dist loadgroup), so one server, browser and run serve them.
@@ -110,7 +110,7 @@ def shot(page, artifacts, name):
 
 def test_every_page_loads_without_console_errors(page, base_url, artifacts):
     page.goto(base_url + "#zoo")
-    page.wait_for_function("document.querySelectorAll('#zoo-table tbody tr').length == 43")
+    page.wait_for_function(f"document.querySelectorAll('#zoo-table tbody tr').length == {len(list_models())}")
     page.wait_for_selector("#zoo-chart svg circle")
     shot(page, artifacts, "zoo")
     page.goto(base_url + "#model/resnet18")
@@ -130,7 +130,7 @@ def test_every_page_loads_without_console_errors(page, base_url, artifacts):
 
 def test_sort_the_zoo_table(page, base_url):
     page.goto(base_url + "#zoo")
-    page.wait_for_function("document.querySelectorAll('#zoo-table tbody tr').length == 43")
+    page.wait_for_function(f"document.querySelectorAll('#zoo-table tbody tr').length == {len(list_models())}")
     models = json.loads(page.evaluate("JSON.stringify(zooData.models)"))
     column = [m["params"] for m in models]
 
