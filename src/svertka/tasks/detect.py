@@ -37,6 +37,7 @@ import re
 
 import numpy as np
 
+from ..argtypes import positive_int
 from ..errors import ShapeError, UsageError
 from ..zoo.detect import BOX_CHANNELS, STRIDE
 from .boxes import xyxy_to_xywh
@@ -245,13 +246,6 @@ class DetectionEvaluator:
 # ------------------------------------------------------------------ the task
 
 
-def _count(text) -> int:
-    n = int(text)
-    if n < 1:
-        raise ValueError("need a positive whole number")
-    return n
-
-
 def _score(text) -> float:
     v = float(text)
     if not 0 <= v < 1:
@@ -274,8 +268,8 @@ class DetectTask(Task):
     score = "map"
     shown = ("map", "map50")
     options = {
-        "canvases": (20_000, _count, "the number of training canvases, e.g. canvases=20000"),
-        "test_canvases": (5_000, _count, "the number of test canvases, e.g. test_canvases=5000"),
+        "canvases": (20_000, positive_int, "the number of training canvases, e.g. canvases=20000"),
+        "test_canvases": (5_000, positive_int, "the number of test canvases, e.g. test_canvases=5000"),
         "min_score": (0.3, _score, "the score a box needs to be listed by predict, e.g. min_score=0.3"),
     }
     SEEDS = {"train": 1, "val": 2, "test": 0}

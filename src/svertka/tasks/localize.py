@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from svertka.argtypes import positive_int
 from svertka.data.canvas import TASK_PRESETS
 from svertka.errors import ShapeError, UsageError
 from svertka.tasks.metrics import localization_metrics
@@ -32,7 +33,6 @@ from svertka.tasks.points import (
     as_float32,
     canvas_data,
     choice,
-    count,
     draw_canvases,
     pick_model,
     pixel_stats,
@@ -204,7 +204,7 @@ class LocalizeTask(Task):
     shown = ("top1", "mean_iou", "correct_localization")
     options = {
         "box_loss": ("smooth_l1", choice(*BOX_LOSSES), "box_loss=smooth_l1|giou: the box's loss"),
-        "canvases": (TRAIN_CANVASES, count, "canvases=N: training canvases (test: 10,000)"),
+        "canvases": (TRAIN_CANVASES, positive_int, "canvases=N: training canvases (test: 10,000)"),
     }
 
     def __init__(self, cfg):

@@ -36,6 +36,8 @@ from svertka.errors import ShapeError, UsageError
 from svertka.tasks.metrics import keypoint_metrics
 from svertka.tasks.task import Task, TaskData, register_task
 
+from ..argtypes import positive_int
+
 __all__ = ["keypoint_targets", "predicted_xy", "soft_argmax", "points_loss", "decode_keypoints",
            "mean_keypoints", "PointsEvaluator", "keypoints_json", "keypoints_picture", "draw_keypoints",
            "KEYPOINT_NAMES", "PointsTask", "draw_canvases", "canvas_data", "pixel_stats"]
@@ -206,14 +208,6 @@ TRAIN_CANVASES, TEST_CANVASES = 20_000, 10_000
 SEEDS = {"train": 0, "val": 1, "test": 0}  # val: training items again, another stream
 
 
-def count(text) -> int:
-    """--task-opt canvases=N: a positive integer."""
-    v = int(text)
-    if v < 1:
-        raise ValueError(f"expected a positive integer, got {text!r}")
-    return v
-
-
 def choice(*names):
     """A --task-opt parser that accepts one of ``names``."""
     def parse(text):
@@ -299,7 +293,7 @@ class PointsTask(Task):
     options = {
         "head": ("heatmap", choice(*HEADS), "head=heatmap|direct: the model when none is named "
                  "(points_heatmap or points_direct)"),
-        "canvases": (TRAIN_CANVASES, count, "canvases=N: training canvases (test: 10,000)"),
+        "canvases": (TRAIN_CANVASES, positive_int, "canvases=N: training canvases (test: 10,000)"),
     }
 
     def __init__(self, cfg):

@@ -22,6 +22,8 @@ from svertka.errors import ShapeError, UsageError
 from svertka.tasks.baseline import crop_components, find_components
 from svertka.tasks.task import Task, TaskData, register_task
 
+from ..argtypes import positive_int
+
 __all__ = ["SEGMENT_CANVAS", "BACKGROUND", "SEG_COLOURS", "SegmentTask", "segment_classes", "pixel_labels",
            "confusion_matrix", "segment_scores", "ConfusionEvaluator", "baseline_segment", "pixel_loss"]
 
@@ -122,13 +124,6 @@ def baseline_segment(images: np.ndarray, classify, threshold: int = 16) -> np.nd
 # ------------------------------------------------------------------ the task
 
 
-def _positive_int(text) -> int:
-    value = int(text)
-    if value < 1:
-        raise ValueError("need a positive number of canvases")
-    return value
-
-
 @register_task
 class SegmentTask(Task):
     """``svertka train --task segment --model unet``: every pixel of a 96x96 canvas
@@ -141,9 +136,9 @@ class SegmentTask(Task):
     augments = False  # flips and crops would have to move the masks too
     shown = ("pixel_acc", "miou")
     options = {
-        "canvases": (10_000, _positive_int, "training canvases (--limit-train caps them)"),
-        "val": (500, _positive_int, "validation canvases, drawn from the training items with another seed"),
-        "test": (2_000, _positive_int, "test canvases, drawn from the test items (--limit-test caps them)"),
+        "canvases": (10_000, positive_int, "training canvases (--limit-train caps them)"),
+        "val": (500, positive_int, "validation canvases, drawn from the training items with another seed"),
+        "test": (2_000, positive_int, "test canvases, drawn from the test items (--limit-test caps them)"),
     }
     SEEDS = {"train": 0, "val": 1, "test": 0}
 

@@ -18,6 +18,7 @@ only ``torch`` in ``train_backends``.
 """
 from __future__ import annotations
 
+from argparse import ArgumentTypeError
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -115,7 +116,7 @@ class Task:
                 continue
             try:
                 self.opts[key] = parse(given[key])
-            except (ValueError, TypeError, UsageError) as e:
+            except (ValueError, TypeError, UsageError, ArgumentTypeError) as e:
                 raise UsageError(f"--task-opt {key}={given[key]}: {e}; {_help}") from None
 
     def check_training(self) -> None:

@@ -29,6 +29,7 @@ import math
 
 import numpy as np
 
+from ..argtypes import positive_int
 from ..errors import DataError, ShapeError, UsageError
 from .image_metrics import psnr, ssim
 from .task import Evaluator, Task, TaskData, register_task
@@ -272,13 +273,6 @@ class PsnrSsimEvaluator(Evaluator):
         return {"psnr": self.psnr / n, "ssim": self.ssim / n}
 
 
-def _positive(text) -> int:
-    v = int(text)
-    if v < 1:
-        raise ValueError("not a positive integer")
-    return v
-
-
 @register_task
 class UpscaleTask(Task):
     """Single-image super-resolution on luma (``--data photos`` or ``fashion-mnist``):
@@ -292,9 +286,9 @@ class UpscaleTask(Task):
     score = "psnr"
     shown = ("psnr", "ssim")
     options = {
-        "patches": (4000, _positive, "patches=N: training patches cut from the training photos"),
-        "patch": (36, _positive, "patch=N: high-res patch side in pixels (a multiple of the scale)"),
-        "tile": (96, _positive, "tile=N: high-res tile side of the held-out photos scored in training"),
+        "patches": (4000, positive_int, "patches=N: training patches cut from the training photos"),
+        "patch": (36, positive_int, "patch=N: high-res patch side in pixels (a multiple of the scale)"),
+        "tile": (96, positive_int, "tile=N: high-res tile side of the held-out photos scored in training"),
     }
 
     def _model(self):
