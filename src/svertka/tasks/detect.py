@@ -343,23 +343,16 @@ class DetectTask(Task):
         captions = [f"{d['class']} {d['score']:.2f}" for d in prediction["detections"]]
         draw_boxes(image, boxes, captions).save(path)
 
-    def write_coco_results(self, loaded, path, root=None, limit=None) -> int:
-        """Write the test canvases' detections (every box above the evaluator's score floor, at
-        most 100 per canvas) as a COCO results file; returns the number of detections."""
+    def write_coco_results(self, evaluator: DetectionEvaluator, path) -> int:
+        """Write the detections an evaluator has gathered over the test canvases (every box
+        above its score floor, at most 100 per canvas) as a COCO results file; returns
+        their number. The image ids are the canvas index + 1, as `data export canvas` numbers them."""
         import json
 
         from ..data.coco import coco_results
         from ..fileio import atomic_write_text
 
-        self.cfg.root, self.cfg.limit_test = root, limit
-        test = self.load_test()
-        ev = self.evaluator()
-        a = loaded.adapter
-        a.add_split("test", test.images, test.targets)
-        for i in range(0, len(test), 256):
-            idx = np.arange(i, min(len(test), i + 256))
-            ev.add(a.logits("test", idx), {k: v[idx] for k, v in test.targets.items()})
-        _, (ids, labels, boxes, scores) = ev.arrays()
+        _, (ids, labels, boxes, scores) = evaluator.arrays()
         atomic_write_text(path, json.dumps(coco_results(ids, boxes, scores, labels)))
         return len(ids)
 

@@ -308,7 +308,7 @@ def eval_task(args, loaded):
         raise UsageError(f"--coco-results writes detections; {loaded.source} is a {loaded.task.name} model")
     r = evaluate_task(loaded, args.root, limit=args.limit)
     if args.coco_results:
-        n = loaded.task.write_coco_results(loaded, args.coco_results, root=args.root, limit=args.limit)
+        n = loaded.task.write_coco_results(r["evaluator"], args.coco_results)
         print(f"wrote {n} detections on {r['n']} test canvases to {args.coco_results} (COCO results format)",
               file=sys.stderr)
     if args.json:

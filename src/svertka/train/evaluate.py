@@ -104,7 +104,8 @@ def require_classifier(loaded: Loaded, what: str) -> None:
 
 
 def evaluate_task(loaded: Loaded, root=None, batch: int = 256, limit: int | None = None) -> dict:
-    """The task's metrics on its test split (any task but classification's report)."""
+    """The task's metrics on its test split (any task but classification's report); the
+    evaluator comes back too, for what else it gathered (e.g. detections to write)."""
     task, a = loaded.task, loaded.adapter
     task.cfg.root, task.cfg.limit_test = root, limit
     test = task.load_test()
@@ -113,7 +114,7 @@ def evaluate_task(loaded: Loaded, root=None, batch: int = 256, limit: int | None
     for i in range(0, len(test), batch):
         idx = np.arange(i, min(len(test), i + batch))
         ev.add(a.logits("test", idx), {k: v[idx] for k, v in test.targets.items()})
-    return {"task": task.name, "metrics": ev.result(), "n": len(test), "data": task.cfg.data}
+    return {"task": task.name, "metrics": ev.result(), "n": len(test), "data": task.cfg.data, "evaluator": ev}
 
 
 def predict_task(loaded: Loaded, images, out: str | None = None) -> list[dict]:
