@@ -20,6 +20,7 @@ import numpy as np
 from svertka.data.canvas import CanvasConfig, Canvases
 from svertka.errors import ShapeError, UsageError
 from svertka.tasks.baseline import crop_components, find_components
+from svertka.tasks.canvas_options import GEOMETRY, canvas_config, canvas_options, check_model_size
 from svertka.tasks.task import Task, TaskData, register_task
 
 from ..argtypes import positive_int
@@ -127,7 +128,8 @@ def baseline_segment(images: np.ndarray, classify, threshold: int = 16) -> np.nd
 @register_task
 class SegmentTask(Task):
     """``svertka train --task segment --model unet``: every pixel of a 96x96 canvas
-    classed as background or its item's Fashion-MNIST class (11 classes)."""
+    classed as background or its item's Fashion-MNIST class (11 classes). The geometry
+    options (:mod:`svertka.tasks.canvas_options`) change the canvas."""
 
     name = "segment"
     score = "miou"
@@ -139,13 +141,22 @@ class SegmentTask(Task):
         "canvases": (10_000, positive_int, "training canvases (--limit-train caps them)"),
         "val": (500, positive_int, "validation canvases, drawn from the training items with another seed"),
         "test": (2_000, positive_int, "test canvases, drawn from the test items (--limit-test caps them)"),
+        **canvas_options(SEGMENT_CANVAS, GEOMETRY),
     }
     SEEDS = {"train": 0, "val": 1, "test": 0}
+
+    def __init__(self, cfg):
+        super().__init__(cfg)
+        self.canvas = canvas_config(self, SEGMENT_CANVAS)  # the geometry options, checked
+
+    def check_training(self) -> None:
+        super().check_training()
+        check_model_size(self.cfg.model, self.canvas, lambda out, s: out[1:] == (s, s))  # unet: 16 divides s
 
     def _generator(self, split: str):
         from svertka.data.canvas import CanvasGenerator
 
-        gen = CanvasGenerator.from_dataset(self.cfg.data, split, SEGMENT_CANVAS, root=self.cfg.root)
+        gen = CanvasGenerator.from_dataset(self.cfg.data, split, self.canvas, root=self.cfg.root)
         self.classes = segment_classes(gen.classes)
         return gen
 
@@ -169,7 +180,7 @@ class SegmentTask(Task):
     def _split(self, canvases, mean, std):
         # masks as uint8 (10,000 canvases: 92 MB, not 737 MB as int64); the loss widens each batch
         return TaskData(canvases.images, {"mask": pixel_labels(canvases)}, self.classes, mean, std,
-                        f"{SEGMENT_CANVAS.size}x{SEGMENT_CANVAS.size} canvases of "
+                        f"{self.canvas.size}x{self.canvas.size} canvases of "
                         f"{canvases.dataset.split('/')[0]} items")
 
     def network(self, train):
