@@ -115,6 +115,8 @@ def test_more_items_than_fit_is_one_line(tmp_path, capsys):
     ("detect", opts(scale="2,1"), "bad scale range 2.0..1.0"),
     ("detect", opts(scale="0.1,1"), "bad scale range 0.1..1.0"),
     ("detect", opts(max_iou=1.5), "--task-opt max_iou=1.5: expected a number in [0, 1]"),
+    ("detect", opts(size=5000), "--task-opt size=5000: canvas size must be an integer from 1 to 1024 px"),
+    ("segment", opts(max_items=300), "need 1 <= min_items <= max_items <= 255, got 1..300"),
     ("segment", opts(max_items=0), "--task-opt max_items=0: expected a positive integer"),
     ("segment", opts(min_items=6), "--task-opt min_items=6: items per canvas: need 1 <= min_items"),
     ("points", opts(max_items=2), "max_items is not an option of task points; its options: canvases, head, "
@@ -124,6 +126,23 @@ def test_more_items_than_fit_is_one_line(tmp_path, capsys):
 def test_bad_geometry_values_are_one_line(task, argv, words, tmp_path, capsys):
     err = one_line_error(capsys, ["train", "--task", task, "--data", DATA, *argv, "-o", str(tmp_path / "r")])
     assert words in err
+
+
+@pytest.mark.parametrize("task, argv", [
+    ("detect", ["--model", "centernet_fm_tiny", *opts(size=512)]),  # 20,000 + 5,000 canvases: 13 GB
+    ("points", opts(size=512, head="direct")),
+])
+def test_canvases_that_cannot_fit_in_memory_are_refused_before_drawing(task, argv, tmp_path, capsys,
+                                                                      monkeypatch):
+    from svertka.data import formats
+
+    monkeypatch.setattr(formats, "available_memory", lambda: 10**9)
+    err = one_line_error(capsys, ["train", "--task", task, "--data", DATA, *argv, "-o", str(tmp_path / "r")])
+    assert "x512 px take about" in err and "more than the 1.0 GB free" in err
+    assert not (tmp_path / "r").exists()
+    from svertka.tasks.canvas_options import check_memory
+
+    check_memory(CanvasConfig(size=512), 100)  # 0.6 GB: a hundred fit
 
 
 @pytest.mark.parametrize("task, model, size, words", [

@@ -9,21 +9,22 @@ checkpoint records them and `svertka eval` / `svertka predict` of the run use th
 geometry. (More items than fit under the overlap cap shows only by trying: the generator
 raises that one-line error while drawing the first canvases.)
 
-A task uses the three functions here::
+A task uses the functions here::
 
     options = {..., **canvas_options(PRESET, GEOMETRY)}             # the class's options
     self.canvas = canvas_config(self, PRESET)                        # in __init__
     check_model_size(name, self.canvas, fits)                        # before drawing (check_training)
+    check_memory(self.canvas, count)                                 # before drawing count canvases
 """
 from __future__ import annotations
 
 from dataclasses import replace
 
 from ..argtypes import Range, float_range, fraction, positive_int
-from ..data.canvas import CanvasConfig
+from ..data.canvas import CHUNK, CanvasConfig
 from ..errors import SvertkaError, UsageError
 
-__all__ = ["GEOMETRY", "ONE_ITEM", "canvas_options", "canvas_config", "check_model_size"]
+__all__ = ["GEOMETRY", "ONE_ITEM", "canvas_options", "canvas_config", "check_model_size", "check_memory"]
 
 GEOMETRY = ("size", "min_items", "max_items", "scale", "max_iou")  # canvases of several items
 ONE_ITEM = ("size", "scale")  # one item per canvas: no item count, nothing to overlap
@@ -92,3 +93,21 @@ def check_model_size(model: str, canvas: CanvasConfig, fits, search: int = 4) ->
     else:
         hint = f"it takes no size from {lowest} to {highest} px; use another model"
     raise UsageError(f"--task-opt size={size}: {model} cannot work on {size}x{size} canvases; {hint}")
+
+
+HELD, DRAWING = 2, 8  # bytes a canvas pixel takes: kept (image + owner mask), and while a chunk is drawn
+
+
+def check_memory(canvas: CanvasConfig, count: int) -> None:
+    """A one-line UsageError, before any drawing, when ``count`` canvases cannot fit in the
+    memory the system has free (a large ``size`` with the default counts), instead of a
+    MemoryError after minutes of drawing."""
+    from ..data.formats import available_memory
+
+    free = available_memory()
+    need = (count * HELD + CHUNK * DRAWING) * canvas.size ** 2
+    if free is not None and need > free:
+        s = canvas.size
+        raise UsageError(f"{count:,} canvases of {s}x{s} px take about {need / 1e9:.1f} GB in memory, "
+                         f"more than the {free / 1e9:.1f} GB free; draw fewer (--task-opt canvases=N, "
+                         f"--limit-train, --limit-test) or smaller ones (--task-opt size=N)")

@@ -42,7 +42,7 @@ from ..data.canvas import TASK_PRESETS
 from ..errors import ShapeError, UsageError
 from ..zoo.detect import BOX_CHANNELS, STRIDE
 from .boxes import xyxy_to_xywh
-from .canvas_options import GEOMETRY, canvas_config, canvas_options, check_model_size
+from .canvas_options import GEOMETRY, canvas_config, canvas_options, check_memory, check_model_size
 from .coco_eval import evaluate_detections
 from .task import Task, TaskData, register_task
 
@@ -311,10 +311,12 @@ class DetectTask(Task):
         cfg = self.cfg
         n = min(self.opts["canvases"], cfg.limit_train or self.opts["canvases"])
         n_val = round(cfg.val_fraction * n)
+        check_memory(self.canvas, n + n_val + self._test_count())
         val = self._split("val", n_val) if n_val else None
         return self._split("train", n), val, self._split("test", self._test_count())
 
     def load_test(self) -> TaskData:
+        check_memory(self.canvas, self._test_count())
         return self._split("test", self._test_count())
 
     def network(self, train: TaskData):

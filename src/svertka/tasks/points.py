@@ -33,7 +33,13 @@ import numpy as np
 
 from svertka.data.canvas import KEYPOINT_NAMES, TASK_PRESETS, CanvasGenerator
 from svertka.errors import ShapeError, UsageError
-from svertka.tasks.canvas_options import ONE_ITEM, canvas_config, canvas_options, check_model_size
+from svertka.tasks.canvas_options import (
+    ONE_ITEM,
+    canvas_config,
+    canvas_options,
+    check_memory,
+    check_model_size,
+)
 from svertka.tasks.metrics import keypoint_metrics
 from svertka.tasks.task import Task, TaskData, register_task
 
@@ -236,6 +242,7 @@ def draw_canvases(cfg, config, canvases: int, splits=("train", "val", "test")) -
     """{split: Canvases} of geometry ``config`` for ``splits``: training and validation
     canvases from the training items (two seeds), test canvases from the test items."""
     n = canvas_counts(cfg, canvases)
+    check_memory(config, sum(n[split] for split in splits))
     gens, out = {}, {}
     for split in splits:
         if not n[split]:

@@ -20,7 +20,13 @@ import numpy as np
 from svertka.data.canvas import CanvasConfig, Canvases
 from svertka.errors import ShapeError, UsageError
 from svertka.tasks.baseline import crop_components, find_components
-from svertka.tasks.canvas_options import GEOMETRY, canvas_config, canvas_options, check_model_size
+from svertka.tasks.canvas_options import (
+    GEOMETRY,
+    canvas_config,
+    canvas_options,
+    check_memory,
+    check_model_size,
+)
 from svertka.tasks.task import Task, TaskData, register_task
 
 from ..argtypes import positive_int
@@ -164,6 +170,7 @@ class SegmentTask(Task):
         cfg = self.cfg
         gen = self._generator("train")
         n_train = min(self.opts["canvases"], cfg.limit_train or self.opts["canvases"])
+        check_memory(self.canvas, n_train + min(self.opts["val"], n_train) + self._test_count())
         train = gen.generate(n_train, seed=self.SEEDS["train"])
         # the canvases are mostly black: their own statistics, not the items'
         stats = (float(train.images.mean() / 255),), (float(train.images.std() / 255),)
@@ -173,8 +180,12 @@ class SegmentTask(Task):
     def load_test(self):
         return self._test((0.0,), (1.0,))  # eval and predict normalise with the run's own mean/std
 
+    def _test_count(self) -> int:
+        return min(self.opts["test"], self.cfg.limit_test or self.opts["test"])
+
     def _test(self, mean, std):
-        n = min(self.opts["test"], self.cfg.limit_test or self.opts["test"])
+        n = self._test_count()
+        check_memory(self.canvas, n)
         return self._split(self._generator("test").generate(n, seed=self.SEEDS["test"]), mean, std)
 
     def _split(self, canvases, mean, std):
