@@ -228,3 +228,23 @@ def test_a_run_on_another_geometry_trains_evaluates_and_predicts(tmp_path, capsy
     (pred,) = json.loads(capsys.readouterr().out)
     assert all(0 <= v <= 64 for d in pred["detections"] for v in d["box"])
     assert Image.open(tmp_path / "boxes.png").size == (4 * 64, 4 * 64)
+
+
+def test_a_points_run_on_a_smaller_canvas_scores_and_predicts_in_its_pixels(tmp_path, capsys):
+    """Points decode coordinates with the canvas side: eval and predict must take it from the run."""
+    pytest.importorskip("torch")
+    run = tmp_path / "run"
+    argv = ["train", "points_heatmap_small", "--task", "points", "--data", DATA, "--limit-test", "16",
+            *opts(size=48, scale="0.5,1.5", canvases=32), "--epochs", "1", "-b", "16", "--threads", "1", "-q"]
+    assert main(argv + ["-o", str(run)]) == 0
+    capsys.readouterr()
+    rec = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
+    assert main(["eval", str(run), "--json", "--limit", "16"]) == 0
+    got = json.loads(capsys.readouterr().out)
+    assert got["n"] == 16 and got["mean_px_error"] == pytest.approx(rec["test_mean_px_error"], abs=1e-5)
+    canvas = CanvasGenerator.from_dataset(DATA, "test", CanvasConfig(size=48, max_items=1, scale=(0.5, 1.5)))
+    Image.fromarray(canvas.generate(1, seed=0).images[0, ..., 0]).save(tmp_path / "c.png")
+    assert main(["predict", str(run), str(tmp_path / "c.png"), "--json"]) == 0
+    (pred,) = json.loads(capsys.readouterr().out)
+    assert len(pred["keypoints"]) == 5
+    assert all(0 <= v <= 48 for xy in pred["keypoints"].values() for v in xy)  # soft-argmax stays inside
