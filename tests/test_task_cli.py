@@ -248,3 +248,10 @@ def test_a_points_run_on_a_smaller_canvas_scores_and_predicts_in_its_pixels(tmp_
     (pred,) = json.loads(capsys.readouterr().out)
     assert len(pred["keypoints"]) == 5
     assert all(0 <= v <= 48 for xy in pred["keypoints"].values() for v in xy)  # soft-argmax stays inside
+
+
+def test_data_export_refuses_a_canvas_too_large_to_draw(tmp_path, capsys):
+    # was: numpy's MemoryError traceback (2.33 TiB for the first 256 canvases)
+    err = one_line_error(capsys, ["data", "export", "canvas", "--data", DATA, "--size", "100000", "--n", "2",
+                                  "--out", str(tmp_path / "x")])
+    assert "canvas size must be an integer from 1 to 1024 px" in err
