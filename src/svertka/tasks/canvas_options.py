@@ -21,7 +21,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from ..argtypes import Range, float_range, fraction, positive_int
-from ..data.canvas import CHUNK, CanvasConfig
+from ..data.canvas import CHUNK, MAX_SIZE, CanvasConfig
 from ..errors import SvertkaError, UsageError
 
 __all__ = ["GEOMETRY", "ONE_ITEM", "canvas_options", "canvas_config", "check_model_size", "check_memory"]
@@ -82,14 +82,15 @@ def check_model_size(model: str, canvas: CanvasConfig, fits, search: int = 4) ->
     size, own = canvas.size, create_model(model).input_shape[1]
     if ok(size) or not ok(own):
         return
-    lowest, highest = canvas.patch, search * max(size, canvas.patch)  # a canvas holds the largest item
+    lowest = canvas.patch  # a canvas holds the largest item
+    highest = min(search * max(size, lowest), MAX_SIZE)
     below = next((s for s in range(size - 1, lowest - 1, -1) if ok(s)), None)
     above = next((s for s in range(size + 1, highest + 1) if ok(s)), None)
     found = [s for s in (below, above) if s is not None]
     if found:
         sizes = " and ".join(str(s) for s in found)
         hint = f"the nearest {'sizes' if len(found) > 1 else 'size'} it takes: {sizes}"
-        hint += f" (its own: {own})" if own not in found else ""
+        hint += f" (its own: {own})" if len(found) == 1 and own not in found else ""  # a one-size model
     else:
         hint = f"it takes no size from {lowest} to {highest} px; use another model"
     raise UsageError(f"--task-opt size={size}: {model} cannot work on {size}x{size} canvases; {hint}")
