@@ -30,3 +30,22 @@ def nonneg_float(text) -> float:
 
 def fraction(text) -> float:
     return _number(text, float, lambda v: 0 <= v <= 1, "a number in [0, 1]")
+
+
+class Range(tuple):
+    """A (low, high) pair that prints as the text it was parsed from ("0.75,2.0"), so a
+    saved setting (a checkpoint's task options) parses back to the same pair."""
+
+    def __str__(self) -> str:
+        return f"{self[0]!r},{self[1]!r}"
+
+
+def float_range(text) -> Range:
+    """LOW,HIGH as two finite numbers, e.g. a scale range 0.75,2."""
+    try:
+        lo, hi = (float(p) for p in str(text).split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected LOW,HIGH (e.g. 0.75,2), got {text!r}") from None
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        raise argparse.ArgumentTypeError(f"expected finite numbers, got {text!r}")
+    return Range((lo, hi))

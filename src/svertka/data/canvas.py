@@ -66,7 +66,8 @@ from svertka.errors import DataError, UsageError
 from svertka.tasks.boxes import iou
 
 __all__ = ["CanvasConfig", "Canvases", "CanvasGenerator", "TASK_PRESETS", "KEYPOINT_NAMES", "ITEM",
-           "CHUNK", "MAX_ROUNDS", "resize_items", "bilinear_matrices", "resample", "find_items_dataset"]
+           "CHUNK", "MAX_ROUNDS", "MAX_SIZE", "MAX_ITEMS", "resize_items", "bilinear_matrices", "resample",
+           "find_items_dataset"]
 
 ITEM = 28  # side of a Fashion-MNIST / MNIST image
 KEYPOINT_NAMES = ("center", "top", "bottom", "left", "right")
@@ -75,6 +76,8 @@ MAX_ROUNDS = 50  # redraws before a layout counts as impossible
 HOPELESS_ROUNDS = 10  # ... or this many, when not one canvas of the chunk has fitted yet
 TRIES = 64  # candidate positions per item slot and round
 MIN_ITEM_PIXELS = 16  # pool items with fewer silhouette pixels (at 28x28) are left out
+MAX_SIZE = 1024  # px: a chunk of CHUNK canvases takes ~8 bytes a pixel while drawn (2 GB at 1024)
+MAX_ITEMS = 255  # the masks number an item's pixels in one byte
 
 
 @dataclass(frozen=True)
@@ -94,10 +97,11 @@ class CanvasConfig:
 
     def check(self) -> CanvasConfig:
         """Raise a one-line UsageError for a config no canvas can satisfy."""
-        if not (isinstance(self.size, (int, np.integer)) and self.size >= 1):
-            raise UsageError(f"canvas size must be a positive integer, got {self.size!r}")
-        if not 1 <= self.min_items <= self.max_items:
-            raise UsageError(f"items per canvas: need 1 <= min_items <= max_items, "
+        if not (isinstance(self.size, (int, np.integer)) and 1 <= self.size <= MAX_SIZE):
+            raise UsageError(f"canvas size must be an integer from 1 to {MAX_SIZE} px "
+                             f"(canvases are drawn {CHUNK} at a time, in memory), got {self.size!r}")
+        if not 1 <= self.min_items <= self.max_items <= MAX_ITEMS:
+            raise UsageError(f"items per canvas: need 1 <= min_items <= max_items <= {MAX_ITEMS}, "
                              f"got {self.min_items}..{self.max_items}")
         lo, hi = self.scale
         if not (math.isfinite(lo) and math.isfinite(hi) and 0.25 <= lo <= hi):

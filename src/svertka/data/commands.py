@@ -1,24 +1,11 @@
 """The `svertka data export canvas` and `svertka data shard` commands (wired into svertka.cli)."""
 from __future__ import annotations
 
-import argparse
-import math
-
-from ..argtypes import fraction, nonneg_int, positive_int
+from ..argtypes import float_range, fraction, nonneg_int, positive_int
 from ..errors import UsageError
 
 EXPORTS = ("canvas",)
 TASKS = ("detect", "localize", "points")
-
-
-def _scale_range(text):
-    try:
-        lo, hi = (float(p) for p in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected LOW,HIGH (e.g. 0.75,2), got {text!r}") from None
-    if not (math.isfinite(lo) and math.isfinite(hi)):
-        raise argparse.ArgumentTypeError(f"expected finite numbers, got {text!r}")
-    return lo, hi
 
 
 def add_parsers(sub):
@@ -42,7 +29,7 @@ def add_parsers(sub):
     s.add_argument("--min-items", type=positive_int, help="fewest items per canvas (default: 1)")
     s.add_argument("--max-items", type=positive_int,
                    help="most items per canvas (default: the task's, 5 or 1)")
-    s.add_argument("--scale", type=_scale_range, help="item scale range LOW,HIGH (default: 0.75,2)")
+    s.add_argument("--scale", type=float_range, help="item scale range LOW,HIGH (default: 0.75,2)")
     s.add_argument("--max-iou", type=fraction, help="cap on the IoU of two items' boxes (default: 0.3)")
     s.add_argument("--keypoints", action="store_true", help="add the five keypoints per item (default: only "
                    "with --task points)")

@@ -38,9 +38,11 @@ import re
 import numpy as np
 
 from ..argtypes import positive_int
+from ..data.canvas import TASK_PRESETS
 from ..errors import ShapeError, UsageError
 from ..zoo.detect import BOX_CHANNELS, STRIDE
 from .boxes import xyxy_to_xywh
+from .canvas_options import GEOMETRY, canvas_config, canvas_options, check_memory, check_model_size
 from .coco_eval import evaluate_detections
 from .task import Task, TaskData, register_task
 
@@ -261,7 +263,9 @@ class DetectTask(Task):
     the training items (stream seed 1), validation canvases (``--val-fraction``
     of their number) from the training items with seed 2, test canvases from the
     test items with seed 0, so test canvas i is image i + 1 of
-    `svertka data export canvas --task detect` (its default seed is 0).
+    `svertka data export canvas --task detect` (its default seed is 0; with the
+    run's geometry options as its flags, e.g. ``--size 128`` for ``size=128``).
+    The geometry options (:mod:`svertka.tasks.canvas_options`) change the preset.
     """
 
     name = "detect"
@@ -271,17 +275,27 @@ class DetectTask(Task):
         "canvases": (20_000, positive_int, "the number of training canvases, e.g. canvases=20000"),
         "test_canvases": (5_000, positive_int, "the number of test canvases, e.g. test_canvases=5000"),
         "min_score": (0.3, _score, "the score a box needs to be listed by predict, e.g. min_score=0.3"),
+        **canvas_options(TASK_PRESETS["detect"], GEOMETRY),
     }
     SEEDS = {"train": 1, "val": 2, "test": 0}
     class_names: tuple[str, ...] = ()
 
+    def __init__(self, cfg):
+        super().__init__(cfg)
+        self.canvas = canvas_config(self, TASK_PRESETS["detect"])  # the geometry options, checked
+
+    def check_training(self) -> None:
+        super().check_training()
+        # the stride-4 cells must tile the canvas exactly (centernet_fm: a multiple of 8)
+        check_model_size(self.cfg.model, self.canvas,
+                         lambda out, s: s % STRIDE == 0 and out[1:] == (s // STRIDE, s // STRIDE))
+
     def _split(self, which: str, n: int) -> TaskData:
-        from ..data.canvas import TASK_PRESETS, CanvasGenerator
+        from ..data.canvas import CanvasGenerator
         from ..zoo.detect import CANVAS_MEAN, CANVAS_STD
 
         items = "test" if which == "test" else "train"
-        gen = CanvasGenerator.from_dataset(self.cfg.data, split=items, config=TASK_PRESETS["detect"],
-                                           root=self.cfg.root)
+        gen = CanvasGenerator.from_dataset(self.cfg.data, split=items, config=self.canvas, root=self.cfg.root)
         c = gen.generate(n, seed=self.SEEDS[which])
         self.class_names = tuple(c.classes)  # names the per-class APs
         targets = {"boxes": c.boxes, "labels": c.labels, "touching": c.touching.astype(np.int64)}
@@ -297,10 +311,12 @@ class DetectTask(Task):
         cfg = self.cfg
         n = min(self.opts["canvases"], cfg.limit_train or self.opts["canvases"])
         n_val = round(cfg.val_fraction * n)
+        check_memory(self.canvas, n + n_val + self._test_count())
         val = self._split("val", n_val) if n_val else None
         return self._split("train", n), val, self._split("test", self._test_count())
 
     def load_test(self) -> TaskData:
+        check_memory(self.canvas, self._test_count())
         return self._split("test", self._test_count())
 
     def network(self, train: TaskData):

@@ -27,6 +27,7 @@ import numpy as np
 from svertka.argtypes import positive_int
 from svertka.data.canvas import TASK_PRESETS
 from svertka.errors import ShapeError, UsageError
+from svertka.tasks.canvas_options import ONE_ITEM, canvas_config, canvas_options, check_model_size
 from svertka.tasks.metrics import localization_metrics
 from svertka.tasks.points import (
     TRAIN_CANVASES,
@@ -205,14 +206,22 @@ class LocalizeTask(Task):
     options = {
         "box_loss": ("smooth_l1", choice(*BOX_LOSSES), "box_loss=smooth_l1|giou: the box's loss"),
         "canvases": (TRAIN_CANVASES, positive_int, "canvases=N: training canvases (test: 10,000)"),
+        **canvas_options(TASK_PRESETS["localize"], ONE_ITEM),
     }
 
     def __init__(self, cfg):
         super().__init__(cfg)
-        self.size = TASK_PRESETS["localize"].size
+        self.canvas = canvas_config(self, TASK_PRESETS["localize"])  # the geometry options, checked
+        self.size = self.canvas.size
+
+    def check_training(self) -> None:
+        super().check_training()
+        # localize_net's box head is an 8x8 conv over the 8x8 map of a 64 px canvas: one size only
+        check_model_size(pick_model(self.cfg, "localize_net", self._check_model), self.canvas,
+                         lambda out, s: len(out) == 1)
 
     def load(self):
-        c = draw_canvases(self.cfg, self.name, self.opts["canvases"])
+        c = draw_canvases(self.cfg, self.canvas, self.opts["canvases"])
         self.opts["canvases"] = len(c["train"].images)  # recorded as drawn (after --limit-train)
         mean, std = pixel_stats(c["train"].images)
         classes = c["train"].classes
@@ -220,7 +229,7 @@ class LocalizeTask(Task):
                      for v in c.values())
 
     def load_test(self):
-        test = draw_canvases(self.cfg, self.name, self.opts["canvases"], ("test",))["test"]
+        test = draw_canvases(self.cfg, self.canvas, self.opts["canvases"], ("test",))["test"]
         return canvas_data(test, localize_targets(test), test.classes, (0.5,), (0.5,))
 
     def network(self, train):

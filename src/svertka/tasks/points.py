@@ -33,6 +33,13 @@ import numpy as np
 
 from svertka.data.canvas import KEYPOINT_NAMES, TASK_PRESETS, CanvasGenerator
 from svertka.errors import ShapeError, UsageError
+from svertka.tasks.canvas_options import (
+    ONE_ITEM,
+    canvas_config,
+    canvas_options,
+    check_memory,
+    check_model_size,
+)
 from svertka.tasks.metrics import keypoint_metrics
 from svertka.tasks.task import Task, TaskData, register_task
 
@@ -217,8 +224,8 @@ def choice(*names):
     return parse
 
 
-def canvas_generator(cfg, task: str, split: str):
-    return CanvasGenerator.from_dataset(cfg.data, split, TASK_PRESETS[task], root=cfg.root)
+def canvas_generator(cfg, config, split: str):
+    return CanvasGenerator.from_dataset(cfg.data, split, config, root=cfg.root)
 
 
 def canvas_counts(cfg, canvases: int) -> dict:
@@ -231,10 +238,11 @@ def canvas_counts(cfg, canvases: int) -> dict:
     return {"train": train, "val": val, "test": test}
 
 
-def draw_canvases(cfg, task: str, canvases: int, splits=("train", "val", "test")) -> dict:
-    """{split: Canvases} for ``splits``: training and validation canvases from the
-    training items (two seeds), test canvases from the test items."""
+def draw_canvases(cfg, config, canvases: int, splits=("train", "val", "test")) -> dict:
+    """{split: Canvases} of geometry ``config`` for ``splits``: training and validation
+    canvases from the training items (two seeds), test canvases from the test items."""
     n = canvas_counts(cfg, canvases)
+    check_memory(config, sum(n[split] for split in splits))
     gens, out = {}, {}
     for split in splits:
         if not n[split]:
@@ -242,7 +250,7 @@ def draw_canvases(cfg, task: str, canvases: int, splits=("train", "val", "test")
             continue
         items = "test" if split == "test" else "train"
         if items not in gens:
-            gens[items] = canvas_generator(cfg, task, items)
+            gens[items] = canvas_generator(cfg, config, items)
         out[split] = gens[items].generate(n[split], seed=SEEDS[split])
     return out
 
@@ -281,6 +289,12 @@ def as_float32(out):
 HEADS = {"heatmap": "points_heatmap", "direct": "points_direct"}
 
 
+def heads_fit(out: tuple, size: int) -> bool:
+    """Whether a points model's output shape suits a ``size`` px canvas: 2K numbers, or
+    square maps whose cells tile the canvas exactly (soft-argmax places cell centres so)."""
+    return len(out) == 1 or (len(out) == 3 and out[1] == out[2] and size % out[1] == 0)
+
+
 @register_task
 class PointsTask(Task):
     """`svertka train --task points [MODEL]`: see the module's notes."""
@@ -294,15 +308,22 @@ class PointsTask(Task):
         "head": ("heatmap", choice(*HEADS), "head=heatmap|direct: the model when none is named "
                  "(points_heatmap or points_direct)"),
         "canvases": (TRAIN_CANVASES, positive_int, "canvases=N: training canvases (test: 10,000)"),
+        **canvas_options(TASK_PRESETS["points"], ONE_ITEM),
     }
 
     def __init__(self, cfg):
         super().__init__(cfg)
-        self.size = TASK_PRESETS["points"].size
+        self.canvas = canvas_config(self, TASK_PRESETS["points"])  # the geometry options, checked
+        self.size = self.canvas.size
         self.baseline = None
 
+    def check_training(self) -> None:
+        super().check_training()
+        check_model_size(pick_model(self.cfg, HEADS[self.opts["head"]], self._check_model), self.canvas,
+                         heads_fit)
+
     def load(self):
-        c = draw_canvases(self.cfg, self.name, self.opts["canvases"])
+        c = draw_canvases(self.cfg, self.canvas, self.opts["canvases"])
         # the count drawn (after --limit-train) goes into the checkpoint's task options, so
         # `svertka eval` redraws the same training canvases for the same baseline
         self.opts["canvases"] = len(c["train"].images)
@@ -313,7 +334,7 @@ class PointsTask(Task):
                                                         mean, std) for v in c.values())
 
     def load_test(self):
-        c = draw_canvases(self.cfg, self.name, self.opts["canvases"], ("train", "test"))
+        c = draw_canvases(self.cfg, self.canvas, self.opts["canvases"], ("train", "test"))
         self.baseline = mean_keypoints(keypoint_targets(c["train"]))
         test = c["test"]
         return canvas_data(test, {"keypoints": keypoint_targets(test)}, KEYPOINT_NAMES, (0.5,), (0.5,))

@@ -20,6 +20,13 @@ import numpy as np
 from svertka.data.canvas import CanvasConfig, Canvases
 from svertka.errors import ShapeError, UsageError
 from svertka.tasks.baseline import crop_components, find_components
+from svertka.tasks.canvas_options import (
+    GEOMETRY,
+    canvas_config,
+    canvas_options,
+    check_memory,
+    check_model_size,
+)
 from svertka.tasks.task import Task, TaskData, register_task
 
 from ..argtypes import positive_int
@@ -127,7 +134,8 @@ def baseline_segment(images: np.ndarray, classify, threshold: int = 16) -> np.nd
 @register_task
 class SegmentTask(Task):
     """``svertka train --task segment --model unet``: every pixel of a 96x96 canvas
-    classed as background or its item's Fashion-MNIST class (11 classes)."""
+    classed as background or its item's Fashion-MNIST class (11 classes). The geometry
+    options (:mod:`svertka.tasks.canvas_options`) change the canvas."""
 
     name = "segment"
     score = "miou"
@@ -139,13 +147,22 @@ class SegmentTask(Task):
         "canvases": (10_000, positive_int, "training canvases (--limit-train caps them)"),
         "val": (500, positive_int, "validation canvases, drawn from the training items with another seed"),
         "test": (2_000, positive_int, "test canvases, drawn from the test items (--limit-test caps them)"),
+        **canvas_options(SEGMENT_CANVAS, GEOMETRY),
     }
     SEEDS = {"train": 0, "val": 1, "test": 0}
+
+    def __init__(self, cfg):
+        super().__init__(cfg)
+        self.canvas = canvas_config(self, SEGMENT_CANVAS)  # the geometry options, checked
+
+    def check_training(self) -> None:
+        super().check_training()
+        check_model_size(self.cfg.model, self.canvas, lambda out, s: out[1:] == (s, s))  # unet: 16 divides s
 
     def _generator(self, split: str):
         from svertka.data.canvas import CanvasGenerator
 
-        gen = CanvasGenerator.from_dataset(self.cfg.data, split, SEGMENT_CANVAS, root=self.cfg.root)
+        gen = CanvasGenerator.from_dataset(self.cfg.data, split, self.canvas, root=self.cfg.root)
         self.classes = segment_classes(gen.classes)
         return gen
 
@@ -153,6 +170,7 @@ class SegmentTask(Task):
         cfg = self.cfg
         gen = self._generator("train")
         n_train = min(self.opts["canvases"], cfg.limit_train or self.opts["canvases"])
+        check_memory(self.canvas, n_train + min(self.opts["val"], n_train) + self._test_count())
         train = gen.generate(n_train, seed=self.SEEDS["train"])
         # the canvases are mostly black: their own statistics, not the items'
         stats = (float(train.images.mean() / 255),), (float(train.images.std() / 255),)
@@ -162,14 +180,18 @@ class SegmentTask(Task):
     def load_test(self):
         return self._test((0.0,), (1.0,))  # eval and predict normalise with the run's own mean/std
 
+    def _test_count(self) -> int:
+        return min(self.opts["test"], self.cfg.limit_test or self.opts["test"])
+
     def _test(self, mean, std):
-        n = min(self.opts["test"], self.cfg.limit_test or self.opts["test"])
+        n = self._test_count()
+        check_memory(self.canvas, n)
         return self._split(self._generator("test").generate(n, seed=self.SEEDS["test"]), mean, std)
 
     def _split(self, canvases, mean, std):
         # masks as uint8 (10,000 canvases: 92 MB, not 737 MB as int64); the loss widens each batch
         return TaskData(canvases.images, {"mask": pixel_labels(canvases)}, self.classes, mean, std,
-                        f"{SEGMENT_CANVAS.size}x{SEGMENT_CANVAS.size} canvases of "
+                        f"{self.canvas.size}x{self.canvas.size} canvases of "
                         f"{canvases.dataset.split('/')[0]} items")
 
     def network(self, train):

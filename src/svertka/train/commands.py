@@ -156,10 +156,15 @@ def add_parsers(sub):
                         "default: none)")
     s.set_defaults(func=cmd_eval)
 
-    s = sub.add_parser("predict", help="top-k classes of PNG/JPEG images")
-    s.add_argument("images", nargs="+", metavar="IMAGE",
-                   help="PNG or JPEG files, resized to the model's input")
-    s.add_argument("--weights", "-w", required=True, help="weights file or run folder (required)")
+    s = sub.add_parser("predict", help="top-k classes, or a task model's points, boxes or mask, of PNG/JPEG "
+                       "images: svertka predict RUN IMAGE...",
+                       usage="svertka predict [-h] RUN IMAGE [IMAGE ...] [options]\n"
+                             "       svertka predict [-h] -w WEIGHTS IMAGE [IMAGE ...] [options]")
+    s.add_argument("images", nargs="+", metavar="RUN IMAGE",
+                   help="a run folder of svertka train (or a .safetensors/.onnx weights file), then PNG or "
+                   "JPEG files, resized to the model's input; with -w, images only")
+    s.add_argument("--weights", "-w", help="weights file or run folder, instead of the first argument "
+                   "(default: the first argument)")
     s.add_argument("--model", help="model name (default: from the weights' metadata)")
     s.add_argument("--num-classes", type=positive_int,
                    help="classifier outputs (default: from the weights' metadata)")
@@ -321,9 +326,47 @@ def eval_task(args, loaded):
     return r
 
 
+# files `svertka predict RUN IMAGE...` takes as weights in first place: what svertka writes
+# (train's checkpoints, export's ONNX); other weights files go through -w
+WEIGHTS_SUFFIXES = (".safetensors", ".onnx")
+
+
+def is_weights(path) -> bool:
+    """A run folder of svertka train (it holds a checkpoint) or a weights file svertka writes."""
+    p = Path(path)
+    if p.is_dir():
+        return any((p / f).is_file() for f in ("best.safetensors", "last.safetensors"))
+    return p.is_file() and p.suffix.lower() in WEIGHTS_SUFFIXES
+
+
+def predict_inputs(weights, paths) -> tuple[str, list[str]]:
+    """(weights, images) of `svertka predict`: with -w every argument is an image; without,
+    the first must be a run folder or a weights file and the rest are images. Anything
+    else is a one-line error, never a guess."""
+    first, rest = paths[0], list(paths[1:])
+    if weights is not None:
+        if is_weights(first):
+            raise UsageError(f"two sets of weights: -w {weights} and {first}; give one, as in "
+                             f"`svertka predict RUN IMAGE...` or `svertka predict -w RUN IMAGE...`")
+        return weights, list(paths)
+    if not is_weights(first):
+        usage = "`svertka predict RUN IMAGE...` or `svertka predict -w WEIGHTS IMAGE...`"
+        p = Path(first)
+        if p.is_dir():
+            raise UsageError(f"{first} holds no best.safetensors or last.safetensors, so it is not a run "
+                             f"folder of svertka train; use {usage}")
+        what = ("does not exist" if not p.exists() else
+                f"is not a run folder or a {' or '.join(WEIGHTS_SUFFIXES)} weights file")
+        raise UsageError(f"{first} {what}, and no -w was given; use {usage}")
+    if not rest:
+        raise UsageError(f"no image after {first}; use `svertka predict {first} IMAGE...`")
+    return first, rest
+
+
 def cmd_predict(args):
     from .evaluate import load_trained, predict, predict_task
 
+    args.weights, args.images = predict_inputs(args.weights, args.images)
     loaded = load_trained(args.weights, args.model, args.num_classes, args.backend, args.device, args.threads)
     if loaded.task.name != "classify":
         if args.k is not None:
