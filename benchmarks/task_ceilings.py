@@ -86,22 +86,32 @@ def segmentation_scores(canvases, probs, classes) -> dict:
     return segment_scores(cm, classes)
 
 
+def training_canvases(n: int):
+    """``n`` canvases of the training items, with the detect task's training seed."""
+    gen = CanvasGenerator.from_dataset("fashion-mnist", split="train", config=SEGMENT_CANVAS)
+    return gen.generate(n, seed=1)
+
+
 def train_on_canvas(n: int, epochs: int, seed: int = 0):
-    """lenet5 trained on the true-mask crops of ``n`` training canvases -> a classify function."""
+    """lenet5 trained on the true-mask crops of ``n`` training canvases -> (classify, crops seen)."""
+    train = training_canvases(n)
+    crops = crop_components(train.images, true_components(train))
+    return train_crop_classifier(crops, train.labels[train.labels >= 0], epochs, seed), len(crops)
+
+
+def train_crop_classifier(crops: np.ndarray, labels: np.ndarray, epochs: int, seed: int = 0):
+    """The zoo's lenet5 trained (torch, AdamW, one-cycle, flips) on n x 28 x 28 x 1 uint8 crops;
+    returns classify(crops) -> n x 10 probabilities."""
     import torch
 
     from svertka.backends.torch import compile as compile_torch
     from svertka.zoo import create_model
 
-    gen = CanvasGenerator.from_dataset("fashion-mnist", split="train", config=SEGMENT_CANVAS)
-    train = gen.generate(n, seed=1)
-    crops = crop_components(train.images, true_components(train))
-    labels = torch.as_tensor(train.labels[train.labels >= 0])
     mean, std = 0.2860, 0.3530  # Fashion-MNIST's, as the plain runs use
 
     def tensor(c):
         return (torch.as_tensor(c.transpose(0, 3, 1, 2), dtype=torch.float32) / 255 - mean) / std
-    x = tensor(crops)
+    x, y = tensor(crops), torch.as_tensor(labels)
     torch.manual_seed(seed)
     model = compile_torch(create_model("lenet5", num_classes=10))
     steps = epochs * (-(-len(x) // 128))
@@ -115,7 +125,7 @@ def train_on_canvas(n: int, epochs: int, seed: int = 0):
             xb = x[b]
             flip = torch.rand(len(b)) < 0.5  # horizontal flips, as the plain recipes
             xb = torch.where(flip[:, None, None, None], xb.flip(3), xb)
-            loss = torch.nn.functional.cross_entropy(model(xb), labels[b])
+            loss = torch.nn.functional.cross_entropy(model(xb), y[b])
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -126,7 +136,7 @@ def train_on_canvas(n: int, epochs: int, seed: int = 0):
         with torch.no_grad():
             z = torch.cat([model(tensor(c[i:i + 1024])) for i in range(0, len(c), 1024)])
         return torch.softmax(z.double(), 1).numpy()
-    return classify, len(x)
+    return classify
 
 
 def main():

@@ -255,3 +255,34 @@ def test_data_export_refuses_a_canvas_too_large_to_draw(tmp_path, capsys):
     err = one_line_error(capsys, ["data", "export", "canvas", "--data", DATA, "--size", "100000", "--n", "2",
                                   "--out", str(tmp_path / "x")])
     assert "canvas size must be an integer from 1 to 1024 px" in err
+
+
+# ------------------------------------------------------------------ each task's own model
+
+
+@pytest.mark.parametrize("task,options,model", [
+    ("classify", {}, "lenet5"), ("detect", {}, "centernet_fm"), ("segment", {}, "unet"),
+    ("localize", {}, "localize_net"), ("points", {}, "points_heatmap"),
+    ("points", {"head": "direct"}, "points_direct"), ("upscale", {}, "espcn_x2")])
+def test_a_task_trains_its_own_model_when_none_is_named(task, options, model):
+    cfg = TrainConfig(task=task, task_options=options).validate()
+    assert cfg.model == model
+    named = TrainConfig(task=task, task_options=options, model="cnn2").validate()
+    assert named.model == "cnn2"  # a named model is never replaced by the task's
+
+
+def test_lenet5_named_for_points_is_refused_not_swapped(capsys):
+    """Naming the classifier's model for a points task is an error: it used to be taken as
+    "no model named" (the config's default was lenet5) and points_heatmap trained instead."""
+    line = one_line_error(capsys, ["train", "--task", "points", "lenet5", "--data", DATA, "--epochs", "1",
+                                   "--threads", "1", "-q"])
+    assert "not lenet5" in line and "points_heatmap" in line
+
+
+def test_the_run_folder_is_named_after_the_task_model(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", "--task", "detect", "--data", DATA, "--epochs", "1", "-b", "16", "--threads", "1",
+                 "--limit-train", "16", "--limit-test", "8", "-q", *opts(canvases=16, test_canvases=8)]) == 0
+    (run,) = (tmp_path / "runs").iterdir()
+    assert run.name.startswith("centernet_fm-")
+    assert json.loads((run / "config.json").read_text())["model"] == "centernet_fm"

@@ -25,7 +25,7 @@ from svertka.data.canvas import ITEM, bilinear_matrices, resample
 from svertka.errors import ShapeError, UsageError
 
 __all__ = ["label_components", "Components", "find_components", "Detections", "detect_components",
-           "crop_components"]
+           "crop_components", "crop_boxes"]
 
 
 def _roots(parent: np.ndarray) -> np.ndarray:
@@ -185,25 +185,40 @@ def _find_chunk(fg, min_pixels, bridge, merge_nested, connectivity) -> Component
 def crop_components(images: np.ndarray, comps: Components, size: int = ITEM, chunk: int = 512) -> np.ndarray:
     """Each component as a size x size uint8 crop, Fashion-MNIST style: its box
     padded to a square about the box centre, only its own pixels kept (the
-    rest black), resampled bilinearly. Returns n x size x size x 1. Works
-    ``chunk`` components at a time to bound memory (a float copy of each one's image)."""
-    x = np.asarray(images)
-    if x.ndim == 4:
-        x = x[..., 0]
+    rest black), resampled bilinearly. Returns n x size x size x 1."""
+    x = _grey(images)
+    return crop_boxes(images, comps.image, comps.boxes, size, chunk,
+                      own=lambda img, part: x[img] * (comps.labels[img] == comps.number[part][:, None, None]))
+
+
+def crop_boxes(images: np.ndarray, image: np.ndarray, boxes: np.ndarray, size: int = ITEM, chunk: int = 512,
+               own=None) -> np.ndarray:
+    """Box ``i`` of image ``image[i]`` (xyxy) as a size x size uint8 crop: the box
+    padded to a square about its centre and resampled bilinearly, n x size x size x 1.
+    ``own(img, part)``, if given, returns the chunk's images with what does not belong
+    to the box blacked out. Works ``chunk`` boxes at a time to bound memory (a float
+    copy of each one's image)."""
+    x = _grey(images)
     h, w = x.shape[1:]
-    out = np.zeros((len(comps.image), size, size, 1), np.uint8)
-    for lo in range(0, len(comps.image), chunk):
+    image, boxes = np.asarray(image, np.int64), np.asarray(boxes, np.float64).reshape(-1, 4)
+    out = np.zeros((len(image), size, size, 1), np.uint8)
+    for lo in range(0, len(image), chunk):
         part = slice(lo, lo + chunk)
-        img, num = comps.image[part], comps.number[part]
-        own = x[img] * (comps.labels[img] == num[:, None, None])  # this component's pixels only
-        x0, y0, x1, y1 = comps.boxes[part].T.astype(np.float64)
-        side = np.maximum(x1 - x0, y1 - y0)
+        img = image[part]
+        pixels = x[img] if own is None else own(img, part)
+        x0, y0, x1, y1 = boxes[part].T
+        side = np.maximum(np.maximum(x1 - x0, y1 - y0), 1.0)
         top, left = (y0 + y1 - side) / 2, (x0 + x1 - side) / 2
         n = len(side)
         rows = bilinear_matrices(top, side / size, h, size, np.full(n, size))
         cols = bilinear_matrices(left, side / size, w, size, np.full(n, size))
-        out[part, ..., 0] = np.clip(np.rint(resample(own, rows, cols)), 0, 255)
+        out[part, ..., 0] = np.clip(np.rint(resample(pixels, rows, cols)), 0, 255)
     return out
+
+
+def _grey(images: np.ndarray) -> np.ndarray:
+    x = np.asarray(images)
+    return x[..., 0] if x.ndim == 4 else x
 
 
 @dataclass

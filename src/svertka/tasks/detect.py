@@ -269,6 +269,7 @@ class DetectTask(Task):
     """
 
     name = "detect"
+    default_model = "centernet_fm"
     score = "map"
     shown = ("map", "map50")
     options = {

@@ -199,6 +199,7 @@ class LocalizeTask(Task):
     """`svertka train --task localize [MODEL]`: see the module's notes."""
 
     name = "localize"
+    default_model = "localize_net"
     score = "correct_localization"
     higher_is_better = True
     augments = False  # a crop or flip moves the box
@@ -217,7 +218,7 @@ class LocalizeTask(Task):
     def check_training(self) -> None:
         super().check_training()
         # localize_net's box head is an 8x8 conv over the 8x8 map of a 64 px canvas: one size only
-        check_model_size(pick_model(self.cfg, "localize_net", self._check_model), self.canvas,
+        check_model_size(pick_model(self.cfg, self._check_model), self.canvas,
                          lambda out, s: len(out) == 1)
 
     def load(self):
@@ -235,7 +236,7 @@ class LocalizeTask(Task):
     def network(self, train):
         from svertka.zoo import create_model
 
-        name = pick_model(self.cfg, "localize_net", self._check_model)
+        name = pick_model(self.cfg, self._check_model)
         h, w, c = train.image_shape
         return create_model(name, num_classes=train.num_classes, in_chans=c, input_size=h)
 

@@ -267,14 +267,11 @@ def pixel_stats(images: np.ndarray) -> tuple[tuple[float], tuple[float]]:
     return (float(x.mean()),), (float(x.std()) or 1.0,)
 
 
-def pick_model(cfg, default: str, family_check) -> str:
-    """The model to train: the one named (svertka train MODEL), else the task's
-    ``default``; ``family_check(name)`` raises for a model of the wrong kind."""
-    from svertka.train.config import TrainConfig
-
-    name = default if cfg.model == TrainConfig.model else cfg.model
-    family_check(name)
-    return name
+def pick_model(cfg, family_check) -> str:
+    """The model to train (named, or the task's default, see Task.model_for);
+    ``family_check(name)`` raises for a model of the wrong kind."""
+    family_check(cfg.model)
+    return cfg.model
 
 
 def as_float32(out):
@@ -300,6 +297,10 @@ class PointsTask(Task):
     """`svertka train --task points [MODEL]`: see the module's notes."""
 
     name = "points"
+
+    @classmethod
+    def model_for(cls, options: dict) -> str:
+        return HEADS.get(options.get("head", cls.options["head"][0]), HEADS["heatmap"])
     score = "mean_px_error"
     higher_is_better = False
     augments = False  # a flip or a crop moves the keypoints; image-only augmentation would lie
@@ -319,7 +320,7 @@ class PointsTask(Task):
 
     def check_training(self) -> None:
         super().check_training()
-        check_model_size(pick_model(self.cfg, HEADS[self.opts["head"]], self._check_model), self.canvas,
+        check_model_size(pick_model(self.cfg, self._check_model), self.canvas,
                          heads_fit)
 
     def load(self):
@@ -342,7 +343,7 @@ class PointsTask(Task):
     def network(self, train):
         from svertka.zoo import create_model
 
-        name = pick_model(self.cfg, HEADS[self.opts["head"]], self._check_model)
+        name = pick_model(self.cfg, self._check_model)
         h, w, c = train.image_shape
         net = create_model(name, num_classes=len(KEYPOINT_NAMES), in_chans=c, input_size=h)
         return net

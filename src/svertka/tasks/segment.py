@@ -138,6 +138,7 @@ class SegmentTask(Task):
     options (:mod:`svertka.tasks.canvas_options`) change the canvas."""
 
     name = "segment"
+    default_model = "unet"
     score = "miou"
     higher_is_better = True
     train_backends = ("torch", "numpy")  # per-pixel cross-entropy: N*H*W rows of the one both engines have

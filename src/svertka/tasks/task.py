@@ -100,6 +100,12 @@ class Task:
     shown = ("acc",)  # metrics on the per-epoch line
     # --task-opt key=value settings: {key: (default, parse function, help)}
     options: dict = {}
+    default_model = ""  # the zoo model trained when none is named
+
+    @classmethod
+    def model_for(cls, options: dict) -> str:
+        """The model to train when none is named, given the --task-opt strings."""
+        return cls.default_model
 
     def __init__(self, cfg):
         self.cfg = cfg
@@ -118,6 +124,8 @@ class Task:
                 self.opts[key] = parse(given[key])
             except (ValueError, TypeError, UsageError, ArgumentTypeError) as e:
                 raise UsageError(f"--task-opt {key}={given[key]}: {e}; {_help}") from None
+        if not getattr(cfg, "model", None):
+            cfg.model = self.model_for(given)
 
     def check_training(self) -> None:
         """One-line errors for settings this task cannot train with (the loop calls this;
@@ -211,6 +219,7 @@ class ClassifyTask(Task):
 
     name = "classify"
     augments = True
+    default_model = "lenet5"
 
     def load(self):
         from ..data import load_dataset

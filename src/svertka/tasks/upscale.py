@@ -283,6 +283,7 @@ class UpscaleTask(Task):
     photos instead, as the literature does."""
 
     name = "upscale"
+    default_model = "espcn_x2"
     score = "psnr"
     shown = ("psnr", "ssim")
     options = {

@@ -27,7 +27,7 @@ AUGMENT_MAX = 256
 
 def add_parsers(sub):
     from ..data.registry import list_datasets
-    from ..tasks.task import task_names
+    from ..tasks.task import get_task, task_names
     from .config import AMP, BACKENDS, OPTIMIZERS, TrainConfig
     from .schedule import SCHEDULES
 
@@ -42,10 +42,12 @@ def add_parsers(sub):
     s.add_argument("--task-opt", dest="task_opt", action="append", type=task_option, metavar="KEY=VALUE",
                    help="a task's own setting, repeatable (e.g. head=heatmap); a wrong key lists the "
                    "task's keys (default: none)")
+    model_default = dflt("model", "the task's own: " + ", ".join(
+        f"{t} {get_task(t).model_for({})}" for t in task_names()))
     s.add_argument("model_pos", nargs="?", metavar="MODEL",
-                   help="model name (same as --model)" + dflt("model"))
+                   help="model name (same as --model)" + model_default)
     s.add_argument("--model", "-m",
-                   help="zoo name, cnn2, vgg_fm, vgg_fm_small, or a JSON network file" + dflt("model"))
+                   help="zoo name, cnn2, vgg_fm, vgg_fm_small, or a JSON network file" + model_default)
     s.add_argument("--data", help=f"dataset: {', '.join(list_datasets())}" + dflt("data"))
     s.add_argument("--root", help="folder with the dataset files (default: $SVERTKA_DATA or "
                    "~/.cache/svertka, then system copies, then a download)")

@@ -32,7 +32,7 @@ TORCH_ONLY = (("amp", "none", "--amp none"), ("channels_last", False, "--no-chan
 class TrainConfig:
     task: str = "classify"  # svertka.tasks.task: what the loop trains (its data, head, loss and metrics)
     task_options: dict = field(default_factory=dict)  # --task-opt key=value, as strings; the task parses them
-    model: str = "lenet5"
+    model: str | None = None  # None: the task's own (Task.model_for), set by validate()
     data: str = "fashion-mnist"
     root: str | None = None
     backend: str = "torch"
@@ -80,9 +80,11 @@ class TrainConfig:
 
         from ..tasks.task import get_task
 
-        get_task(self.task)  # one line for an unknown name
+        task = get_task(self.task)  # one line for an unknown name
         if not all(isinstance(k, str) and isinstance(v, str) for k, v in self.task_options.items()):
             bad("task_options must map names to strings, as --task-opt key=value gives them")
+        if not self.model:
+            self.model = task.model_for(self.task_options)
         if self.backend not in BACKENDS:
             bad(f"unknown --backend {self.backend!r}; choose torch or numpy")
         if self.opt not in OPTIMIZERS:
