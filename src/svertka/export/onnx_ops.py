@@ -320,6 +320,9 @@ def _resize_input(ctx, op, what, index):
     value = ctx.static(op, index, what)
     if value is None:
         ctx.fail(op, f"computes its {what} from the image; svertka maps constant scales or sizes")
+    if ctx.depends_on_size(op, index):  # a constant at this input size only
+        ctx.fail(op, f"computes its {what} from the image size, which the file leaves open; svertka maps "
+                     f"constant scales or sizes (export with a fixed H and W)")
     value = np.asarray(value).reshape(-1)
     return value if value.size else None
 
@@ -336,9 +339,6 @@ def _resize_sizes(ctx, op, shape, sizes):
     hw = tuple(sizes.get(ax, shape[ax - 1]) for ax in (2, 3))
     if not all(_is_int(v) and int(v) > 0 for v in hw):
         ctx.fail(op, f"resizes H, W to {list(hw)}; svertka maps positive sizes")
-    if ctx.depends_on_size(op, 3):
-        ctx.fail(op, "computes its sizes from the image size, which the file leaves open; svertka's "
-                     "Upsample has a fixed size (import at a fixed size: re-export without dynamic H, W)")
     return tuple(int(v) for v in hw)
 
 
@@ -360,8 +360,8 @@ def _resize_scales(ctx, op, shape, scales, old):
     out = [int(np.floor(np.float32(i) * np.float32(s))) for i, s in zip(shape[1:], hw)]
     if min(out) < 1 or any(np.float32(o / i) != np.float32(s) for o, i, s in zip(out, shape[1:], hw)):
         exact = " x ".join(f"{float(np.float32(i) * np.float32(s)):.6g}" for i, s in zip(shape[1:], hw))
-        ctx.fail(op, f"{shown}, which makes {exact} of a {shape[1]}x{shape[2]} map; svertka maps integer "
-                     f"scales, or scales that give a whole size on a fixed input")
+        ctx.fail(op, f"{shown}, which turns the {shape[1]}x{shape[2]} map into {exact} pixels; svertka "
+                     f"maps integer scales, or scales that give a whole size on a fixed input")
     return dict(size=tuple(out))
 
 def _simple(leaf_type):
