@@ -186,6 +186,8 @@ REFUSED = {
                         "computes its scales from the image; svertka maps constant scales or sizes"),
     "non-whole": (17, "Resize", dict(mode="linear"), ["x", "", "s"], [_f32("s", [1, 1, 1.3, 1.5])], {},
                   "scales H, W by [1.3, 1.5], which turns the 8x8 map into 10.4 x 12 pixels"),
+    "zero": (17, "Resize", dict(mode="linear"), ["x", "", "s"], [_f32("s", [1, 1, 0, 2])], {},
+             "scales H, W by [0.0, 2.0]; svertka maps positive scales"),
     "antialias": (18, "Resize", dict(mode="linear", antialias=1), ["x", "", "s"], [_f32("s", [1, 1, 2, 2])],
                   {}, "sets antialias=1"),
     "nearest-mode": (17, "Resize", dict(mode="nearest", coordinate_transformation_mode="asymmetric"),

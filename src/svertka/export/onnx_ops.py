@@ -348,6 +348,8 @@ def _resize_scales(ctx, op, shape, scales, old):
         ctx.fail(op, f"scales (N, C, H, W) by {[_round(s) for s in scales]}; "
                      f"svertka's Upsample scales H and W only")
     hw = scales[2:]
+    if not all(np.isfinite(s) and s > 0 for s in hw):
+        ctx.fail(op, f"scales H, W by {hw}; svertka maps positive scales")
     if all(s >= 1 and s == int(s) for s in hw):
         return dict(scale_factor=tuple(int(s) for s in hw))
     shown = f"scales H, W by {[_round(s) for s in hw]}"
@@ -363,6 +365,7 @@ def _resize_scales(ctx, op, shape, scales, old):
         ctx.fail(op, f"{shown}, which turns the {shape[1]}x{shape[2]} map into {exact} pixels; svertka "
                      f"maps integer scales, or scales that give a whole size on a fixed input")
     return dict(size=tuple(out))
+
 
 def _simple(leaf_type):
     return lambda ctx, op, shape: (leaf_type(), {})
