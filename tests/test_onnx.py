@@ -445,13 +445,13 @@ def test_hard_sigmoid_layer_agrees_between_backends(alpha, beta):
 # ----------------------------------------------------------------------- bad files
 
 
-def _graph_file(tmp_path, name, nodes, outputs, initializers=()):
+def _graph_file(tmp_path, name, nodes, outputs, initializers=(), opset=17, dims=(1, 3, 8, 8)):
     from onnx import TensorProto, helper
 
-    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, list(dims))  # a str dim is left open
     outs = [helper.make_tensor_value_info(o, TensorProto.FLOAT, ["n", "c", "h", "w"]) for o in outputs]
     graph = helper.make_graph(nodes, name, [x], outs, list(initializers))
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
     path = tmp_path / f"{name}.onnx"
     onnx.save(model, str(path))
     return path

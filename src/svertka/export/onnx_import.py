@@ -35,6 +35,7 @@ from .onnx_export import META_PREFIX, _require_onnx
 from .onnx_ops import JOINS, OPS
 
 BATCH = "batch"          # the batch dimension inside a shape computed from the graph
+SIZE = "size"            # an image-size-dependent dimension, while depends_on_size evaluates
 STATIC_OPS = {"Constant", "Identity", "Shape", "Gather", "Unsqueeze", "Squeeze", "Concat", "Cast", "Slice"}
 
 
@@ -138,10 +139,13 @@ class _Importer:
                             f"({', '.join(o.name for o in graph.output)}); svertka maps one-output models")
         self.input, self.output = inputs[0].name, graph.output[0].name
         self.input_shape, self.static_batch = self._input_shape(inputs[0], input_size)
+        # the default domain's version: an op's inputs and attributes depend on it (Resize 10 vs 11)
+        self.opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 1)
         self.ops = [self._op(p) for p in graph.node]
         self.producer = {o: op for op in self.ops for o in op.outputs if o}
         self.shapes = {self.input: self.input_shape}   # per example, filled as the walk goes
         self.static_cache = {}
+        self.symbolic_size = False   # while set, Shape leaves H and W open (see depends_on_size)
         self._mark_data()
 
     # ---------------------------------------------------------------- reading
@@ -159,6 +163,7 @@ class _Importer:
         if c is None:
             raise SpecError(f"{self.file}: input {value.name} leaves its channel count open; "
                             "svertka needs it")
+        self.open_size = h is None or w is None   # the file runs at any size; the spec at one
         if input_size:  # only where the file leaves the size open
             h, w = h or int(input_size), w or int(input_size)
         if h is None or w is None:
@@ -207,6 +212,19 @@ class _Importer:
         name = op.inputs[index] if index < len(op.inputs) else ""
         return self._static_value(name) if name else None
 
+    def depends_on_size(self, op, index) -> bool:
+        """Whether input ``index`` (a constant at this import's input size) changes
+        with the image size in a file that leaves the size open: it is evaluated again
+        with every size from a Shape left as a name."""
+        if not self.open_size:
+            return False
+        cache, self.static_cache, self.symbolic_size = self.static_cache, {}, True
+        try:
+            value = self.static(op, index, "")
+        finally:
+            self.static_cache, self.symbolic_size = cache, False
+        return value is None or any(isinstance(v, str) and v != BATCH for v in np.asarray(value).ravel())
+
     def _static_value(self, name):
         if name in self.consts:
             return self.consts[name]
@@ -237,6 +255,8 @@ class _Importer:
             shape = self.shapes.get(op.inputs[0])
             if shape is None:
                 return None
+            if self.symbolic_size:  # every size but the channel count follows the image's
+                shape = [shape[0] if len(shape) == 3 else SIZE] + [SIZE] * (len(shape) - 1)
             full = np.array([BATCH if self.static_batch is None else self.static_batch, *shape], object)
             return full[a.get("start", 0):a.get("end", len(full))]
         ins = [self._static_value(v) if v else None for v in op.inputs]

@@ -244,6 +244,129 @@ def depth_to_space(ctx, op, shape):
     return n.PixelShuffle(r), {}
 
 
+# torch's nn.Upsample as its exporter writes it (opset 11+): Resize with these attributes
+_RESIZE_COORDS = {"nearest": {"asymmetric": None},
+                  "linear": {"half_pixel": None, "pytorch_half_pixel": None, "align_corners": True}}
+
+
+def resize(ctx, op, shape):
+    """ONNX ``Resize`` (opset 10-19) and the older ``Upsample`` (7-9) -> ``Upsample``.
+
+    What maps is what torch's ``nn.Upsample`` computes: nearest with asymmetric
+    coordinates and floor (x = o / scale), linear with half_pixel ((o + 0.5) / scale
+    - 0.5, torch's align_corners=False, kept as its default None) or align_corners.
+    pytorch_half_pixel is half_pixel except that an output side of 1 reads input 0,
+    where torch (and half_pixel) read the middle: it maps wherever no output side
+    is 1 but its input side is. Integer scales become ``scale_factor``, sizes
+    ``size``; a whole-size non-integer scale becomes ``size`` on a fixed input.
+    """
+    a = op.attrs
+    if len(shape) != 3:
+        ctx.fail(op, f"resizes a {len(shape) + 1}-D tensor; svertka maps (N, C, H, W) images")
+    mode = a.get("mode", "nearest") or "nearest"
+    old = op.op_type == "Upsample" or ctx.opset < 11   # Upsample 7-9 and Resize 10: x = o / scale, floor
+    if old:
+        if mode != "nearest":
+            ctx.fail(op, f"has mode {mode} with {op.op_type}-{ctx.opset}'s coordinates o / scale, which is "
+                         f"neither of torch's bilinear modes; svertka maps this op's nearest mode only "
+                         f"(export at opset 11 or later)")
+        coords, scales, sizes = "asymmetric", _resize_input(ctx, op, "scales", 1), None
+        if "scales" in a:  # Upsample-7 keeps them as an attribute
+            scales = np.asarray(a["scales"], np.float32)
+    else:
+        coords = a.get("coordinate_transformation_mode", "half_pixel") or "half_pixel"
+        nearest = a.get("nearest_mode", "round_prefer_floor") or "round_prefer_floor"
+        if int(a.get("antialias", 0)):
+            ctx.fail(op, "sets antialias=1; svertka maps Resize as torch's nn.Upsample, without antialiasing")
+        if coords not in _RESIZE_COORDS.get(mode, {}) or (mode == "nearest" and nearest != "floor"):
+            how = f"nearest_mode {nearest}, " if mode == "nearest" else ""
+            ctx.fail(op, f"has mode {mode}, {how}coordinate_transformation_mode {coords}; svertka maps "
+                         f"torch's nn.Upsample: nearest (asymmetric, floor) and linear (half_pixel, "
+                         f"pytorch_half_pixel, align_corners)")
+        scales, sizes = _resize_input(ctx, op, "scales", 2), _resize_input(ctx, op, "sizes", 3)
+        if sizes is not None and (a.get("keep_aspect_ratio_policy", "stretch") or "stretch") != "stretch":
+            ctx.fail(op, f"has keep_aspect_ratio_policy {a['keep_aspect_ratio_policy']}; "
+                         f"svertka maps sizes as given (stretch)")
+    if (scales is None) == (sizes is None):
+        ctx.fail(op, f"has {'both' if scales is not None else 'neither of'} scales and sizes; "
+                     "ONNX needs exactly one")
+    axes = [int(v) % 4 for v in a.get("axes", range(4))]
+    given = scales if scales is not None else sizes
+    if len(given) != len(axes):
+        ctx.fail(op, f"gives {len(given)} {'scales' if sizes is None else 'sizes'} for {len(axes)} axes")
+    if sizes is not None:
+        size = _resize_sizes(ctx, op, shape, dict(zip(axes, sizes)))
+        leaf = dict(size=size)
+    else:
+        full = [1.0, 1.0, 1.0, 1.0]
+        for ax, s in zip(axes, scales):
+            full[ax] = float(s)
+        leaf = _resize_scales(ctx, op, shape, full, old)
+    out = leaf["size"] if "size" in leaf else (shape[1] * leaf["scale_factor"][0],
+                                              shape[2] * leaf["scale_factor"][1])
+    if coords == "pytorch_half_pixel" and any(o == 1 < i for o, i in zip(out, shape[1:])):
+        ctx.fail(op, f"resizes {fmt_shape(shape)} to a side of 1 with pytorch_half_pixel, which reads the "
+                     f"first pixel where torch reads the middle; svertka maps half_pixel there")
+    if mode == "nearest":
+        return n.Upsample(**leaf), {}
+    return n.Upsample(**leaf, mode="bilinear", align_corners=_RESIZE_COORDS[mode][coords]), {}
+
+
+def _resize_input(ctx, op, what, index):
+    """A Resize's scales or sizes as a 1-D array, None where absent or empty."""
+    name = op.inputs[index] if index < len(op.inputs) else ""
+    if not name:
+        return None
+    value = ctx.static(op, index, what)
+    if value is None:
+        ctx.fail(op, f"computes its {what} from the image; svertka maps constant scales or sizes")
+    if ctx.depends_on_size(op, index):  # a constant at this input size only
+        ctx.fail(op, f"computes its {what} from the image size, which the file leaves open; svertka maps "
+                     f"constant scales or sizes (export with a fixed H and W)")
+    value = np.asarray(value).reshape(-1)
+    return value if value.size else None
+
+
+def _resize_sizes(ctx, op, shape, sizes):
+    """Output sizes by axis -> (H, W); batch and channels must stay as they are."""
+    batch = sizes.get(0, ctx.BATCH)
+    if not (batch == ctx.BATCH if isinstance(batch, str) else
+            (_is_int(batch) and ctx.static_batch is not None and int(batch) == ctx.static_batch)):
+        ctx.fail(op, f"resizes the batch to {batch}; svertka's Upsample keeps the batch")
+    channels = sizes.get(1, shape[0])
+    if not _is_int(channels) or int(channels) != shape[0]:
+        ctx.fail(op, f"resizes {shape[0]} channels to {channels}; svertka's Upsample resizes H and W only")
+    hw = tuple(sizes.get(ax, shape[ax - 1]) for ax in (2, 3))
+    if not all(_is_int(v) and int(v) > 0 for v in hw):
+        ctx.fail(op, f"resizes H, W to {list(hw)}; svertka maps positive sizes")
+    return tuple(int(v) for v in hw)
+
+
+def _resize_scales(ctx, op, shape, scales, old):
+    """Scales by axis (N, C, H, W) -> scale_factor (integers) or size (whole results on a fixed input)."""
+    if scales[0] != 1 or scales[1] != 1:
+        ctx.fail(op, f"scales (N, C, H, W) by {[_round(s) for s in scales]}; "
+                     f"svertka's Upsample scales H and W only")
+    hw = scales[2:]
+    if not all(np.isfinite(s) and s > 0 for s in hw):
+        ctx.fail(op, f"scales H, W by {hw}; svertka maps positive scales")
+    if all(s >= 1 and s == int(s) for s in hw):
+        return dict(scale_factor=tuple(int(s) for s in hw))
+    shown = f"scales H, W by {[_round(s) for s in hw]}"
+    if old:
+        ctx.fail(op, f"{shown}; svertka maps this op with integer scales only")
+    if ctx.open_size:
+        ctx.fail(op, f"{shown} on an image size the file leaves open; svertka's Upsample takes an integer "
+                     f"scale, or a fixed size where the input size is fixed")
+    # a fixed size computes o * in / out, the file o / scale: the same where scale is out / in
+    out = [int(np.floor(np.float32(i) * np.float32(s))) for i, s in zip(shape[1:], hw)]
+    if min(out) < 1 or any(np.float32(o / i) != np.float32(s) for o, i, s in zip(out, shape[1:], hw)):
+        exact = " x ".join(f"{float(np.float32(i) * np.float32(s)):.6g}" for i, s in zip(shape[1:], hw))
+        ctx.fail(op, f"{shown}, which turns the {shape[1]}x{shape[2]} map into {exact} pixels; svertka "
+                     f"maps integer scales, or scales that give a whole size on a fixed input")
+    return dict(size=tuple(out))
+
+
 def _simple(leaf_type):
     return lambda ctx, op, shape: (leaf_type(), {})
 
@@ -258,6 +381,7 @@ OPS = {
     "BatchNormalization": batch_norm, "Relu": _simple(n.ReLU), "Clip": clip, "Sigmoid": _simple(n.Sigmoid),
     "Tanh": _simple(n.Tanh), "HardSigmoid": hard_sigmoid, "MaxPool": max_pool, "AveragePool": average_pool,
     "GlobalAveragePool": global_average_pool, "Flatten": flatten, "Reshape": reshape, "Dropout": dropout,
-    "Identity": _simple(n.Identity), "LRN": lrn, "DepthToSpace": depth_to_space,
+    "Identity": _simple(n.Identity), "LRN": lrn, "DepthToSpace": depth_to_space, "Resize": resize,
+    "Upsample": resize,
 }
 JOINS = ("Add", "Concat", "Mul")  # between two branches: Residual, Concat, Gate (Mul with a Sigmoid branch)
