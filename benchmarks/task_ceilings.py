@@ -99,9 +99,12 @@ def train_on_canvas(n: int, epochs: int, seed: int = 0):
     return train_crop_classifier(crops, train.labels[train.labels >= 0], epochs, seed), len(crops)
 
 
-def train_crop_classifier(crops: np.ndarray, labels: np.ndarray, epochs: int, seed: int = 0):
+def train_crop_classifier(crops: np.ndarray, labels: np.ndarray, epochs: int, seed: int = 0, cache=None):
     """The zoo's lenet5 trained (torch, AdamW, one-cycle, flips) on n x 28 x 28 x 1 uint8 crops;
-    returns classify(crops) -> n x 10 probabilities."""
+    returns classify(crops) -> n x 10 probabilities. ``cache``: a .pt file holding the
+    trained weights, read instead of training when it exists, written after training."""
+    from pathlib import Path
+
     import torch
 
     from svertka.backends.torch import compile as compile_torch
@@ -111,12 +114,15 @@ def train_crop_classifier(crops: np.ndarray, labels: np.ndarray, epochs: int, se
 
     def tensor(c):
         return (torch.as_tensor(c.transpose(0, 3, 1, 2), dtype=torch.float32) / 255 - mean) / std
-    x, y = tensor(crops), torch.as_tensor(labels)
     torch.manual_seed(seed)
     model = compile_torch(create_model("lenet5", num_classes=10))
+    if cache and Path(cache).is_file():
+        model.load_state_dict(torch.load(cache))
+        epochs = 0
+    x, y = tensor(crops), torch.as_tensor(labels)
     steps = epochs * (-(-len(x) // 128))
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.05)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=3e-3, total_steps=steps)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=3e-3, total_steps=max(steps, 1))
     model.train()
     for _ in range(epochs):
         order = torch.randperm(len(x))
@@ -130,6 +136,8 @@ def train_crop_classifier(crops: np.ndarray, labels: np.ndarray, epochs: int, se
             loss.backward()
             opt.step()
             sched.step()
+    if cache and epochs:
+        torch.save(model.state_dict(), cache)
     model.eval()
 
     def classify(c):
