@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -279,10 +280,21 @@ def test_a_training_run_grows_its_curve_live(page, base_url, runs, artifacts):
                              "--output", str(runs / "live"), "-q"], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
-        page.click("#runs-table tbody tr[data-run='live']")  # waits for the row to appear
-        page.wait_for_function("Number($('run-curves').dataset.epochs || 0) >= 1")
-        first = int(page.get_attribute("#run-curves", "data-epochs"))
-        assert first < epochs, "the run ended before the page saw it train"
+        # Hold the run after its first epoch (SIGSTOP) so that a busy machine cannot let it
+        # finish before the page has shown it in progress; then let it go on (SIGCONT).
+        metrics = runs / "live" / "metrics.jsonl"
+        deadline = time.monotonic() + 120
+        while not (metrics.is_file() and metrics.read_text().count("\n") >= 1):
+            assert proc.poll() is None and time.monotonic() < deadline, "the run never finished an epoch"
+            time.sleep(0.01)
+        os.kill(proc.pid, signal.SIGSTOP)
+        try:
+            page.click("#runs-table tbody tr[data-run='live']")  # waits for the row to appear
+            page.wait_for_function("Number($('run-curves').dataset.epochs || 0) >= 1")
+            first = int(page.get_attribute("#run-curves", "data-epochs"))
+            assert first < epochs, "the run ended before the page saw it train"
+        finally:
+            os.kill(proc.pid, signal.SIGCONT)
         page.wait_for_function(f"Number($('run-curves').dataset.epochs) > {first}")  # no reload
         assert proc.wait(120) == 0, proc.stderr.read().decode()
         page.wait_for_function(f"Number($('run-curves').dataset.epochs) == {epochs}")
