@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..argtypes import positive_int
+from ..argtypes import _number, positive_int
 from ..data.canvas import TASK_PRESETS
 from .baseline import ITEM, crop_boxes
 from .canvas_options import GEOMETRY, canvas_config, canvas_options, check_memory
@@ -52,10 +52,7 @@ def box_crops(canvases, jitter: float = 0.0, rng=None) -> tuple[np.ndarray, np.n
 
 
 def _jitter(text) -> float:
-    v = float(text)
-    if not 0 <= v < 0.5:
-        raise ValueError("need a fraction of the box size in [0, 0.5)")
-    return v
+    return _number(text, float, lambda v: 0 <= v < 0.5, "a fraction of the box size in [0, 0.5)")
 
 
 @register_task
