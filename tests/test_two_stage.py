@@ -180,6 +180,18 @@ def test_crops_trains_and_evaluates_as_a_classifier(backend, crops_run, tmp_path
     assert json.loads(capsys.readouterr().out)["n"] == 7
 
 
+def test_a_crops_run_predicts_top_k_as_a_classifier(crops_run, tmp_path, capsys):
+    from PIL import Image
+
+    test = CropsTask(TrainConfig(task="crops", data=DATA, task_options={"test_canvases": "1"})).load_test()
+    Image.fromarray(test.images[0, ..., 0]).save(tmp_path / "crop.png")
+    capsys.readouterr()
+    assert main(["predict", str(crops_run), str(tmp_path / "crop.png"), "-k", "3", "--json"]) == 0
+    top = json.loads(capsys.readouterr().out)[0]["top"]
+    assert len(top) == 3 and all(t["class"] in test.classes for t in top)
+    assert top[0]["prob"] >= top[1]["prob"] >= top[2]["prob"]
+
+
 def test_bad_crops_settings_get_one_line_errors(capsys, tmp_path):
     assert "jitter=0.7" in one_line_error(capsys, [*CROPS, "--task-opt", "jitter=0.7", "-o", str(tmp_path)])
     assert "not an option of task crops" in one_line_error(capsys, [*CROPS, "--task-opt", "boxes=1",

@@ -393,7 +393,9 @@ def cmd_predict(args):
         from .second_stage import decode_two_stage, load_second_stage
         second = load_second_stage(loaded, args.second_stage, args.backend, args.device, args.threads)
         decode = decode_two_stage(loaded, second)
-    if loaded.task.name != "classify":
+    from ..tasks.task import ClassifyTask
+
+    if not isinstance(loaded.task, ClassifyTask):  # a crops run predicts as a classifier: top-k
         if args.k is not None:
             raise UsageError(f"-k lists classes of a classifier; {loaded.source} is a "
                              f"{loaded.task.name} model")

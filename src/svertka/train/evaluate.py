@@ -98,7 +98,9 @@ def load_trained(path, model: str | None = None, num_classes: int | None = None,
 
 
 def require_classifier(loaded: Loaded, what: str) -> None:
-    if loaded.task.name != "classify":
+    from ..tasks.task import ClassifyTask
+
+    if not isinstance(loaded.task, ClassifyTask):  # classify, or a task whose data only differs (crops)
         raise UsageError(f"{loaded.source} is a {loaded.task.name} model, and {what} is for classifiers; "
                          f"use `svertka eval` / `svertka predict`, which follow the run's task")
 
