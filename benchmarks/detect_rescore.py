@@ -19,6 +19,8 @@ All are scored on the same test canvases as `detect_map.py` (``--offset 0``) and
 as a check that the figures do not depend on the canvases, on the next ones
 (``--offset 5000``: canvases 5,000-9,999 of the same stream, other layouts of the
 same test items). The detector's boxes are unchanged, so any gain is the class's.
+The second stage is svertka's (`svertka.tasks.two_stage`, as `svertka eval DETECT_RUN
+--second-stage CROPS_RUN` runs it); this script trains its classifier and prints the table.
 
     OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1 python benchmarks/detect_rescore.py DETECT_RUN \\
         [--n 5000] [--offset 0] [--train-canvases 40000] [--epochs 15] [--cache lenet5_crops.pt]
@@ -33,44 +35,11 @@ import numpy as np
 
 from detect_map import split_scores
 from machine import LoadMonitor, write_results
-from svertka.tasks.baseline import crop_boxes
-from svertka.tasks.boxes import box_iou, xyxy_to_xywh
-from svertka.tasks.coco_eval import evaluate_detections
+from svertka.tasks.crops import JITTER_SEEDS, box_crops
 from svertka.tasks.detect import DetectionEvaluator
-from svertka.tasks.nms import nms
+from svertka.tasks.two_stage import merge_classes, rescored_evaluator
 from svertka.train.evaluate import load_trained
 from task_ceilings import train_crop_classifier, training_canvases
-
-
-def merge_classes(image, boxes, scores, labels, num_classes: int, iou: float):
-    """Per canvas, NMS over all classes: one box per item (the best-scoring class's).
-    Returns the kept indices and, per kept box, the detector's score for each class:
-    the best of its peaks of that class whose boxes overlap the kept one above ``iou``."""
-    keep, votes = [], []
-    order = np.argsort(image, kind="stable")
-    starts = np.flatnonzero(np.r_[True, image[order][1:] != image[order][:-1]])
-    for lo, hi in zip(starts, np.r_[starts[1:], len(order)]):
-        idx = order[lo:hi]
-        kept = idx[nms(boxes[idx], scores[idx], iou)]
-        near = box_iou(boxes[kept], boxes[idx]) > iou  # kept x all boxes of the canvas
-        v = np.zeros((len(kept), num_classes))
-        for j in range(num_classes):
-            of_j = labels[idx] == j
-            v[:, j] = np.max(np.where(near & of_j, scores[idx], 0.0), 1, initial=0.0)
-        keep.append(kept)
-        votes.append(v)
-    if not keep:
-        return np.zeros(0, np.int64), np.zeros((0, num_classes))
-    return np.concatenate(keep), np.concatenate(votes)
-
-
-def jittered(boxes: np.ndarray, frac: float, rng) -> np.ndarray:
-    """Each side of each xyxy box moved by up to ``frac`` of the box's width or height."""
-    w, h = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
-    step = rng.uniform(-frac, frac, boxes.shape) * np.stack([w, h, w, h], 1)
-    out = boxes + step
-    out[:, 2:] = np.maximum(out[:, 2:], out[:, :2] + 1)
-    return out
 
 
 def main():
@@ -102,36 +71,20 @@ def main():
 
         t = time.perf_counter()
         train = training_canvases(args.train_canvases)
-        live = train.labels >= 0
-        rng = np.random.default_rng(0)
-        crops = crop_boxes(train.images, np.nonzero(live)[0], jittered(train.boxes[live], args.jitter, rng))
-        classify = train_crop_classifier(crops, train.labels[live], args.epochs, cache=args.cache)
+        crops, labels = box_crops(train, args.jitter, np.random.default_rng(JITTER_SEEDS["train"]))
+        classify = train_crop_classifier(crops, labels, args.epochs, cache=args.cache)
         train_s = time.perf_counter() - t
 
-        (gi, gl, gb), (di, dl, db, ds) = ev.arrays()
-        db = db.reshape(-1, 4)
-        k = len(classes)
-        keep, votes = merge_classes(di, db, ds, dl, k, args.nms)
-        pi, pb, ps = di[keep], db[keep], ds[keep]
-        probs = classify(crop_boxes(test.images, pi - 1, pb))
-        own = np.maximum(votes, ev.min_score)
-        own /= own.sum(1, keepdims=True)
-        fused = np.sqrt(probs * own)
-        fused /= fused.sum(1, keepdims=True)
-        ri, rb, rc = np.repeat(pi, k), np.repeat(pb, k, 0), np.tile(np.arange(k), len(pi))
-
-        def scored_by(p):
-            rs = (ps[:, None] * p).reshape(-1)
-            return lambda images: evaluate_detections(
-                gi, gl, xyxy_to_xywh(gb.reshape(-1, 4)), ri, rc, xyxy_to_xywh(rb), rs, image_ids=images,
-                category_ids=np.arange(k))
-        two_stage = {"classifier": split_scores(scored_by(probs), touching, classes),
-                     "fused": split_scores(scored_by(fused), touching, classes)}
+        _, (di, dl, db, ds) = ev.arrays()
+        merged, _ = merge_classes(di, db, ds, dl, len(classes), args.nms)  # for the count printed below
+        two_stage = {name: split_scores(rescored_evaluator(ev, test.images, classify, iou=args.nms,
+                                                           fused=fused).metrics, touching, classes)
+                     for name, fused in (("classifier", False), ("fused", True))}
     last = args.offset + len(test) - 1
     print(f"test canvases {args.offset:,}-{last:,} ({int(touching.sum())} with touching items); detector "
           f"{det_run.net.name} ({args.detector}); second stage lenet5 on {len(crops):,} box crops of "
           f"{args.train_canvases:,} training canvases x {args.epochs} ({train_s:.0f} s); "
-          f"{len(di):,} detections -> {len(pi):,} boxes after merging classes at IoU {args.nms}; "
+          f"{len(di):,} detections -> {len(merged):,} boxes after merging classes at IoU {args.nms}; "
           f"other processes {load.other_cores:.2f} cores{' CONTENDED' if load.contended else ''}")
     print("| method | canvases | mAP@[.5:.95] | mAP@.5 | mAP@.75 |")
     print("|---|---|---:|---:|---:|")

@@ -399,7 +399,8 @@ def draw_boxes(image: np.ndarray, boxes, captions=(), colors=None, truth=(), sca
     for i, b in enumerate(boxes):
         color = tuple(colors[i]) if colors is not None else PALETTE[i % len(PALETTE)]
         x0, y0, x1, y1 = (float(v) * scale for v in b)
-        pen.rectangle([x0, y0, x1 - 1, y1 - 1], outline=color, width=2)
+        # max(): a box of zero width or height (a fresh model's size) is drawn as a line, not refused
+        pen.rectangle([x0, y0, max(x0, x1 - 1), max(y0, y1 - 1)], outline=color, width=2)
         if i < len(captions):
             pen.text((x0 + 2, max(y0 - 11, 0)), captions[i], fill=color)
     return img

@@ -156,6 +156,9 @@ def add_parsers(sub):
                    help="detection runs: also write the test canvases' detections as a COCO results "
                         "file (image ids as `svertka data export canvas --task detect` numbers them; "
                         "default: none)")
+    s.add_argument("--second-stage", metavar="CROPS_RUN",
+                   help="detection runs: re-class the detector's boxes with this crop classifier (a run of "
+                        "`svertka train --task crops`) and score the two stages together (default: none)")
     s.set_defaults(func=cmd_eval)
 
     s = sub.add_parser("predict", help="top-k classes, or a task model's points, boxes or mask, of PNG/JPEG "
@@ -180,6 +183,9 @@ def add_parsers(sub):
     s.add_argument("--threads", type=positive_int, help=THREADS_HELP)
     s.add_argument("--out", help="task models (points, boxes, ...): draw the first image's prediction into "
                    "this PNG (default: none)")
+    s.add_argument("--second-stage", metavar="CROPS_RUN",
+                   help="detection runs: re-class the boxes with this crop classifier (a run of "
+                        "`svertka train --task crops`) (default: none)")
     s.add_argument("--json", action="store_true", help="print JSON")
     s.set_defaults(func=cmd_predict)
 
@@ -265,6 +271,9 @@ def cmd_eval(args):
     loaded = load_trained(args.path, args.model, args.num_classes, args.backend, args.device, args.threads)
     if loaded.task.name != "classify":
         return eval_task(args, loaded)
+    if args.second_stage:
+        from .second_stage import load_second_stage
+        load_second_stage(loaded, args.second_stage)  # refuses a classifier in one line
     if args.coco_results:
         raise UsageError(f"--coco-results writes detections; {loaded.source} is a classifier")
     aug = loaded.meta.get("aug")
@@ -313,16 +322,25 @@ def eval_task(args, loaded):
                              f"evaluated on its own test data")
     if args.coco_results and not hasattr(loaded.task, "write_coco_results"):
         raise UsageError(f"--coco-results writes detections; {loaded.source} is a {loaded.task.name} model")
+    second = None
+    if args.second_stage:
+        from .second_stage import evaluate_two_stage, load_second_stage
+        second = load_second_stage(loaded, args.second_stage, args.backend, args.device, args.threads)
     r = evaluate_task(loaded, args.root, limit=args.limit)
+    if second is not None:
+        r = evaluate_two_stage(r, second)
     if args.coco_results:
         n = loaded.task.write_coco_results(r["evaluator"], args.coco_results)
         print(f"wrote {n} detections on {r['n']} test canvases to {args.coco_results} (COCO results format)",
               file=sys.stderr)
     if args.json:
-        print(json.dumps({"task": r["task"], "n": r["n"], **r["metrics"]}))
+        staged = {"second_stage": str(second.source)} if second is not None else {}
+        print(json.dumps({"task": r["task"], "n": r["n"], **staged, **r["metrics"]}))
         return r
+    staged = (f", boxes re-classed by the second stage {second.net.name} ({second.source})"
+              if second is not None else "")
     print(f"{loaded.net.name} ({r['task']}) on {r['data']} test canvases ({r['n']} images, "
-          f"{loaded.adapter.backend} backend):")
+          f"{loaded.adapter.backend} backend{staged}):")
     for k, v in r["metrics"].items():
         print(f"  {k:<20} {v:.4f}" if isinstance(v, float) else f"  {k:<20} {v}")
     return r
@@ -370,11 +388,18 @@ def cmd_predict(args):
 
     args.weights, args.images = predict_inputs(args.weights, args.images)
     loaded = load_trained(args.weights, args.model, args.num_classes, args.backend, args.device, args.threads)
-    if loaded.task.name != "classify":
+    decode = None
+    if args.second_stage:
+        from .second_stage import decode_two_stage, load_second_stage
+        second = load_second_stage(loaded, args.second_stage, args.backend, args.device, args.threads)
+        decode = decode_two_stage(loaded, second)
+    from ..tasks.task import ClassifyTask
+
+    if not isinstance(loaded.task, ClassifyTask):  # a crops run predicts as a classifier: top-k
         if args.k is not None:
             raise UsageError(f"-k lists classes of a classifier; {loaded.source} is a "
                              f"{loaded.task.name} model")
-        out = predict_task(loaded, args.images, args.out)
+        out = predict_task(loaded, args.images, args.out, decode)
         print(json.dumps(out if args.json or len(out) > 1 else out[0], indent=None if args.json else 1))
         if args.out:
             print(f"drew {args.images[0]}'s prediction in {args.out}", file=sys.stderr)

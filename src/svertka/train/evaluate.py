@@ -98,7 +98,9 @@ def load_trained(path, model: str | None = None, num_classes: int | None = None,
 
 
 def require_classifier(loaded: Loaded, what: str) -> None:
-    if loaded.task.name != "classify":
+    from ..tasks.task import ClassifyTask
+
+    if not isinstance(loaded.task, ClassifyTask):  # classify, or a task whose data only differs (crops)
         raise UsageError(f"{loaded.source} is a {loaded.task.name} model, and {what} is for classifiers; "
                          f"use `svertka eval` / `svertka predict`, which follow the run's task")
 
@@ -114,19 +116,21 @@ def evaluate_task(loaded: Loaded, root=None, batch: int = 256, limit: int | None
     for i in range(0, len(test), batch):
         idx = np.arange(i, min(len(test), i + batch))
         ev.add(a.logits("test", idx), {k: v[idx] for k, v in test.targets.items()})
-    return {"task": task.name, "metrics": ev.result(), "n": len(test), "data": task.cfg.data, "evaluator": ev}
+    return {"task": task.name, "metrics": ev.result(), "n": len(test), "data": task.cfg.data, "evaluator": ev,
+            "split": test}
 
 
-def predict_task(loaded: Loaded, images, out: str | None = None) -> list[dict]:
+def predict_task(loaded: Loaded, images, out: str | None = None, decode=None) -> list[dict]:
     """The task's predictions (boxes, points, ...) for image files, at the model's
-    input size; with ``out``, the first image's predictions drawn into that PNG."""
+    input size; with ``out``, the first image's predictions drawn into that PNG.
+    ``decode(outputs, images)``, if given, replaces the task's decode (a second stage)."""
     c, h, w = loaded.net.input_shape
     arrays = [load_image(p, (c, h, w)) for p in images]  # all read before any output
     x = np.stack(arrays).transpose(0, 3, 1, 2).astype(np.float32) / 255
     x = ((x - np.asarray(loaded.mean, np.float32).reshape(1, -1, 1, 1))
          / np.asarray(loaded.std, np.float32).reshape(1, -1, 1, 1))
     outputs = loaded.adapter.logits_of(np.ascontiguousarray(x, np.float32))
-    preds = loaded.task.decode(outputs, loaded.meta)
+    preds = decode(outputs, arrays) if decode else loaded.task.decode(outputs, loaded.meta)
     if out is not None:
         loaded.task.draw(arrays[0], preds[0], out)
     return [{"image": str(p), **pred} for p, pred in zip(images, preds)]
