@@ -286,3 +286,22 @@ def test_the_run_folder_is_named_after_the_task_model(tmp_path, monkeypatch):
     (run,) = (tmp_path / "runs").iterdir()
     assert run.name.startswith("centernet_fm-")
     assert json.loads((run / "config.json").read_text())["model"] == "centernet_fm"
+
+
+# ------------------------------------------------------------------ eval --task-opt: the test split only
+
+
+def test_eval_may_change_the_test_split_and_nothing_else(tmp_path, classifier_run, capsys):
+    run = tmp_path / "det"
+    assert main([*DETECT, "--limit-train", "16", "-o", str(run), *opts(canvases=16, test_canvases=8)]) == 0
+    capsys.readouterr()
+    counts = []
+    for n in ("8", "12"):
+        assert main(["eval", str(run), "--json", "--threads", "1", "--task-opt", f"test_canvases={n}"]) == 0
+        counts.append(json.loads(capsys.readouterr().out)["n"])
+    assert counts == [8, 12]  # more test canvases than the run scored while training
+    for given, words in (("size=64", "fixed when the run trained"),
+                         ("tests=3", "not an option of task detect"), ("test_canvases=0", "test_canvases=0")):
+        assert words in one_line_error(capsys, ["eval", str(run), "--task-opt", given])
+    assert "is a classifier" in one_line_error(capsys, ["eval", str(classifier_run), "--task-opt",
+                                                        "test_canvases=5"])

@@ -61,6 +61,7 @@ class CropsTask(ClassifyTask):
     box crops, trained as any classifier (cross-entropy, top-1, --aug flip)."""
 
     name = "crops"
+    eval_options = ("test_canvases",)  # the test split; the rest is the model's
     options = {
         "canvases": (40_000, positive_int, "the number of training canvases, e.g. canvases=40000"),
         "test_canvases": (5_000, positive_int, "the number of test canvases, e.g. test_canvases=5000"),

@@ -272,6 +272,7 @@ class DetectTask(Task):
     default_model = "centernet_fm"
     score = "map"
     shown = ("map", "map50")
+    eval_options = ("test_canvases",)  # the test split; the rest is the model's
     options = {
         "canvases": (20_000, positive_int, "the number of training canvases, e.g. canvases=20000"),
         "test_canvases": (5_000, positive_int, "the number of test canvases, e.g. test_canvases=5000"),

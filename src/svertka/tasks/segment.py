@@ -144,6 +144,7 @@ class SegmentTask(Task):
     train_backends = ("torch", "numpy")  # per-pixel cross-entropy: N*H*W rows of the one both engines have
     augments = False  # flips and crops would have to move the masks too
     shown = ("pixel_acc", "miou")
+    eval_options = ("test",)  # the test split; the rest is the model's
     options = {
         "canvases": (10_000, positive_int, "training canvases (--limit-train caps them)"),
         "val": (500, positive_int, "validation canvases, drawn from the training items with another seed"),

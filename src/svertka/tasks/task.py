@@ -101,6 +101,7 @@ class Task:
     # --task-opt key=value settings: {key: (default, parse function, help)}
     options: dict = {}
     default_model = ""  # the zoo model trained when none is named
+    eval_options: tuple = ()  # what `svertka eval --task-opt` may change: the test split's, not the model's
 
     @classmethod
     def model_for(cls, options: dict) -> str:
@@ -110,22 +111,35 @@ class Task:
     def __init__(self, cfg):
         self.cfg = cfg
         given = dict(getattr(cfg, "task_options", None) or {})
+        self._check_known(given)
+        self.opts = {key: (self._parse(key, given[key]) if key in given else default)
+                     for key, (default, _parse, _help) in self.options.items()}
+        if not getattr(cfg, "model", None):
+            cfg.model = self.model_for(given)
+
+    def override_for_eval(self, given: dict) -> None:
+        """Apply `svertka eval --task-opt key=value` settings; only ``eval_options`` may change."""
+        self._check_known(given)
+        for key, value in given.items():
+            if key not in self.eval_options:
+                may = ", ".join(self.eval_options) or "none of them"
+                raise UsageError(f"--task-opt {key} was fixed when the run trained; eval may change "
+                                 f"{may}")
+            self.opts[key] = self._parse(key, value)
+
+    def _check_known(self, given: dict) -> None:
         unknown = sorted(set(given) - set(self.options))
         if unknown:
             known = ", ".join(sorted(self.options)) or "none"
             raise UsageError(f"--task-opt {unknown[0]} is not an option of task {self.name}; "
                              f"its options: {known}")
-        self.opts = {}
-        for key, (default, parse, _help) in self.options.items():
-            if key not in given:
-                self.opts[key] = default
-                continue
-            try:
-                self.opts[key] = parse(given[key])
-            except (ValueError, TypeError, UsageError, ArgumentTypeError) as e:
-                raise UsageError(f"--task-opt {key}={given[key]}: {e}; {_help}") from None
-        if not getattr(cfg, "model", None):
-            cfg.model = self.model_for(given)
+
+    def _parse(self, key: str, value: str):
+        _default, parse, help_ = self.options[key]
+        try:
+            return parse(value)
+        except (ValueError, TypeError, UsageError, ArgumentTypeError) as e:
+            raise UsageError(f"--task-opt {key}={value}: {e}; {help_}") from None
 
     def check_training(self) -> None:
         """One-line errors for settings this task cannot train with (the loop calls this;

@@ -159,6 +159,9 @@ def add_parsers(sub):
     s.add_argument("--second-stage", metavar="CROPS_RUN",
                    help="detection runs: re-class the detector's boxes with this crop classifier (a run of "
                         "`svertka train --task crops`) and score the two stages together (default: none)")
+    s.add_argument("--task-opt", dest="task_opt", action="append", type=task_option, metavar="KEY=VALUE",
+                   help="task runs: change a setting of the test split, e.g. test_canvases=5000 (detect, "
+                        "crops) or test=2000 (segment); the model's settings stay the run's (default: none)")
     s.set_defaults(func=cmd_eval)
 
     s = sub.add_parser("predict", help="top-k classes, or a task model's points, boxes or mask, of PNG/JPEG "
@@ -276,6 +279,9 @@ def cmd_eval(args):
         load_second_stage(loaded, args.second_stage)  # refuses a classifier in one line
     if args.coco_results:
         raise UsageError(f"--coco-results writes detections; {loaded.source} is a classifier")
+    if args.task_opt:
+        raise UsageError(f"--task-opt sets a task run's test split; {loaded.source} is a classifier, "
+                         f"evaluated on --data (and --limit)")
     aug = loaded.meta.get("aug")
     if args.tta == "flip" and aug is not None and "flip" not in aug:
         # measured: the demo-style LeNet-5 drops from 89.9% to 83.6% (shoes all face one way)
@@ -316,6 +322,7 @@ def eval_task(args, loaded):
     """`svertka eval` of a run of any task but classification: its metrics."""
     from .evaluate import evaluate_task
 
+    loaded.task.override_for_eval(dict(args.task_opt or []))
     for flag, given in (("--data", args.data), ("--tta", args.tta != "none"), ("--png", args.png)):
         if given:
             raise UsageError(f"{flag} is for classifiers; {loaded.source} is a {loaded.task.name} model "
