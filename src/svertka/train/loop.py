@@ -394,7 +394,7 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, stop_after: int | 
     job = current_job()
     out = Progress(stream, progress and job.is_main)  # rank 0 alone reports
     run = open_run(cfg, resume, out)
-    where = run.test_ds.location or cfg.data
+    where = run.train_ds.location or run.test_ds.location or cfg.data  # where the training images come from
     device = f" on {run.adapter.device}" if cfg.backend == "torch" else ""
     task = "" if cfg.task == "classify" else f"task {cfg.task}, "
     out.line(f"svertka train: {task}{run.adapter.net.name} on {cfg.data} ({len(run.train_ds)} train images "
