@@ -54,6 +54,16 @@ def split_scores(evaluate, touching, names):
                               ("separate", ~touching))}
 
 
+def print_split_table(rows) -> None:
+    """A markdown table of mAP, mAP@.5 and mAP@.75 per method (name, split_scores result) and split."""
+    print("| method | canvases | mAP@[.5:.95] | mAP@.5 | mAP@.75 |")
+    print("|---|---|---|---|---|")
+    for name, res in rows:
+        for part in ("all", "touching", "separate"):
+            r = res[part]
+            print(f"| {name} | {part} | {r['map']:.3f} | {r['map50']:.3f} | {r['map75']:.3f} |")
+
+
 def grid(path, images, det, boxes, labels, classes, n=16, cols=4):
     from PIL import Image
 
@@ -112,12 +122,7 @@ def main():
     print(f"{len(test)} test canvases ({int(touching.sum())} with touching items), {int(live.sum())} items; "
           f"detector {det_run.net.name} ({args.detector}), "
           f"baseline classifier {clf.net.name} ({args.classifier})")
-    print("| method | canvases | mAP@[.5:.95] | mAP@.5 | mAP@.75 |")
-    print("|---|---|---|---|---|")
-    for name, res in (("CNN detector", cnn), ("baseline", baseline)):
-        for part in ("all", "touching", "separate"):
-            r = res[part]
-            print(f"| {name} | {part} | {r['map']:.3f} | {r['map50']:.3f} | {r['map75']:.3f} |")
+    print_split_table((("CNN detector", cnn), ("baseline", baseline)))
     print("\n| class | detector AP | detector AP@.5 | baseline AP | baseline AP@.5 |")
     print("|---|---|---|---|---|")
     for c in classes:

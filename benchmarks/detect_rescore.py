@@ -33,7 +33,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from detect_map import split_scores
+from detect_map import print_split_table, split_scores
 from machine import LoadMonitor, write_results
 from svertka.tasks.crops import JITTER_SEEDS, box_crops
 from svertka.tasks.detect import DetectionEvaluator
@@ -86,14 +86,9 @@ def main():
           f"{args.train_canvases:,} training canvases x {args.epochs} ({train_s:.0f} s); "
           f"{len(di):,} detections -> {len(merged):,} boxes after merging classes at IoU {args.nms}; "
           f"other processes {load.other_cores:.2f} cores{' CONTENDED' if load.contended else ''}")
-    print("| method | canvases | mAP@[.5:.95] | mAP@.5 | mAP@.75 |")
-    print("|---|---|---:|---:|---:|")
-    rows = (("one-stage detector", one_stage), ("+ lenet5 re-classing its boxes", two_stage["classifier"]),
-            ("+ lenet5 fused with the detector's classes", two_stage["fused"]))
-    for name, res in rows:
-        for part in ("all", "touching", "separate"):
-            r = res[part]
-            print(f"| {name} | {part} | {r['map']:.3f} | {r['map50']:.3f} | {r['map75']:.3f} |")
+    print_split_table((("one-stage detector", one_stage),
+                       ("+ lenet5 re-classing its boxes", two_stage["classifier"]),
+                       ("+ lenet5 fused with the detector's classes", two_stage["fused"])))
     print("\n| class | one-stage AP@.5 | re-classed AP@.5 | fused AP@.5 |")
     print("|---|---:|---:|---:|")
     for c in classes:
